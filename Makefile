@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON     ?= python3
+VENV       ?= .venv
+# The install step pins torch so this machine takes its local CPU wheel; a GPU user
+# overrides it: `make demo TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'`.
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+PYTEST_ARGS ?=
+DEMO_RUN   ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(PY) -m model train --config configs/default.yaml --run-dir $(DEMO_RUN) --fresh
+	$(PY) -m pytest acceptance/ --run-dir $(DEMO_RUN) -p no:cacheprovider -q || true
+	$(VENV)/bin/mlgates verdict $(DEMO_RUN)
+
+test: install
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/engine_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,3 @@
+"""pytest hooks only.  Loaded in every pytest run: import nothing heavy here."""
+
+from __future__ import annotations
