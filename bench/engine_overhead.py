@@ -1,0 +1,184 @@
+"""What the engine costs over a bare hand-written loop, measured in one run.
+
+Same model, data, data order, initial weights, batch size, optimizer and lr schedule; the
+bare loop is the textbook one (forward, loss, backward, step, zero_grad, scheduler step,
+then a validation forward pass). The engine is measured as users run it: its epoch time
+includes metrics, the best/last checkpoints (atomic, fsync'd), the CSV/JSON logs and
+train.log -- everything between the end of one epoch and the end of the next (timed with
+the in-flight hook, which the engine calls after each epoch's files are written).
+
+Each side runs in its own subprocess (so peak memory, ``ru_maxrss``, is not shared), the
+pair is repeated ``--repeats`` times alternately, and the first epoch of every run is
+dropped as warm-up. The final train losses must agree to 5 decimals -- the self-check
+PyTorch Lightning's parity benchmark uses against plain PyTorch -- or the script exits 1.
+
+    python bench/engine_overhead.py [--epochs 12] [--repeats 3]
+
+Goals: time ratio <= 1.05, memory ratio <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def bench_overrides(epochs: int) -> list[str]:
+    # parity settings: features the bare loop does not have are off (EMA, class weights,
+    # warm-up, early stopping, in-flight gates); the cosine schedule is replicated below
+    return [f"train.epochs={epochs}", "train.ema_decay=0.0", "train.class_weights=none",
+            "train.warmup_epochs=0", "train.early_stopping=null", "train.progress_bar=false",
+            "gates.inflight=null"]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+# --------------------------------------------------------------------------- engine child
+
+
+def run_engine(epochs: int) -> dict:
+    from model.config import load_config
+    from model.train import train
+
+    config = load_config(CONFIG, bench_overrides(epochs))
+    marks: list[float] = []
+
+    def timer(run_dir: Path, epoch: int) -> None:  # called after each epoch's files are written
+        marks.append(time.perf_counter())
+        return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        results = train(config, Path(tmp) / "run", fresh=True, config_path=str(CONFIG),
+                        allow_defaults=True, inflight_hook=timer)
+        ended = time.perf_counter()
+        log_rows = json.loads((Path(tmp) / "run" / "metric_history.json").read_text())["rows"]
+    epoch_times = [b - a for a, b in zip(marks, marks[1:])]  # epoch 2..N, I/O included
+    compute = [float(r["epoch_seconds"]) for r in log_rows[1:]]
+    return {"epoch_times": epoch_times, "compute_times": compute,
+            "finish_seconds": ended - marks[-1], "total_seconds": ended - started,
+            "final_train_loss": results["final"]["train_loss"], "peak_rss_mib": peak_rss_mib()}
+
+
+# --------------------------------------------------------------------------- bare child
+
+
+def run_bare(epochs: int) -> dict:
+    import math
+    import random
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from model.config import load_config
+    from model.data import build_dataset
+    from model.nets import build_model
+
+    config = load_config(CONFIG, bench_overrides(epochs))
+    tc = config.train
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    data = build_dataset(config)
+    model = build_model(config.model, data.input_shape, len(data.class_names))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    val_loader = data.loader("val", tc.batch_size, shuffle=False, seed=config.seed, epoch=0)
+    steps = len(data.loader("train", tc.batch_size, shuffle=True, seed=config.seed, epoch=1))
+    total = steps * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / total))))
+
+    epoch_times, train_loss = [], math.nan
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        loss_sum, count = 0.0, 0
+        for x, y in data.loader("train", tc.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            loss_sum += loss.item() * len(y)
+            count += len(y)
+        train_loss = loss_sum / count
+        model.eval()
+        with torch.no_grad():
+            val_loss = sum(criterion(model(x), y).item() * len(y) for x, y in val_loader)
+        epoch_times.append(time.perf_counter() - started)
+        del val_loss
+    return {"epoch_times": epoch_times[1:], "final_train_loss": train_loss,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def child(kind: str, epochs: int, threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--epochs", str(epochs)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per side (1: least disturbed by other load)")
+    parser.add_argument("--child", choices=["engine", "bare"])
+    args = parser.parse_args()
+    if args.child:
+        out = run_engine(args.epochs) if args.child == "engine" else run_bare(args.epochs)
+        print(json.dumps(out))
+        return 0
+
+    engine_runs, bare_runs = [], []
+    for _ in range(args.repeats):  # alternate, so background load hits both alike
+        bare_runs.append(child("bare", args.epochs, args.threads))
+        engine_runs.append(child("engine", args.epochs, args.threads))
+    engine_epoch = statistics.median(t for r in engine_runs for t in r["epoch_times"])
+    engine_compute = statistics.median(t for r in engine_runs for t in r["compute_times"])
+    bare_epoch = statistics.median(t for r in bare_runs for t in r["epoch_times"])
+    engine_mem = max(r["peak_rss_mib"] for r in engine_runs)
+    bare_mem = max(r["peak_rss_mib"] for r in bare_runs)
+    engine_loss = engine_runs[0]["final_train_loss"]
+    bare_loss = bare_runs[0]["final_train_loss"]
+    time_ratio, mem_ratio = engine_epoch / bare_epoch, engine_mem / bare_mem
+    losses_agree = round(engine_loss, 5) == round(bare_loss, 5)
+
+    print(f"engine overhead on {CONFIG.relative_to(REPO_ROOT)} ({args.epochs} epochs, "
+          f"{args.repeats} runs each, {args.threads} torch thread(s), first epoch dropped, medians)")
+    print(f"  epoch time   engine {engine_epoch * 1000:8.1f} ms   bare {bare_epoch * 1000:8.1f} ms"
+          f"   ratio {time_ratio:.3f}  (goal <= 1.05) {'OK' if time_ratio <= 1.05 else 'MISSED'}")
+    print(f"    engine breakdown: train+eval {engine_compute * 1000:.1f} ms, checkpoints+logs "
+          f"{(engine_epoch - engine_compute) * 1000:.1f} ms; once at the end (final.pt, test "
+          f"split, plots): {statistics.median(r['finish_seconds'] for r in engine_runs):.2f} s")
+    print(f"  peak memory  engine {engine_mem:8.1f} MiB  bare {bare_mem:8.1f} MiB  "
+          f"ratio {mem_ratio:.3f}  (goal <= 1.05) {'OK' if mem_ratio <= 1.05 else 'MISSED'}")
+    print("    (the plots are drawn once at the end by a child process, python -m model.plots)")
+    print(f"  final train loss  engine {engine_loss:.8f}  bare {bare_loss:.8f}  "
+          f"{'agree to 5 decimals' if losses_agree else 'DISAGREE'}")
+    return 0 if losses_agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,635 @@
+"""Bundled datasets, injectable faults, splits and deterministic loaders.
+
+Nothing is downloaded: ``digits`` and ``breast_cancer`` come with scikit-learn and
+``stamps`` is synthesised with numpy from the config's seed. The faults exist so that
+every gate of pytest-mlgates can be shown RED on real training and then GREEN once the
+fault is fixed::
+
+    >>> from model.config import load_config
+    >>> ds = build_dataset(load_config(None, ["data.name=stamps", "data.faults=[shortcut]"]))
+    >>> ds.x.shape, ds.class_names
+    ((1200, 3, 64, 64), ['nonlens', 'lens'])
+
+Everything here is a pure function of the config: the same seed gives the same arrays,
+the same splits and, through :meth:`Dataset.loader`, the same batch order for a given
+``(seed, epoch, rank)`` — which is what lets a resumed run replay an epoch bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from model.config import Config, ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `import model.data` stays light
+    from torch.utils.data import DataLoader
+
+STAMPS_CLASSES = ["nonlens", "lens"]
+STAMP_SIZE = 64
+STAMP_BANDS = 3
+OBSERVATIONS_PER_SYSTEM = 4
+
+# Fault rates: small enough that a run still trains, large enough that a check sees them.
+NAN_SAMPLE_FRACTION = 0.02
+MISSING_BAND_FRACTION = 0.05
+SHORTCUT_RADIUS = 5.0
+# Sky level left after background subtraction varies per exposure; it also keeps the
+# median of an image (what core_dropout fills the core with) from betraying faint arcs.
+SKY_PEDESTAL_SIGMA = 0.5
+# Lens systems whose arc is buried in the noise: they cap honest accuracy/AUROC below 1.
+FAINT_ARC_FRACTION = 0.1
+# leaked_groups: val is filled with copies of this many train systems per class.
+LEAKED_SYSTEMS_PER_CLASS = 2
+
+# Which faults make sense for which data (a dead band needs bands, a leak needs groups).
+_FAULTS_APPLY_TO: dict[str, tuple[str, ...]] = {
+    "shortcut": ("stamps",),
+    "nan_pixels": ("stamps", "digits"),
+    "missing_band": ("stamps",),
+    "leaked_groups": ("stamps",),
+}
+
+# Separate random streams per purpose, so adding a fault never changes the honest data.
+_STREAM_OBJECTS, _STREAM_OBSERVATIONS = 1, 2
+_STREAM_SHORTCUT, _STREAM_NAN, _STREAM_BAND, _STREAM_LEAK = 11, 12, 13, 14
+_STREAM_SPLIT, _STREAM_IMBALANCE, _STREAM_CORE_DROPOUT = 21, 22, 31
+
+
+def _rng(seed: int, stream: int, *more: int) -> np.random.Generator:
+    return np.random.default_rng([abs(int(seed)), stream, *more])
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class Dataset:
+    """The full dataset as built (after faults), its splits and train-split statistics.
+
+    ``x`` is raw (not normalized); :meth:`loader` normalizes with ``normalization``.
+    ``splits`` holds int64 index arrays into ``x`` for ``train``, ``val`` and ``test``.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    class_names: list[str]
+    splits: dict[str, np.ndarray]
+    normalization: dict[str, list[float]]
+    strategy: str = "stratified"
+    seed: int = 0
+    faults: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, no batch dimension (what :func:`build_model` takes)."""
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 4
+
+    def splits_json(self) -> dict[str, Any]:
+        """The content of ``splits.json`` (see docs/internals.md)."""
+        out: dict[str, Any] = {"dataset": self.name, "strategy": self.strategy, "seed": self.seed}
+        for name in ("train", "val", "test"):
+            out[name] = [int(i) for i in self.splits[name]]
+        if self.groups is None:
+            out["groups"] = None
+        else:
+            out["groups"] = {n: [int(g) for g in self.groups[self.splits[n]]] for n in ("train", "val", "test")}
+        return out
+
+    def normalized(self, split: str) -> np.ndarray:
+        """The split's inputs, normalized by the train statistics (NaN stays NaN)."""
+        return _normalize(self.x[self.splits[split]], self.normalization, self.is_image)
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        core_dropout: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> DataLoader:
+        """A DataLoader of ``(x, y)``: normalized float32 inputs and int64 labels.
+
+        The order depends only on ``(seed, epoch, rank, world_size)``: a resumed run
+        asking for the same epoch gets the same batches. With ``world_size > 1`` each
+        rank gets its own shard, padded to equal length as ``DistributedSampler`` does.
+        ``core_dropout`` (``{prob, radius}``, a dict or the config object) fills the
+        central disc of a random ``prob`` fraction of images with the median of the rest
+        of each band; its randomness is drawn from ``(seed, epoch)`` too. It augments the
+        train split only: val and test are always measured on the images as they are.
+        """
+        import torch
+
+        if split not in self.splits:
+            raise ConfigError(f"loader: unknown split {split!r} (valid: train, val, test)")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"loader: rank {rank} is outside world_size {world_size}")
+        x = self.x[self.splits[split]]
+        prob, radius = _core_dropout_params(core_dropout)
+        if prob > 0.0 and split == "train":
+            if not self.is_image:
+                raise ConfigError(
+                    f"train.core_dropout: needs images, dataset '{self.name}' is tabular (set prob: 0)"
+                )
+            chosen = _rng(seed, _STREAM_CORE_DROPOUT, epoch).random(len(x)) < prob
+            x = x.copy()
+            x[chosen] = fill_core_with_median(x[chosen], radius)
+        xs = torch.from_numpy(_normalize(x, self.normalization, self.is_image))
+        ys = torch.from_numpy(self.y[self.splits[split]].astype(np.int64))
+        sampler = _ShardedBatches(len(xs), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                                  rank=rank, world_size=world_size)
+        return torch.utils.data.DataLoader(
+            cast(Any, _ArrayBatches(xs, ys)), sampler=sampler, batch_size=None, num_workers=num_workers
+        )
+
+
+class _ArrayBatches:
+    """Map-style dataset whose keys are whole index lists: one slice per batch, no stacking."""
+
+    def __init__(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, indices: list[int]) -> tuple[Any, Any]:
+        import torch
+
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.x[idx], self.y[idx]
+
+
+class _ShardedBatches:
+    """Batches of indices; order a function of (seed, epoch), sharded like DistributedSampler."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+                 rank: int, world_size: int) -> None:
+        import torch
+
+        if shuffle:
+            g = torch.Generator()
+            g.manual_seed((abs(int(seed)) * 1_000_003 + int(epoch)) % (2**63))
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        if world_size > 1 and n > 0:
+            per_rank = math.ceil(n / world_size)
+            total = per_rank * world_size
+            order = (order * math.ceil(total / n))[:total]  # pad by wrapping, as DistributedSampler
+            order = order[rank:total:world_size]
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _core_dropout_params(core_dropout: Any) -> tuple[float, float]:
+    if core_dropout is None:
+        return 0.0, SHORTCUT_RADIUS
+    if isinstance(core_dropout, dict):
+        return float(core_dropout.get("prob", 0.0)), float(core_dropout.get("radius", SHORTCUT_RADIUS))
+    return float(core_dropout.prob), float(core_dropout.radius)
+
+
+def _normalize(x: np.ndarray, norm: dict[str, list[float]], is_image: bool) -> np.ndarray:
+    mean = np.asarray(norm["mean"], dtype=np.float32)
+    std = np.asarray(norm["std"], dtype=np.float32)
+    if is_image:
+        mean, std = mean[None, :, None, None], std[None, :, None, None]
+    return ((x - mean) / std).astype(np.float32, copy=False)
+
+
+def normalization_stats(x: np.ndarray) -> dict[str, list[float]]:
+    """Per-channel (images) or per-feature (tabular) mean/std, NaN ignored, std >= 1e-6."""
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"), _quiet_nan_warnings():
+        mean = np.nanmean(x64, axis=axes)
+        std = np.nanstd(x64, axis=axes)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    std = np.where(np.isfinite(std), np.maximum(std, 1e-6), 1.0)
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+@contextmanager
+def _quiet_nan_warnings() -> Iterator[None]:
+    """numpy warns on an all-NaN slice; the callers handle that case on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+# --------------------------------------------------------------------------- core helpers
+
+
+def _core_mask(height: int, width: int, radius: float) -> np.ndarray:
+    """Boolean (H, W) disc of `radius` pixels around the image centre."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+
+
+def fill_core_with_median(images: np.ndarray, radius: float) -> np.ndarray:
+    """Copy of `images` (N, C, H, W) whose central disc holds the median of the rest, per band.
+
+    This is the `core_dropout` augmentation applied to every image: a model cannot read
+    a class from core brightness it never sees. NaN outside the core is ignored.
+    """
+    out = np.array(images, dtype=np.float32, copy=True)
+    if out.shape[0] == 0:
+        return out
+    mask = _core_mask(out.shape[2], out.shape[3], radius)
+    with _quiet_nan_warnings():
+        med = np.nanmedian(out[:, :, ~mask], axis=2)  # (N, C)
+    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+    out[:, :, mask] = med[:, :, None]
+    return out
+
+
+def central_crop_features(x: np.ndarray, radius: float = SHORTCUT_RADIUS) -> np.ndarray:
+    """(N, C*k) pixels within `radius` of the image centre, all bands, flattened.
+
+    What the shortcut probe looks at: if these pixels alone predict the class, a model
+    can too, without ever looking at the object the label is about.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"central_crop_features needs images (N, C, H, W), got shape {x.shape}")
+    mask = _core_mask(x.shape[2], x.shape[3], radius)
+    return np.asarray(x[:, :, mask], dtype=np.float32).reshape(len(x), -1)
+
+
+def shortcut_probe_auc(x: np.ndarray, y: np.ndarray, radius: float = SHORTCUT_RADIUS, seed: int = 0) -> float:
+    """Cross-validated ROC AUC of a logistic regression on the central crop alone.
+
+    Near 0.5: the core carries no class information. Well above: a shortcut.
+    Binary labels use the positive (second) class; more classes use macro one-vs-rest.
+    NaN pixels are set to 0 after standardising, so a few bad pixels do not stop the probe.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats = central_crop_features(x, radius).astype(np.float64)
+    feats = np.where(np.isfinite(feats), feats, np.nan)
+    with _quiet_nan_warnings():
+        col_mean = np.nanmean(feats, axis=0)
+    col_mean = np.where(np.isfinite(col_mean), col_mean, 0.0)
+    feats = np.where(np.isnan(feats), col_mean[None, :], feats)
+    y = np.asarray(y).astype(np.int64)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        return float("nan")
+    folds = int(min(5, counts.min()))
+    if folds < 2:
+        return float("nan")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    proba = cross_val_predict(probe, feats, y, cv=cv, method="predict_proba")
+    if len(classes) == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_dataset(config: Config) -> Dataset:
+    """The dataset the config names, with its faults, splits and train statistics."""
+    data = config.data
+    seed = int(config.seed)
+    _check_faults_apply(data.name, list(data.faults))
+
+    hidden: dict[str, np.ndarray] = {}
+    if data.name == "digits":
+        x, y, groups, class_names = _load_digits()
+    elif data.name == "breast_cancer":
+        x, y, groups, class_names = _load_breast_cancer()
+    elif data.name == "stamps":
+        x, y, groups, hidden = make_stamps(data.n_samples, seed, shortcut="shortcut" in data.faults)
+        class_names = list(STAMPS_CLASSES)
+    else:  # the config's Literal already refuses this; kept for callers building configs by hand
+        raise ConfigError(f"data.name: unknown dataset {data.name!r} (valid: digits, breast_cancer, stamps)")
+
+    if "nan_pixels" in data.faults:
+        _inject_nan_pixels(x, seed)
+    if "missing_band" in data.faults:
+        _inject_missing_band(x, seed)
+
+    if data.split == "group_holdout":
+        if groups is None:
+            raise ConfigError(
+                f"data.split: group_holdout needs group ids and dataset '{data.name}' has none (use stratified)"
+            )
+        splits = _group_holdout_split(y, groups, data.val_fraction, data.test_fraction, seed)
+    else:
+        splits = _stratified_split(y, data.val_fraction, data.test_fraction, seed)
+
+    if data.imbalance is not None:
+        cls = _class_index(data.imbalance.class_, class_names)
+        splits["train"] = _thin_class(splits["train"], y, cls, data.imbalance.keep, seed)
+
+    if "leaked_groups" in data.faults:
+        assert groups is not None
+        _leak_train_into_val(x, y, groups, splits, hidden.get("clarity"), seed)
+
+    return Dataset(
+        name=data.name,
+        x=x,
+        y=y,
+        groups=groups,
+        class_names=class_names,
+        splits=splits,
+        normalization=normalization_stats(x[splits["train"]]),
+        strategy=data.split,
+        seed=seed,
+        faults=list(data.faults),
+    )
+
+
+def _check_faults_apply(name: str, faults: list[str]) -> None:
+    for fault in faults:
+        allowed = _FAULTS_APPLY_TO.get(fault, ())
+        if name not in allowed:
+            raise ConfigError(
+                f"data.faults: '{fault}' does not apply to dataset '{name}' (only to: {', '.join(allowed)})"
+            )
+
+
+def _class_index(cls: int | str, class_names: list[str]) -> int:
+    """`imbalance.class` given as an index (3) or a name ('malignant', or '3' for digits)."""
+    if isinstance(cls, str) and cls in class_names:
+        return class_names.index(cls)
+    if isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls < len(class_names):
+        return cls
+    raise ConfigError(
+        f"data.imbalance.class: {cls!r} is not a class of this dataset "
+        f"(names: {', '.join(class_names)}; or an index 0..{len(class_names) - 1})"
+    )
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray, None, list[str]]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
+    return np.ascontiguousarray(x), bunch.target.astype(np.int64), None, [str(i) for i in range(10)]
+
+
+def _load_breast_cancer() -> tuple[np.ndarray, np.ndarray, None, list[str]]:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    names = [str(n) for n in bunch.target_names]
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64), None, names
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    if n_val + n_test >= n > 0:  # keep at least one training item
+        n_val = max(0, n - n_test - 1)
+    return n_val, n_test
+
+
+def _stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Per-class shuffled split: every class keeps the configured proportions."""
+    rng = _rng(seed, _STREAM_SPLIT)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_val, n_test = _split_counts(len(idx), val_fraction, test_fraction)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    return {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in parts.items()}
+
+
+def _group_holdout_split(
+    y: np.ndarray, groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Whole groups go to one split; groups are dealt per majority class to keep balance."""
+    rng = _rng(seed, _STREAM_SPLIT, 1)
+    uniq = np.unique(groups)
+    group_class = np.array([np.bincount(y[groups == g]).argmax() for g in uniq])
+    assign: dict[int, str] = {}
+    for cls in np.unique(group_class):
+        gs = rng.permutation(uniq[group_class == cls])
+        n_val, n_test = _split_counts(len(gs), val_fraction, test_fraction)
+        for g in gs[:n_test]:
+            assign[int(g)] = "test"
+        for g in gs[n_test : n_test + n_val]:
+            assign[int(g)] = "val"
+        for g in gs[n_test + n_val :]:
+            assign[int(g)] = "train"
+    where = np.array([assign[int(g)] for g in groups])
+    return {k: np.flatnonzero(where == k).astype(np.int64) for k in ("train", "val", "test")}
+
+
+def _thin_class(train: np.ndarray, y: np.ndarray, cls: int, keep: float, seed: int) -> np.ndarray:
+    """Keep a `keep` fraction (at least one) of class `cls` in the train split only."""
+    members = train[y[train] == cls]
+    if len(members) == 0:
+        return train
+    n_keep = max(1, round(keep * len(members)))
+    kept = _rng(seed, _STREAM_IMBALANCE).choice(members, size=n_keep, replace=False)
+    return np.sort(np.concatenate([train[y[train] != cls], kept])).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _inject_nan_pixels(x: np.ndarray, seed: int) -> None:
+    """A few samples get a small patch of NaN in one band (a bad-pixel mask never applied)."""
+    rng = _rng(seed, _STREAM_NAN)
+    n = len(x)
+    hit = rng.choice(n, size=max(1, round(NAN_SAMPLE_FRACTION * n)), replace=False)
+    h, w = x.shape[2], x.shape[3]
+    patch = max(1, h // 8)
+    for i in hit:
+        band = rng.integers(x.shape[1])
+        r0, c0 = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
+        x[i, band, r0 : r0 + patch, c0 : c0 + patch] = np.nan
+
+
+def _inject_missing_band(x: np.ndarray, seed: int) -> None:
+    """A few samples have one band all zeros (a dead detector or a failed coadd)."""
+    rng = _rng(seed, _STREAM_BAND)
+    n = len(x)
+    hit = rng.choice(n, size=max(1, round(MISSING_BAND_FRACTION * n)), replace=False)
+    bands = rng.integers(0, x.shape[1], size=len(hit))
+    x[hit, bands] = 0.0
+
+
+def _leak_train_into_val(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, splits: dict[str, np.ndarray],
+    clarity: np.ndarray | None, seed: int,
+) -> None:
+    """Overwrite every val sample with an exact copy of a train sample of the same class.
+
+    The bug simulated: val was drawn from a few systems that are also in train (say, a
+    cut-out list reused). The copies keep their train group ids, so the leak shows in
+    ``splits.json``; they come from the clearest train systems of each class, so even
+    a short run scores a perfect val — the "val AUROC of 1.0 that was a leaked split"
+    of the spec. The test split stays honest and tells the truth.
+    """
+    rng = _rng(seed, _STREAM_LEAK)
+    train, val = splits["train"], splits["val"]
+    score = clarity if clarity is not None else np.zeros(len(x))
+    for cls in np.unique(y[val]):
+        targets = val[y[val] == cls]
+        pool = train[y[train] == cls]
+        if len(pool) == 0:
+            continue
+        # rank train groups of this class by their clearest observation, keep the top few
+        pool_groups = np.unique(groups[pool])
+        best = np.array([score[pool[groups[pool] == gid]].max() for gid in pool_groups])
+        order = np.lexsort((rng.random(len(pool_groups)), -best))
+        chosen = pool_groups[order[:LEAKED_SYSTEMS_PER_CLASS]]
+        sources = pool[np.isin(groups[pool], chosen)]
+        sources = np.resize(rng.permutation(sources), len(targets))
+        x[targets] = x[sources]
+        groups[targets] = groups[sources]
+
+
+# --------------------------------------------------------------------------- stamps
+
+
+def make_stamps(
+    n_samples: int, seed: int, *, shortcut: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Synthetic 64x64, 3-band lens-like stamps: (x, y, groups, hidden truths).
+
+    Each *system* (group) is observed ``OBSERVATIONS_PER_SYSTEM`` times with its own
+    noise, PSF width and a sub-pixel shift. A ``lens`` system has a red central galaxy
+    and a blue partial Einstein ring at radius 11-19 px; a ``nonlens`` system has the
+    same kind of galaxy, often with a companion, sometimes a blue tangential streak
+    that looks like a short arc. Central-galaxy brightness does not depend on the class,
+    so the core alone carries no signal — unless ``shortcut`` adds a bright core disc to
+    every lens. Faint arcs keep an honest classifier below perfect.
+
+    ``hidden["clarity"]`` scores how unambiguous each sample is (used by leaked_groups).
+    """
+    size, bands, per = STAMP_SIZE, STAMP_BANDS, OBSERVATIONS_PER_SYSTEM
+    n_sys = math.ceil(n_samples / per)
+    rng = _rng(seed, _STREAM_OBJECTS)
+
+    # ---- systems: one set of physical parameters per group
+    sys_class = rng.permutation(np.arange(n_sys) % 2)
+    gal_amp = rng.uniform(4.0, 14.0, n_sys)
+    gal_sigma = rng.uniform(1.8, 3.2, n_sys)
+    gal_q = rng.uniform(0.6, 1.0, n_sys)
+    gal_pa = rng.uniform(0.0, np.pi, n_sys)
+    gal_color = np.array([0.55, 0.85, 1.0]) * rng.uniform(0.85, 1.15, (n_sys, bands))
+
+    arc_radius = rng.uniform(11.0, 19.0, n_sys)
+    arc_angle = rng.uniform(0.0, 2 * np.pi, n_sys)
+    arc_extent = rng.uniform(0.5, 2.0, n_sys)  # half-width of the angular window, radians
+    arc_width = rng.uniform(0.7, 1.3, n_sys)
+    # most arcs are plain to see; a few are too faint to find (no classifier is perfect)
+    faint = rng.random(n_sys) < FAINT_ARC_FRACTION
+    arc_amp = np.where(faint, rng.uniform(0.05, 0.25, n_sys), rng.uniform(1.0, 3.0, n_sys)) * (sys_class == 1)
+    arc_color = np.array([1.0, 0.8, 0.45]) * rng.uniform(0.85, 1.15, (n_sys, bands))
+
+    has_comp = rng.random(n_sys) < np.where(sys_class == 1, 0.35, 0.6)
+    comp_dist = rng.uniform(10.0, 22.0, n_sys)
+    comp_angle = rng.uniform(0.0, 2 * np.pi, n_sys)
+    comp_amp = rng.uniform(1.0, 5.0, n_sys) * has_comp
+    comp_sigma = rng.uniform(1.0, 2.0, n_sys)
+
+    # confuser: a short blue tangential streak in nonlens systems (a spiral arm, a tidal tail)
+    has_streak = (rng.random(n_sys) < 0.35) & (sys_class == 0)
+    streak_amp = rng.uniform(0.3, 0.9, n_sys) * has_streak
+    streak_extent = rng.uniform(0.25, 0.6, n_sys)
+    core_boost = rng.uniform(2.5, 4.0, n_sys) if shortcut else np.zeros(n_sys)
+    if shortcut:
+        core_boost = core_boost * (sys_class == 1)
+
+    # ---- observations: each system seen `per` times
+    obs = _rng(seed, _STREAM_OBSERVATIONS)
+    group = np.repeat(np.arange(n_sys), per)[:n_samples]
+    n = len(group)
+    shift = obs.uniform(-1.0, 1.0, (n, 2))
+    psf = obs.uniform(1.0, 1.6, n)
+    noise = obs.uniform(0.8, 1.2, n)
+    sky = obs.normal(0.0, SKY_PEDESTAL_SIGMA, (n, bands))
+
+    f32 = np.float32
+    coords = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+    yy = coords[None, :, None] - shift[:, 0, None, None].astype(np.float32)
+    xx = coords[None, None, :] - shift[:, 1, None, None].astype(np.float32)
+    r = np.sqrt(yy**2 + xx**2).astype(f32)
+    theta = np.arctan2(yy, xx)
+
+    g = group
+    f32 = np.float32
+
+    def per_obs(values: np.ndarray) -> np.ndarray:
+        """A per-system parameter, broadcast to (n, 1, 1) per observation, float32."""
+        return values[g].astype(f32)[:, None, None]
+
+    psf2 = (psf.astype(f32) ** 2)[:, None, None]
+
+    # central galaxy: elliptical Gaussian, PSF-broadened
+    cos, sin = np.cos(per_obs(gal_pa)), np.sin(per_obs(gal_pa))
+    u = xx * cos + yy * sin
+    v = (yy * cos - xx * sin) / per_obs(gal_q)
+    galaxy = per_obs(gal_amp) * np.exp(-(u**2 + v**2) / (2 * (per_obs(gal_sigma) ** 2 + psf2)))
+    del u, v
+
+    # arc (lens) and streak (nonlens confuser): segments of the same ring family
+    radial = np.exp(-((r - per_obs(arc_radius)) ** 2) / (2 * (per_obs(arc_width) ** 2 + psf2)))
+    dth = np.mod(theta - per_obs(arc_angle) + np.pi, 2 * np.pi) - np.pi
+    dth2 = dth**2
+    del dth
+    ring = radial * (per_obs(arc_amp) * np.exp(-dth2 / (2 * per_obs(arc_extent) ** 2))
+                     + per_obs(streak_amp) * np.exp(-dth2 / (2 * per_obs(streak_extent) ** 2)))
+    del radial, dth2
+
+    cy, cx = per_obs(comp_dist * np.sin(comp_angle)), per_obs(comp_dist * np.cos(comp_angle))
+    companion = per_obs(comp_amp) * np.exp(
+        -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (per_obs(comp_sigma) ** 2 + psf2))
+    )
+    light = galaxy + companion  # both have the galaxy's colour
+    if shortcut:
+        disc = 1.0 / (1.0 + np.exp((r - f32(SHORTCUT_RADIUS)) / f32(0.5)))  # soft-edged disc
+        light = light + per_obs(core_boost) * disc
+
+    x = np.empty((n, bands, size, size), dtype=f32)
+    for b in range(bands):
+        x[:, b] = light * per_obs(gal_color[:, b]) + ring * per_obs(arc_color[:, b])
+    # sky: a per-exposure pedestal (imperfect background subtraction) plus pixel noise
+    x += sky[:, :, None, None].astype(f32)
+    x += obs.standard_normal(x.shape, dtype=f32) * noise[:, None, None, None].astype(f32)
+
+    y = sys_class[g].astype(np.int64)
+    clarity = np.where(y == 1, arc_amp[g] * arc_extent[g], -(streak_amp[g] + comp_amp[g] / 5.0))
+    return x, y, group.astype(np.int64), {"clarity": clarity.astype(np.float64)}

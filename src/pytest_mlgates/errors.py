@@ -1,0 +1,140 @@
+"""The errors pytest-mlgates raises on purpose.
+
+Every error the plugin means to show a user derives from :class:`MlgatesError`, and
+``str(err)`` is the one line the user sees: no traceback, no repr, no newline. Anything
+that is *not* an ``MlgatesError`` escaping a gate is a bug in the plugin, so the plugin's
+items can tell "your run failed this gate" from "the plugin broke".
+
+The message given to the constructor is the whole line (callers already name the file and
+what was wrong, e.g. ``"runs/x/training_log.csv line 7: 3 cells, header has 12"``); the
+keyword attributes carry the same facts in a form code can use (a column to point at, a
+measured value for the JUnit properties).
+
+This module imports nothing but the standard library: ``plugin.py`` imports it in every
+pytest run of a user's environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ExprError", "GateFailure", "GateFileError", "MlgatesError", "RunDirError"]
+
+
+def _one_line(message: object) -> str:
+    """Collapse a message onto one line: a user sees one line per failure."""
+    text = str(message)
+    if "\n" in text or "\r" in text:
+        text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return text
+
+
+class MlgatesError(Exception):
+    """Base of every error the plugin raises on purpose; ``str(err)`` is the user's line."""
+
+    def __init__(self, message: object = "") -> None:
+        self.message = _one_line(message)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword attributes; pickle (xdist, multiprocessing) must keep them.
+        return (_rebuild, (type(self), self.message, self._attrs()))
+
+    def _attrs(self) -> dict[str, Any]:
+        return {}
+
+
+def _rebuild(cls: type[MlgatesError], message: str, attrs: dict[str, Any]) -> MlgatesError:
+    return cls(message, **attrs)
+
+
+class ExprError(MlgatesError):
+    """A ``check:`` expression that does not compile or cannot be evaluated.
+
+    ``offset`` is the 0-based character offset into ``source`` of the construct at fault
+    (the message already says ``at column <offset + 1>``), so a gate-file loader can point
+    at the right column of the YAML line::
+
+        >>> err = ExprError("unknown function 'open' at column 1", offset=0, source="open('f')")
+    """
+
+    def __init__(self, message: object = "", offset: int = 0, source: str = "") -> None:
+        super().__init__(message)
+        self.offset = int(offset)
+        self.source = str(source)
+
+    def _attrs(self) -> dict[str, Any]:
+        return {"offset": self.offset, "source": self.source}
+
+
+class GateFileError(MlgatesError):
+    """A gate file (``*.gates.yaml``, ``*-PLAN.md``) that cannot be collected.
+
+    The message names file, line and column (``acceptance/x.gates.yaml:12:14: ...``);
+    ``file``, ``line`` and ``column`` (1-based) repeat them for code that wants them.
+    """
+
+    def __init__(
+        self,
+        message: object = "",
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.column = column
+
+    def _attrs(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "column": self.column}
+
+
+class RunDirError(MlgatesError):
+    """A run dir, or a file in it, that is missing, malformed or unsafe to read.
+
+    The message names the file (``runs/x/metric_history.json: invalid JSON at line 3``);
+    ``file`` repeats it for code that wants it.
+    """
+
+    def __init__(self, message: object = "", file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+    def _attrs(self) -> dict[str, Any]:
+        return {"file": self.file}
+
+
+class GateFailure(MlgatesError):
+    """A gate that ran and found the run wanting: the item is RED.
+
+    The message is the spec's failure line
+    (``val_recall_malignant = 0.000 at epoch 37 (final); needs > 0``); ``measured`` and
+    ``threshold`` are what the summary table and the JUnit properties show.
+    """
+
+    def __init__(
+        self,
+        message: object = "",
+        measured: float | str | None = None,
+        threshold: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.measured = measured
+        self.threshold = threshold
+
+    def _attrs(self) -> dict[str, Any]:
+        return {"measured": self.measured, "threshold": self.threshold}
+
+
+def __getattr__(name: str) -> Any:
+    # ``EvalEnv`` lives in expr.py (docs/internals.md); resolving it lazily here keeps an
+    # ``from pytest_mlgates.errors import EvalEnv`` working without a circular import.
+    if name == "EvalEnv":
+        from pytest_mlgates.expr import EvalEnv
+
+        return EvalEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""Small helpers every gate family shares: number formatting and the one-line message."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pytest_mlgates.errors import GateFailure
+from pytest_mlgates.gates import GateResult
+
+
+def fmt(value: Any) -> str:
+    """``0.000`` style; tiny or huge numbers keep their significant digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    v = float(value)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0 or 1e-3 <= abs(v) < 1e6:
+        return f"{v:.3f}"
+    return f"{v:.3g}"
+
+
+def fmt_threshold(value: Any) -> str:
+    """Thresholds as the user typed them (``0.65``, not ``0.650``)."""
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def epoch_label(epochs: list[float], index: int, tag: str | None = None) -> str:
+    """``at epoch 12 (final)``."""
+    n = len(epochs)
+    epoch = epochs[index] if -n <= index < n else float("nan")
+    shown = str(int(epoch)) if math.isfinite(epoch) else "?"
+    return f"at epoch {shown}" + (f" ({tag})" if tag else "")
+
+
+def verdict(passed: bool, what: str, value: str, where: str, threshold: str, *, note: str = "") -> GateResult:
+    """``<what> = <value> <where>; needs <threshold>`` -- the spec's failure line."""
+    where = f" {where}" if where else ""
+    note = f" ({note})" if note else ""
+    return GateResult(passed, value, threshold, f"{what} = {value}{where}; needs {threshold}{note}")
+
+
+def as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise GateFailure(message)
+
+
+def is_loss(metric: str) -> bool:
+    low = metric.lower()
+    return "loss" in low or "error" in low

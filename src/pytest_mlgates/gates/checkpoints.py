@@ -1,0 +1,396 @@
+"""Gates that open checkpoints: best_checkpoints, resume_point, checkpoint_softmax, reproduces.
+
+Checkpoints are opened through ``Run.checkpoint`` (``weights_only=True``, one load per file
+per process). Models are rebuilt with the engine's ``model.nets.model_from_checkpoint``;
+for a model the engine did not build, the gate file names its class (``model:``), which
+is code under test and reviewed like a test -- the checkpoint itself never names code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from typing import Any
+
+from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
+from pytest_mlgates.gates import GateContext, GateResult
+from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
+from pytest_mlgates.rundir import Run, best_index
+
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _close(a: float, b: float, tol: float = 1e-9) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return True
+    return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- best_checkpoints
+
+
+def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
+    from pytest_mlgates.rundir import default_mode
+
+    given = params.get("metrics")
+    if given is None:
+        tracked = run.tracked
+        if not tracked:
+            raise GateFailure(f"{run.shown(run.path / 'config.yaml')}: no checkpoint.tracked metrics "
+                              "(and training_results.json names none); give metrics: explicitly")
+        return tracked
+    out = []
+    for item in ([given] if isinstance(given, str) else given):
+        if isinstance(item, dict):
+            out.append((item["metric"], item.get("mode") or default_mode(item["metric"])))
+        else:
+            out.append((str(item), default_mode(str(item))))
+    return out
+
+
+def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    tracked = _tracked(run, params)
+    log = run.log
+    src = run.shown(log.source)
+    problems: list[str] = []
+    for metric, mode in tracked:
+        rel = f"checkpoints/best_{metric}.pt"
+        shown = run.shown(run.path / rel)
+        column = ctx.metric_aliases.get(metric, metric)
+        if column not in log.columns:
+            problems.append(f"{src}: tracked metric '{metric}' is not a logged column, so {rel} can never be right")
+            continue
+        path = run.resolve(rel)
+        if not path.exists():
+            problems.append(f"{shown}: not found; needs one best checkpoint per tracked metric ({metric}, {mode})")
+            continue
+        try:
+            ckpt = run.checkpoint(rel)
+        except RunDirError as exc:
+            problems.append(str(exc))
+            continue
+        monitor = ckpt.get("monitor")
+        if not isinstance(monitor, dict) or monitor.get("metric") != metric:
+            got = monitor.get("metric") if isinstance(monitor, dict) else monitor
+            problems.append(f"{shown}: monitor.metric = {got!r}; needs '{metric}'")
+            continue
+        index = best_index(log.columns[column], mode)
+        if index is None:
+            problems.append(f"{src}: {metric} has no finite value, yet {rel} exists")
+            continue
+        best_epoch = int(log.epochs[index])
+        best_value = log.columns[column][index]
+        stored_epoch = ckpt.get("epoch")
+        if stored_epoch != best_epoch:
+            problems.append(f"{shown}: epoch = {stored_epoch}; needs {best_epoch}, the best {metric} "
+                            f"({mode}) epoch in {src}")
+            continue
+        stored_value = _as_float(monitor.get("value"))
+        if stored_value is None or not _close(stored_value, best_value):
+            got_value = fmt(stored_value) if stored_value is not None else repr(monitor.get("value"))
+            problems.append(f"{shown}: monitor.value = {got_value}; "
+                            f"needs {fmt(best_value)}, the best {metric} in {src} (epoch {best_epoch})")
+    threshold = "one matching best_<metric>.pt per tracked metric"
+    if problems:
+        extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, problems[0] + extra)
+    names = ", ".join(f"best_{m}.pt" for m, _ in tracked)
+    return GateResult(True, f"{len(tracked)} files", threshold,
+                      f"{names}: each holds the best epoch and value of its metric in {src}")
+
+
+# --------------------------------------------------------------------------- resume_point
+
+
+def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    rel = params["path"]
+    shown = run.shown(run.path / rel)
+    threshold = "full state at the last logged epoch"
+    if not run.resolve(rel).exists():
+        return GateResult(False, "missing", threshold, f"{shown}: not found; needs a resume point")
+    ckpt = run.checkpoint(rel)
+    missing = [k for k in ("model", "optimizer", "scheduler", "rng") if not ckpt.get(k)]
+    if missing:
+        return GateResult(False, f"no {missing[0]}", threshold,
+                          f"{shown}: no {', '.join(missing)} state; needs model, optimizer, scheduler and rng to resume")
+    log = run.log
+    if len(log) == 0:
+        raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
+    last_epoch = int(log.epochs[-1])
+    if ckpt.get("epoch") != last_epoch:
+        return GateResult(False, f"epoch {ckpt.get('epoch')}", f"epoch {last_epoch}",
+                          f"{shown}: epoch = {ckpt.get('epoch')}; needs {last_epoch}, the last epoch in {run.shown(log.source)}")
+    history = ckpt.get("history")
+    if history is not None and (not isinstance(history, list) or len(history) != len(log)):
+        n = len(history) if isinstance(history, list) else type(history).__name__
+        return GateResult(False, f"{n} rows", f"{len(log)} rows",
+                          f"{shown}: history has {n} rows; needs {len(log)}, the rows of {run.shown(log.source)}")
+    return GateResult(True, f"epoch {last_epoch}", threshold,
+                      f"{shown}: epoch {last_epoch} with model, optimizer, scheduler and rng state; history matches the log")
+
+
+# --------------------------------------------------------------------------- models and data
+
+_DATASETS: dict[str, Any] = {}
+
+
+def _config_of(run: Run, ckpt: dict[str, Any], shown: str) -> Any:
+    from model.config import ConfigError, build_config
+
+    tree = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else run.config
+    if tree is None:
+        raise GateFailure(f"{shown}: no config in the checkpoint and no config.yaml in the run dir")
+    try:
+        return build_config(tree, shown)
+    except ConfigError as exc:
+        raise GateFailure(str(exc)) from None
+
+
+def rebuild_dataset(run: Run, config: Any, ckpt: dict[str, Any] | None = None) -> Any:
+    """The engine's dataset for ``config``, with the run's ``splits.json`` indices and the
+    checkpoint's normalization (what the model saw). Cached per config within a process."""
+    import numpy as np
+    from model.config import ConfigError
+    from model.data import build_dataset
+
+    key = json.dumps(config.to_dict()["data"], sort_keys=True) + f"|{config.seed}"
+    base = _DATASETS.get(key)
+    if base is None:
+        try:
+            base = build_dataset(config)
+        except ConfigError as exc:
+            raise GateFailure(str(exc)) from None
+        _DATASETS[key] = base
+    import dataclasses
+
+    dataset = dataclasses.replace(base, splits=dict(base.splits))
+    splits = run.splits
+    if splits is not None:
+        shown = run.shown(run.path / "splits.json")
+        for name in ("train", "val", "test"):
+            ids = splits.get(name)
+            if ids is None:
+                continue
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise RunDirError(f"{shown}: '{name}' is not a list of integer indices")
+            if ids and (min(ids) < 0 or max(ids) >= len(base.y)):
+                raise RunDirError(f"{shown}: '{name}' has an index outside the dataset (0..{len(base.y) - 1})")
+            dataset.splits[name] = np.asarray(ids, dtype=np.int64)
+    norm = (ckpt or {}).get("normalization")
+    if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+        dataset = dataclasses.replace(dataset, normalization={"mean": list(norm["mean"]), "std": list(norm["std"])})
+    return dataset
+
+
+def engine_model(ckpt: dict[str, Any], shown: str, *, use_ema: bool = True) -> Any:
+    """The engine's model with the weights it was evaluated with (EMA when there is one)."""
+    from model.config import ConfigError
+    from model.nets import model_from_checkpoint
+
+    try:
+        model = model_from_checkpoint(ckpt)
+        if use_ema and isinstance(ckpt.get("ema"), dict):
+            model.load_state_dict(ckpt["ema"])
+    except ConfigError as exc:
+        raise GateFailure(f"{shown}: {exc}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise GateFailure(f"{shown}: weights do not fit the model ({first})") from None
+    model.eval()
+    return model
+
+
+def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> Any:
+    """A model class named in the gate file, loaded with the checkpoint's state dict."""
+    import torch
+
+    target = params["model"]
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise GateFailure(f"model {target!r}: cannot import ({exc.__class__.__name__}: {exc})") from None
+    try:
+        model = cls(**(params.get("kwargs") or {}))
+    except Exception as exc:  # noqa: BLE001 - user code under test
+        raise GateFailure(f"model {target!r}: constructor failed ({exc.__class__.__name__}: {exc})") from None
+    state = None
+    for key in _STATE_DICT_KEYS:
+        if isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    if state is None and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt
+    if state is None:
+        raise GateFailure(f"{shown}: no state dict under {', '.join(_STATE_DICT_KEYS)}")
+    prefix = params.get("prefix")
+    if prefix is None and state and all(str(k).startswith("model.") for k in state):
+        prefix = "model."
+    if prefix:
+        state = {(k[len(prefix):] if str(k).startswith(prefix) else k): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0][:200]
+        raise GateFailure(f"{shown}: weights do not fit {target} ({first})") from None
+    model.eval()
+    return model
+
+
+def _default_checkpoint(run: Run) -> str:
+    for metric, _ in run.tracked[:1]:
+        if (run.path / "checkpoints" / f"best_{metric}.pt").exists():
+            return f"best_{metric}"
+    for name in ("final", "last"):
+        if (run.path / "checkpoints" / f"{name}.pt").exists():
+            return name
+    raise RunDirError(f"{run.shown(run.path / 'checkpoints')}: no best_*.pt, final.pt or last.pt to load")
+
+
+# --------------------------------------------------------------------------- checkpoint_softmax
+
+
+def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    import torch
+
+    name = params.get("checkpoint") or _default_checkpoint(run)
+    path = run.checkpoint_path(name)
+    shown = run.shown(path) if not path.is_relative_to(run.path.resolve()) else run.shown(run.path / path.relative_to(run.path.resolve()))
+    ckpt = run.checkpoint(name)
+    n = int(params.get("samples") or 16)
+    source = "random inputs"
+    if params.get("model"):
+        model = foreign_model(ckpt, params, shown)
+        shape = params.get("input_shape")
+        if not shape:
+            raise GateFailure(f"gate checkpoint_softmax: model {params['model']!r} needs input_shape: [batch, ...]")
+        inputs = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
+        num_classes = None
+    else:
+        model = engine_model(ckpt, shown)
+        num_classes = len(ckpt.get("class_names") or [])
+        inputs = None
+        try:
+            config = _config_of(run, ckpt, shown)
+            dataset = rebuild_dataset(run, config, ckpt)
+            idx = dataset.splits["val"][:n]
+            if len(idx):
+                inputs = torch.from_numpy(dataset.normalized("val")[:n].copy())
+                source = f"{len(idx)} val samples"
+        except MlgatesError:
+            inputs = None
+        if inputs is None:
+            shape = params.get("input_shape") or [n, *[int(d) for d in ckpt.get("input_shape", [])]]
+            inputs = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            logits = model(inputs.float())
+    except Exception as exc:  # noqa: BLE001 - the model is code under test
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise GateFailure(f"{shown}: forward pass failed on {source} ({exc.__class__.__name__}: {first})") from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise GateFailure(f"{shown}: model output is not a (batch, classes) tensor")
+    if num_classes and logits.shape[1] != num_classes:
+        return GateResult(False, f"{logits.shape[1]} outputs", f"{num_classes} classes",
+                          f"{shown}: {logits.shape[1]} outputs; needs {num_classes}, one per class")
+    probs = torch.softmax(logits.double(), dim=1)
+    threshold = "finite, in [0, 1], rows sum to 1 (atol 1e-4)"
+    bad_rows = int((~torch.isfinite(probs)).any(dim=1).sum())
+    if bad_rows:
+        return GateResult(False, f"nan in {bad_rows} rows", threshold,
+                          f"softmax of {shown} = nan in {bad_rows} of {len(probs)} rows on {source}; needs finite probabilities")
+    worst = float((probs.sum(dim=1) - 1).abs().max())
+    if worst > 1e-4 or float(probs.min()) < 0 or float(probs.max()) > 1:
+        return GateResult(False, f"row sum off by {worst:.2g}", threshold,
+                          f"softmax of {shown}: row sums off by {worst:.2g} on {source}; needs {threshold}")
+    return GateResult(True, f"{len(probs)} rows", threshold,
+                      f"{shown}: loads and gives a valid softmax over {probs.shape[1]} classes on {source}")
+
+
+# --------------------------------------------------------------------------- reproduces
+
+
+def reevaluate(run: Run, ckpt: dict[str, Any], shown: str, split: str) -> dict[str, float]:
+    """Loss and metrics of the checkpoint's weights on ``split``, computed as the engine does
+    (class-weighted cross-entropy over the whole split, ``classification_metrics``)."""
+    import torch
+    from model.config import ConfigError
+    from model.metrics import classification_metrics
+    from model.train import compute_class_weights
+
+    config = _config_of(run, ckpt, shown)
+    dataset = rebuild_dataset(run, config, ckpt)
+    if split not in dataset.splits:
+        raise GateFailure(f"gate reproduces: unknown split {split!r}")
+    model = engine_model(ckpt, shown)
+    try:
+        weights = compute_class_weights(config.train.class_weights, dataset)
+    except ConfigError as exc:
+        raise GateFailure(str(exc)) from None
+    x = torch.from_numpy(dataset.normalized(split).copy()).float()
+    y = torch.from_numpy(dataset.y[dataset.splits[split]].astype("int64"))
+    with torch.no_grad():
+        logits = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)]) if len(x) else torch.zeros(0, 2)
+    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+    loss = float(torch.nn.functional.cross_entropy(logits.float(), y, weight=weight)) if len(x) else math.nan
+    names = list(ckpt.get("class_names") or dataset.class_names)
+    return {f"{split}_loss": loss, **classification_metrics(logits, y, names, split)}
+
+
+def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    tol = float(params["tolerance"])
+    split = params["split"]
+    names = as_list(params["checkpoint"])
+    if names is None:
+        names = [f"best_{m}" for m, _ in run.tracked if (run.path / "checkpoints" / f"best_{m}.pt").exists()]
+        if not names:
+            raise GateFailure(f"{run.shown(run.path / 'checkpoints')}: no best_<metric>.pt of a tracked metric to re-evaluate")
+    log = run.log
+    worst: tuple[float, str] | None = None
+    checked = 0
+    for name in names:
+        path = run.checkpoint_path(name)
+        shown = run.shown(run.path / path.relative_to(run.path.resolve())) if path.is_relative_to(run.path.resolve()) else str(path)
+        ckpt = run.checkpoint(name)
+        monitor = ckpt.get("monitor") if isinstance(ckpt.get("monitor"), dict) else None
+        metrics = [monitor["metric"]] if monitor and isinstance(monitor.get("metric"), str) else [f"{split}_loss", f"{split}_accuracy"]
+        got = reevaluate(run, ckpt, shown, split)
+        epoch = ckpt.get("epoch")
+        for metric in metrics:
+            logged: float | None = None
+            where = ""
+            if metric in log.columns and isinstance(epoch, int) and float(epoch) in log.epochs:
+                logged = log.columns[metric][log.epochs.index(float(epoch))]
+                where = f"{run.shown(log.source)} epoch {epoch}"
+            elif monitor and monitor.get("metric") == metric:
+                logged = _as_float(monitor.get("value"))
+                where = f"{shown} monitor.value"
+            elif isinstance(ckpt.get("metrics"), dict) and metric in ckpt["metrics"]:
+                logged = _as_float(ckpt["metrics"][metric])
+                where = f"{shown} metrics"
+            if logged is None or metric not in got:
+                raise GateFailure(f"{shown}: no logged value of {metric} to compare with")
+            diff = abs(got[metric] - logged) if not (math.isnan(got[metric]) and math.isnan(logged)) else 0.0
+            if math.isnan(diff):
+                diff = math.inf
+            checked += 1
+            line = (f"{metric} re-evaluated from {shown} = {fmt(got[metric])}, logged {fmt(logged)} ({where}); "
+                    f"needs |difference| <= {fmt_threshold(tol)}")
+            if worst is None or diff > worst[0]:
+                worst = (diff, line)
+    assert worst is not None
+    value = f"{worst[0]:.2g}"
+    threshold = f"<= {fmt_threshold(tol)}"
+    if worst[0] > tol:
+        return GateResult(False, value, threshold, worst[1])
+    return GateResult(True, value, threshold,
+                      f"{checked} logged values reproduced from {len(names)} checkpoints within {fmt_threshold(tol)} "
+                      f"(largest difference {value})")

@@ -1,0 +1,265 @@
+"""Gates about the run dir's files: provenance, plots, artifacts, key links, splits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from pytest_mlgates.errors import GateFailure, RunDirError
+from pytest_mlgates.gates import GateContext, GateResult
+from pytest_mlgates.gates._common import as_list
+from pytest_mlgates.rundir import MAX_TEXT_BYTES, Run, read_json_file, read_text_file, resolve_inside
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _exists(run: Run, rel: str) -> Path | None:
+    """The resolved path when ``rel`` is a file inside the run dir; None when absent."""
+    path = run.resolve(rel)
+    if not path.exists():
+        return None
+    return path
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def provenance(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """Launched through the entry point from an experiment config whose resolved copy is
+    the ``config.yaml`` in the run dir (sha256), and not with ``--allow-defaults``."""
+    shown = run.shown(run.path / "provenance.json")
+    prov = run.provenance
+    threshold = "entry point + experiment config + matching sha256"
+    if prov is None:
+        return GateResult(False, "missing", threshold, f"{shown}: not found; needs provenance written at launch")
+    entry = prov.get("entry_point")
+    if not isinstance(entry, str) or not entry.strip():
+        return GateResult(False, "no entry_point", threshold, f"{shown}: entry_point = {entry!r}; needs the command that launched the run")
+    config_path = prov.get("config_path")
+    if not isinstance(config_path, str) or not config_path.strip():
+        return GateResult(False, "no config_path", threshold,
+                          f"{shown}: config_path = {config_path!r}; needs a run launched from an experiment config, not defaults")
+    if prov.get("allow_defaults") and not params["allow_defaults"]:
+        return GateResult(False, "allow_defaults", threshold,
+                          f"{shown}: allow_defaults = true; needs a run that did not bypass the default-config guard")
+    expected = prov.get("resolved_config_sha256")
+    cfg = run.path / "config.yaml"
+    if not cfg.is_file():
+        return GateResult(False, "config.yaml missing", threshold, f"{run.shown(cfg)}: not found; needs the resolved config")
+    run.resolve("config.yaml")
+    actual = _sha256(cfg)
+    if not isinstance(expected, str) or actual != expected:
+        return GateResult(False, actual[:12], f"sha256 {str(expected)[:12]}",
+                          f"{run.shown(cfg)}: sha256 = {actual[:12]}...; needs {str(expected)[:12]}... "
+                          f"(resolved_config_sha256 in {shown}): the config was changed after the run")
+    return GateResult(True, actual[:12], threshold,
+                      f"launched by '{entry}' from {config_path}; config.yaml sha256 {actual[:12]}... matches")
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _png_size(data: bytes, shown: str) -> tuple[int, int]:
+    if not data.startswith(PNG_SIGNATURE):
+        raise RunDirError(f"{shown}: not a PNG (bad signature)")
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise RunDirError(f"{shown}: not a PNG (no IHDR chunk)")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def _check_png(path: Path, shown: str, min_size: int) -> str | None:
+    """None when the PNG is real, large enough and not blank; else what is wrong."""
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        return f"{shown}: {size} bytes, too large for a plot"
+    data = path.read_bytes()
+    try:
+        width, height = _png_size(data, shown)
+    except RunDirError as exc:
+        return str(exc)
+    if width < min_size or height < min_size:
+        return f"{shown}: {width}x{height} pixels; needs at least {min_size}x{min_size}"
+    import io
+
+    import numpy as np
+
+    try:
+        from matplotlib import image as mpimg
+
+        pixels = np.asarray(mpimg.imread(io.BytesIO(data), format="png"))
+    except Exception as exc:  # noqa: BLE001 - a corrupt PNG raises many types
+        return f"{shown}: PNG does not decode ({exc.__class__.__name__}: {str(exc)[:100]})"
+    if pixels.size == 0 or float(np.nanvar(pixels.astype(np.float64))) == 0.0:
+        return f"{shown}: blank image (every pixel the same)"
+    return None
+
+
+def plots(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    files = as_list(params["files"]) or []
+    min_size = int(params["min_size"])
+    for rel in files:
+        path = _exists(run, rel)
+        shown = run.shown(run.path / rel)
+        if path is None:
+            return GateResult(False, "missing", "real PNG", f"{shown}: not found; needs a plot")
+        if not path.is_file():
+            return GateResult(False, "not a file", "real PNG", f"{shown}: is not a file; needs a PNG")
+        problem = _check_png(path, shown, min_size)
+        if problem:
+            return GateResult(False, "bad PNG", "real PNG", problem)
+    return GateResult(True, f"{len(files)} files", "real PNG",
+                      f"{len(files)} plots are real, non-blank PNGs of at least {min_size}x{min_size}")
+
+
+# --------------------------------------------------------------------------- artifact
+
+
+def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    rel = params["path"]
+    if not isinstance(rel, str):
+        raise GateFailure("gate artifact: parameter 'path' is required")
+    shown = run.shown(run.path / rel)
+    path = _exists(run, rel)
+    what = params.get("provides") or "the artifact"
+    if path is None:
+        return GateResult(False, "missing", "exists", f"{shown}: not found; needs {what}")
+    contains = params.get("contains")
+    if contains is not None:
+        if path.is_dir():
+            return GateResult(False, "directory", f"contains {contains!r}", f"{shown}: is a directory; needs a text file")
+        text = read_text_file(path, shown)
+        if contains not in text:
+            first = text.splitlines()[0][:60] if text else ""
+            return GateResult(False, "absent", f"contains {contains!r}",
+                              f"{shown}: {contains!r} not found (first line {first!r}); needs it in the file")
+    loads = params.get("loads")
+    if loads:
+        from pytest_mlgates.gates.checkpoints import checkpoint_softmax
+
+        opts: dict[str, Any] = dict(loads) if isinstance(loads, dict) else {}
+        opts.pop("softmax", None)
+        softmax_params = {"checkpoint": rel, "model": None, "kwargs": None, "input_shape": None,
+                          "prefix": None, "samples": 16}
+        softmax_params.update(opts)
+        return checkpoint_softmax(run, softmax_params, ctx)
+    detail = f" and contains {contains!r}" if contains is not None else ""
+    return GateResult(True, "exists", "exists", f"{shown}: exists{detail}")
+
+
+# --------------------------------------------------------------------------- key_link
+
+_REGEX_META = set(".^$*+?{}[]\\|()")
+
+
+def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """``from`` (in the run dir) exists, and the code ``to`` (under rootdir) holds ``pattern``."""
+    src, dst, pattern = params["from"], params["to"], params.get("pattern")
+    shown_src = run.shown(run.path / src)
+    if _exists(run, src) is None:
+        return GateResult(False, "missing", "exists", f"{shown_src}: not found; needs the artifact the link starts from")
+    target = resolve_inside(Path(ctx.rootdir), dst, "rootdir")
+    if not target.exists():
+        return GateResult(False, "missing", "exists", f"{dst}: not found under {ctx.rootdir}; needs the code the link points to")
+    if pattern is None:
+        return GateResult(True, "linked", "exists", f"{shown_src} -> {dst}: both exist")
+    if target.is_dir():
+        return GateResult(False, "directory", f"matches {pattern!r}", f"{dst}: is a directory; needs a file to search")
+    text = read_text_file(target, dst)
+    found: bool
+    if set(pattern) & _REGEX_META:
+        if len(pattern) > 500:
+            raise GateFailure(f"gate key_link: pattern longer than 500 characters")
+        try:
+            found = re.search(pattern, text, re.MULTILINE) is not None
+        except re.error as exc:
+            raise GateFailure(f"gate key_link: pattern {pattern!r} is not a valid regex ({exc})") from None
+    else:
+        found = pattern in text
+    if not found:
+        return GateResult(False, "no match", f"matches {pattern!r}",
+                          f"{dst}: pattern {pattern!r} not found; needs the code that makes {src}")
+    return GateResult(True, "linked", f"matches {pattern!r}", f"{shown_src} -> {dst}: {pattern!r} found")
+
+
+# --------------------------------------------------------------------------- split_integrity
+
+_NOT_SPLITS = {"dataset", "strategy", "seed", "groups"}
+
+
+def _id_list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise RunDirError(f"{where}: expected a list of ids, got {type(value).__name__}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise RunDirError(f"{where}: {v!r} is not an integer or string id")
+    return value
+
+
+def split_integrity(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    rel = params["path"]
+    shown = run.shown(run.path / rel)
+    path = run.resolve(rel)
+    data = read_json_file(path, shown)
+    if not isinstance(data, dict):
+        raise RunDirError(f"{shown}: expected a JSON object of named index lists")
+    wanted = as_list(params["splits"])
+    if wanted is None:
+        wanted = [k for k, v in data.items() if k not in _NOT_SPLITS and isinstance(v, list)]
+    missing = [w for w in wanted if w not in data]
+    if missing:
+        raise RunDirError(f"{shown}: no split '{missing[0]}' (splits: {', '.join(k for k in data if k not in _NOT_SPLITS)})")
+    if len(wanted) < 2:
+        raise GateFailure(f"{shown}: fewer than two splits to compare ({', '.join(wanted) or 'none'})")
+    indices = {name: _id_list(data[name], f"{shown}: {name}") for name in wanted}
+    problems: list[tuple[int, str]] = []
+    for kind, table in (("indices", indices), ("group ids", _groups(data, params["groups"], wanted, indices, shown))):
+        if table is None:
+            continue
+        seen: dict[Any, str] = {}
+        overlap: dict[tuple[str, str], list[Any]] = {}
+        for name in wanted:
+            for item in dict.fromkeys(table[name]):
+                other = seen.get(item)
+                if other is not None and other != name:
+                    overlap.setdefault((other, name), []).append(item)
+                else:
+                    seen.setdefault(item, name)
+        total = sum(len(v) for v in overlap.values())
+        if total:
+            (a, b), ids = next(iter(overlap.items()))
+            first = ", ".join(str(i) for i in sorted(ids, key=str)[:5])
+            problems.append((total, f"{kind} in two splits = {total} ({a} & {b}: {first}{' ...' if len(ids) > 5 else ''}) in {shown}; needs 0"))
+    if problems:
+        return GateResult(False, str(problems[0][0]), "0", problems[0][1] + (f" (+ {problems[1][1].split(' =')[0]})" if len(problems) > 1 else ""))
+    counted = ", ".join(f"{n} {len(indices[n])}" for n in wanted)
+    return GateResult(True, "0", "0", f"no index or group id in two splits ({counted}) in {shown}")
+
+
+def _groups(data: dict[str, Any], key: str, wanted: list[str], indices: dict[str, list[Any]],
+            shown: str) -> dict[str, list[Any]] | None:
+    groups = data.get(key)
+    if groups is None:
+        return None
+    if not isinstance(groups, dict):
+        raise RunDirError(f"{shown}: '{key}' must map split names to group id lists")
+    table: dict[str, list[Any]] = {}
+    for name in wanted:
+        if name not in groups:
+            raise RunDirError(f"{shown}: '{key}' has no '{name}' list")
+        ids = _id_list(groups[name], f"{shown}: {key}.{name}")
+        if len(ids) != len(indices[name]):
+            raise RunDirError(f"{shown}: {key}.{name} has {len(ids)} ids for {len(indices[name])} indices")
+        table[name] = ids
+    return table

@@ -1,0 +1,368 @@
+"""Gates that read only the training log (and the run's small JSON files).
+
+No heavy imports: these run in milliseconds, which is why in-flight gates are mostly these.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any
+
+from pytest_mlgates.errors import GateFailure, RunDirError
+from pytest_mlgates.gates import GateContext, GateResult
+from pytest_mlgates.gates._common import as_list, epoch_label, fmt, fmt_threshold, is_loss, verdict
+from pytest_mlgates.rundir import Run, best_index, default_mode
+
+REQUIRED_COLUMNS = ("epoch", "train_loss", "val_loss")
+
+
+def _select(run: Run, wanted: list[str] | None, ctx: GateContext) -> list[str]:
+    """Column names chosen by ``columns:`` (names or globs, aliases applied); all when None."""
+    log = run.log
+    if wanted is None:
+        return list(log.columns)
+    chosen: list[str] = []
+    for pattern in wanted:
+        real = ctx.metric_aliases.get(pattern, pattern)
+        matches = [c for c in log.columns if fnmatch.fnmatchcase(c, real)]
+        if not matches:
+            raise GateFailure(
+                f"{run.shown(log.source)}: no column matches '{real}' (columns: {', '.join(log.columns)[:200]})"
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def _nonempty(run: Run) -> None:
+    if len(run.log) == 0:
+        raise GateFailure(f"{run.shown(run.log.source)}: no rows (header only)")
+
+
+# --------------------------------------------------------------------------- finite_log
+
+
+def finite_log(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    log = run.log
+    _nonempty(run)
+    columns = _select(run, as_list(params["columns"]), ctx)
+    bad: list[tuple[int, str, float]] = []  # (row index, column, value)
+    for name in columns:
+        for i, v in enumerate(log.columns[name]):
+            if not math.isfinite(v):
+                bad.append((i, name, v))
+                break
+    if not bad:
+        return GateResult(True, "all finite", "finite",
+                          f"{len(columns)} columns finite over {len(log)} epochs of {run.shown(log.source)}")
+    first_i, first_col, first_v = min(bad)
+    where = epoch_label(log.epochs, first_i)
+    others = f"{len(bad)} columns non-finite" if len(bad) > 1 else ""
+    empty = first_col in log.empty and int(log.epochs[first_i]) in log.empty[first_col]
+    value = f"{'empty' if empty else fmt(first_v)} {where}"
+    return GateResult(False, value, "finite",
+                      f"{first_col} = {value}; needs finite" + (f" ({others})" if others else ""))
+
+
+# --------------------------------------------------------------------------- log_complete
+
+
+def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
+    log = run.log
+    src = run.shown(log.source)
+    problems: list[str] = []
+    header = list(log.columns)
+    classes = run.class_names
+    needed = list(REQUIRED_COLUMNS) + [f"val_recall_{c}" for c in classes]
+    missing = [ctx.metric_aliases.get(c, c) for c in needed if ctx.metric_aliases.get(c, c) not in header]
+    if missing:
+        problems.append(f"{src}: missing column {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    if len(log) == 0:
+        problems.append(f"{src}: no rows (header only)")
+        return problems
+    epochs = log.epochs
+    if any(not float(e).is_integer() for e in epochs):
+        problems.append(f"{src}: non-integer epoch {next(e for e in epochs if not float(e).is_integer())}")
+        return problems
+    ints = [int(e) for e in epochs]
+    seen: set[int] = set()
+    for e in ints:
+        if e in seen:
+            problems.append(f"{src}: epoch {e} appears twice")
+            break
+        seen.add(e)
+    expected = list(range(1, len(ints) + 1))
+    if not problems and ints != expected:
+        gap = next((x for x in expected if x not in seen), None)
+        problems.append(f"{src}: epochs not 1..{len(ints)} in order" + (f" (epoch {gap} missing)" if gap else ""))
+    results = run.results
+    if results is not None:
+        done = results.get("epochs_completed")
+        if isinstance(done, int) and done != len(ints):
+            problems.append(f"{src}: {len(ints)} rows but training_results.json says epochs_completed = {done}")
+    wanted = as_list(params["columns"])
+    for name in _select(run, wanted, ctx) if wanted else header:
+        if log.empty.get(name):
+            problems.append(f"{src}: empty cell in column {name} at epoch {log.empty[name][0]}")
+            break
+    history = run.metric_history() if log.kind == "engine" else None
+    if history is not None:
+        hsrc = run.shown(history.source)
+        if list(history.columns) != header:
+            problems.append(f"{hsrc}: columns differ from {src}")
+        elif len(history) != len(log):
+            problems.append(f"{hsrc}: {len(history)} rows, {src} has {len(log)}")
+        else:
+            for name in header:
+                for i, (a, b) in enumerate(zip(log.columns[name], history.columns[name])):
+                    same = (math.isnan(a) and math.isnan(b)) or a == b or abs(a - b) <= 1e-9 * max(1.0, abs(a))
+                    if not same:
+                        problems.append(f"{hsrc}: {name} at epoch {int(log.epochs[i])} is {fmt(b)}, {src} has {fmt(a)}")
+                        break
+                if len(problems) > 5:
+                    break
+    return problems
+
+
+def log_complete(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    problems = _problems(run, params, ctx)
+    if problems:
+        extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return GateResult(False, f"{len(problems)} problems", "complete log", problems[0] + extra)
+    n = len(run.log)
+    return GateResult(True, f"{n} epochs", "complete log",
+                      f"{run.shown(run.log.source)}: {n} epochs, {len(run.log.columns)} columns, complete")
+
+
+# --------------------------------------------------------------------------- converged
+
+
+def converged(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    metric = params["metric"]
+    mode = params["mode"] or default_mode(metric)
+    need = float(params["min_improvement"])
+    values = run.column(metric, ctx.metric_aliases)
+    _nonempty(run)
+    epochs = run.log.epochs
+    threshold = f">= {fmt_threshold(need * 100)}% improvement"
+    first = values[0]
+    if not math.isfinite(first):
+        return verdict(False, f"first({metric})", fmt(first), epoch_label(epochs, 0), threshold)
+    i = best_index(values, mode)
+    assert i is not None  # the first value is finite
+    best = values[i]
+    gain = (first - best) if mode == "min" else (best - first)
+    rel = gain / max(abs(first), 1e-12)
+    value = f"{rel * 100:.1f}%"
+    where = f"({fmt(first)} at epoch {int(epochs[0])} -> {fmt(best)} at epoch {int(epochs[i])}, {mode})"
+    return verdict(rel >= need, f"{metric} improvement", value, where, threshold)
+
+
+# --------------------------------------------------------------------------- class_recall
+
+
+def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    floor = float(params["floor"])
+    at = params["at"]
+    _nonempty(run)
+    log = run.log
+    classes = as_list(params["classes"])
+    if classes is not None:
+        names = [ctx.metric_aliases.get(f"val_recall_{c}", f"val_recall_{c}") for c in classes]
+        missing = [n for n in names if n not in log.columns]
+        if missing:
+            raise GateFailure(f"{run.shown(log.source)}: no column {missing[0]} (recall columns: "
+                              f"{', '.join(c for c in log.columns if 'recall' in c)[:200]})")
+    else:
+        names = _select(run, as_list(params["columns"]), ctx)
+    epochs = log.epochs
+    if at == "final":
+        rows = [len(epochs) - 1]
+        tag = "final"
+    elif at == "best":
+        best = run.best_epoch
+        if best is None:
+            raise GateFailure(f"{run.shown(log.source)}: no best epoch for monitor '{run.monitor[0]}'")
+        rows = [[int(e) for e in epochs].index(best)]
+        tag = f"best {run.monitor[0]}"
+    else:
+        rows = list(range(len(epochs)))
+        tag = None
+    worst: tuple[float, int, str] | None = None
+    for name in names:
+        for r in rows:
+            v = log.columns[name][r]
+            key = v if math.isfinite(v) else -math.inf
+            if worst is None or key < worst[0]:
+                worst = (key, r, name)
+    threshold = f"> {fmt_threshold(floor)}"
+    if worst is None:
+        raise GateFailure(f"{run.shown(log.source)}: no recall column selected")
+    value_f, r, name = worst
+    shown = fmt(log.columns[name][r])
+    passed = value_f > floor
+    if passed:
+        return GateResult(True, shown, threshold,
+                          f"min recall over {len(names)} classes = {shown} ({name} {epoch_label(epochs, r, tag)}); needs {threshold}")
+    return verdict(False, name, shown, epoch_label(epochs, r, tag), threshold)
+
+
+# --------------------------------------------------------------------------- generalization_gap
+
+
+def generalization_gap(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    train_name, val_name = params["train"], params["val"]
+    max_gap = float(params["max_gap"])
+    train = run.column(train_name, ctx.metric_aliases)
+    val = run.column(val_name, ctx.metric_aliases)
+    _nonempty(run)
+    epochs = run.log.epochs
+    loss = is_loss(train_name) or is_loss(val_name)
+    rows = range(len(epochs)) if params["at"] == "all" else [len(epochs) - 1]
+    if params["at"] == "best" and run.best_epoch is not None:
+        rows = [[int(e) for e in epochs].index(run.best_epoch)]
+    worst_gap, worst_row = -math.inf, rows[-1] if isinstance(rows, list) else len(epochs) - 1
+    for r in rows:
+        gap = (val[r] - train[r]) if loss else (train[r] - val[r])
+        if math.isnan(gap):
+            gap = math.inf
+        if gap > worst_gap:
+            worst_gap, worst_row = gap, r
+    what = f"{val_name} - {train_name}" if loss else f"{train_name} - {val_name}"
+    tag = "final" if params["at"] == "final" else ("best" if params["at"] == "best" else None)
+    where = epoch_label(epochs, worst_row, tag) + f" ({fmt(train[worst_row])} vs {fmt(val[worst_row])})"
+    return verdict(worst_gap <= max_gap, what, fmt(worst_gap), where, f"<= {fmt_threshold(max_gap)}")
+
+
+# --------------------------------------------------------------------------- memorization
+
+
+def memorization(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """RED when the model memorizes: val loss climbs from its minimum while train loss keeps
+    falling, or train accuracy is perfect while val accuracy trails far behind.
+
+    Rule 1 (losses): with m the epoch of min(val_loss), RED when
+    ``val_loss[final] > (1 + max_rise) * val_loss[m]`` and
+    ``train_loss[final] <= min_train_ratio * train_loss[m]``.
+    Rule 2 (accuracies, when logged): RED when ``train_accuracy[final] >= perfect`` and
+    ``train_accuracy[final] - val_accuracy[final] > max_accuracy_gap``.
+    """
+    aliases = ctx.metric_aliases
+    tl = run.column(params["train_loss"], aliases)
+    vl = run.column(params["val_loss"], aliases)
+    _nonempty(run)
+    epochs = run.log.epochs
+    max_rise, ratio = float(params["max_rise"]), float(params["min_train_ratio"])
+    m = best_index(vl, "min")
+    if m is None:
+        return verdict(False, params["val_loss"], "nan", "at every epoch", "a finite value")
+    final = len(vl) - 1
+    rise = (vl[final] - vl[m]) / max(abs(vl[m]), 1e-12) if math.isfinite(vl[final]) else math.inf
+    train_fell = math.isfinite(tl[final]) and math.isfinite(tl[m]) and tl[final] <= ratio * tl[m]
+    if rise > max_rise and train_fell:
+        return GateResult(
+            False, f"{rise * 100:.0f}% rise", f"val rise <= {fmt_threshold(max_rise * 100)}%",
+            f"{params['val_loss']} rose {rise * 100:.0f}% from its minimum at epoch {int(epochs[m])} "
+            f"({fmt(vl[m])} -> {fmt(vl[final])} at epoch {int(epochs[final])}) while {params['train_loss']} "
+            f"fell to {fmt(tl[final])}; needs a rise <= {fmt_threshold(max_rise * 100)}%",
+        )
+    ta_name, va_name = params["train_accuracy"], params["val_accuracy"]
+    columns = run.log.columns
+    ta_real, va_real = aliases.get(ta_name, ta_name), aliases.get(va_name, va_name)
+    if ta_real in columns and va_real in columns:
+        ta, va = columns[ta_real][final], columns[va_real][final]
+        gap = ta - va
+        if ta >= float(params["perfect"]) and gap > float(params["max_accuracy_gap"]):
+            return GateResult(
+                False, f"{fmt(ta)} vs {fmt(va)}", f"gap <= {fmt_threshold(params['max_accuracy_gap'])}",
+                f"{ta_name} = {fmt(ta)} while {va_name} = {fmt(va)} {epoch_label(epochs, final, 'final')}; "
+                f"needs a gap <= {fmt_threshold(params['max_accuracy_gap'])} when training accuracy is perfect",
+            )
+    return GateResult(
+        True, f"{rise * 100:.0f}% rise", f"val rise <= {fmt_threshold(max_rise * 100)}%",
+        f"{params['val_loss']} = {fmt(vl[final])} {epoch_label(epochs, final, 'final')}, {rise * 100:.0f}% above "
+        f"its minimum {fmt(vl[m])} (epoch {int(epochs[m])}); needs a rise <= {fmt_threshold(max_rise * 100)}% "
+        f"while train loss falls: no sign of memorization",
+    )
+
+
+# --------------------------------------------------------------------------- suspicious_perfection
+
+_PERFECTION_DEFAULTS = ("val_accuracy", "val_auroc", "val_macro_f1")
+_PERFECTION_GLOBS = ("val_*auroc*", "val_*acc*", "val_*f1*")
+
+
+def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    log = run.log
+    _nonempty(run)
+    at = float(params["at"])
+    wanted = as_list(params["metrics"])
+    if wanted is None:
+        names = [c for c in log.columns
+                 if c in _PERFECTION_DEFAULTS or any(fnmatch.fnmatchcase(c, g) for g in _PERFECTION_GLOBS)]
+        names += [ctx.metric_aliases[d] for d in _PERFECTION_DEFAULTS
+                  if d in ctx.metric_aliases and ctx.metric_aliases[d] in log.columns and ctx.metric_aliases[d] not in names]
+        if not names:
+            raise GateFailure(f"{run.shown(log.source)}: no val accuracy/AUROC/F1 column to check")
+    else:
+        names = _select(run, wanted, ctx)
+    threshold = f"< {fmt_threshold(at)}"
+    epochs = log.epochs
+    top: tuple[float, int, str] | None = None
+    for name in names:
+        for i, v in enumerate(log.columns[name]):
+            if math.isfinite(v) and (top is None or v > top[0]):
+                top = (v, i, name)
+            if math.isfinite(v) and v >= at:
+                return verdict(False, name, fmt(v), epoch_label(epochs, i), threshold,
+                               note="a perfect val score usually means leaked data or a shortcut")
+    if top is None:
+        return GateResult(True, "nan", threshold, f"{', '.join(names)}: no finite value; nothing perfect")
+    return GateResult(True, fmt(top[0]), threshold,
+                      f"highest of {', '.join(names)} = {fmt(top[0])} ({top[2]} {epoch_label(epochs, top[1])}); needs {threshold}")
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    base = ctx.baseline
+    if base is None:
+        raise GateFailure("gate baseline: no baseline run; pass --baseline-run DIR")
+    spec = params["metrics"]
+    if spec is None:
+        tracked = run.tracked or [("val_loss", "min")]
+        spec = {m: {"mode": mode} for m, mode in tracked}
+    elif isinstance(spec, list):
+        spec = {m: {} for m in spec}
+    failures: list[str] = []
+    checked: list[str] = []
+    first_value = first_threshold = None
+    for metric, tol in spec.items():
+        tol = tol or {}
+        mode = tol.get("mode") or default_mode(metric)
+        abs_tol, rel_tol = float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0))
+        ours = run.column(metric, ctx.metric_aliases)
+        theirs = base.column(metric, ctx.metric_aliases)
+        if not ours or not theirs:
+            raise GateFailure(f"gate baseline: {metric} has no rows in {'the run' if not ours else 'the baseline'}")
+        mine, ref = ours[-1], theirs[-1]
+        slack = abs_tol + rel_tol * abs(ref)
+        limit = ref + slack if mode == "min" else ref - slack
+        ok = math.isfinite(mine) and (mine <= limit if mode == "min" else mine >= limit)
+        cmp = "<=" if mode == "min" else ">="
+        line = f"{metric} = {fmt(mine)} (final) vs baseline {fmt(ref)}; needs {cmp} {fmt(limit)}"
+        checked.append(metric)
+        if not ok:
+            failures.append(line)
+            if first_value is None:
+                first_value, first_threshold = fmt(mine), f"{cmp} {fmt(limit)}"
+    if failures:
+        extra = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        return GateResult(False, first_value, first_threshold, failures[0] + extra)
+    return GateResult(True, f"{len(checked)} metrics", "within tolerance",
+                      f"{', '.join(checked)} within tolerance of baseline {base.path}")
+
+
+__all__ = ["finite_log", "log_complete", "converged", "class_recall", "generalization_gap",
+           "memorization", "suspicious_perfection", "baseline", "RunDirError"]

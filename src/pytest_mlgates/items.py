@@ -1,0 +1,252 @@
+"""The pytest item of one criterion against one run dir, and the session's shared state.
+
+An item's verdict travels to the controller as ``user_properties`` (plain ``str``/``None``,
+so xdist can carry them and JUnit writes them as ``<property>``)::
+
+    mlgates.criterion  mlgates.gate  mlgates.run  mlgates.value  mlgates.threshold
+    mlgates.status (GREEN | RED | UNVERIFIED | ERROR)  mlgates.message
+
+A failed item shows one line, e.g. ``val_recall_3 = 0.000 at epoch 12 (final); needs > 0``.
+A gate that crashes shows ``internal error in gate X: ValueError: ...`` (the traceback only
+with ``--fulltrace``), so no session ever ends in INTERNALERROR because of a run dir.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_mlgates.collect import Criterion, GateDocument
+    from pytest_mlgates.rundir import Run
+
+GREEN, RED, UNVERIFIED, ERROR = "GREEN", "RED", "UNVERIFIED", "ERROR"
+NO_RUN_DIR = "no run dir: pass --run-dir DIR (or set mlgates_run_dirs in the ini file)"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run dir as the user named it (``label``, shown in ids) and where it is."""
+
+    label: str
+    path: Path
+
+
+@dataclass
+class Settings:
+    """Options of this session, read once; ``runs`` caches opened runs (and their errors)."""
+
+    run_dirs: list[RunDir]
+    baseline: RunDir | None
+    strict: bool
+    gate_patterns: list[str]
+    plan_patterns: list[str]
+    runs: dict[Path, Any] = field(default_factory=dict)
+    envs: dict[tuple[Path, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+def _run_dir(value: str, base: Path) -> RunDir:
+    label = value.rstrip("/\\") or value
+    path = Path(label).expanduser()
+    return RunDir(label, path if path.is_absolute() else base / path)
+
+
+def get_settings(config: pytest.Config) -> Settings:
+    """The session's :class:`Settings`, built on first use from options and ini values.
+
+    Cheap on purpose (no file system access): it runs for every collected file.
+    """
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is not None:
+        return settings
+    invocation = config.invocation_params.dir
+    given = config.getoption("mlgates_run_dirs") or []
+    if given:
+        candidates = [_run_dir(v, invocation) for v in given]
+    else:
+        candidates = [_run_dir(v, config.rootpath) for v in config.getini("mlgates_run_dirs")]
+    run_dirs: list[RunDir] = []
+    for run in candidates:
+        if run.label not in {r.label for r in run_dirs}:
+            run_dirs.append(run)
+    baseline_value = config.getoption("mlgates_baseline_run")
+    settings = Settings(
+        run_dirs=run_dirs,
+        baseline=_run_dir(baseline_value, invocation) if baseline_value else None,
+        strict=bool(config.getoption("mlgates_strict")),
+        gate_patterns=list(config.getini("mlgates_gate_patterns")),
+        plan_patterns=list(config.getini("mlgates_plan_patterns")),
+    )
+    config.stash[SETTINGS_KEY] = settings
+    return settings
+
+
+def open_cached_run(config: pytest.Config, run: RunDir) -> Run:
+    """Open a run dir once per process: its log is parsed and its checkpoints loaded once,
+    however many criteria read them.  A run dir that cannot be opened fails every item
+    with the same one-line RunDirError."""
+    from pytest_mlgates.errors import MlgatesError
+    from pytest_mlgates.rundir import open_run
+
+    cache = get_settings(config).runs
+    if run.path not in cache:
+        try:
+            cache[run.path] = open_run(run.path)
+        except MlgatesError as err:
+            cache[run.path] = err
+    found = cache[run.path]
+    if isinstance(found, BaseException):
+        raise found
+    return found  # type: ignore[no-any-return]
+
+
+class GateCrash(Exception):
+    """A gate raised something other than an MlgatesError: a bug, shown as one line."""
+
+    def __init__(self, line: str, original: BaseException) -> None:
+        super().__init__(line)
+        self.original = original
+
+
+class GateItem(pytest.Item):
+    """One criterion of a gate file, evaluated against one run dir."""
+
+    def __init__(
+        self,
+        *,
+        criterion: Criterion,
+        document: GateDocument,
+        run: RunDir | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.criterion = criterion
+        self.document = document
+        self.run = run
+
+    # -- what pytest shows ---------------------------------------------------------------
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.criterion.line - 1, f"gate: {self.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:  # type: ignore[override]
+        from pytest_mlgates.errors import MlgatesError
+
+        err = excinfo.value
+        if isinstance(err, GateCrash):
+            if self.config.getoption("fulltrace", False):
+                tb = "".join(traceback.format_exception(err.original))
+                return f"{err}\n{tb}"
+            return str(err)
+        if isinstance(err, MlgatesError):
+            return str(err)
+        return super().repr_failure(excinfo)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _record(self, status: str, message: str, value: Any = None, threshold: Any = None) -> None:
+        self.user_properties[:] = [
+            ("mlgates.criterion", self.criterion.name),
+            ("mlgates.gate", self.criterion.gate_label),
+            ("mlgates.run", self.run.label if self.run else None),
+            ("mlgates.value", _text(value)),
+            ("mlgates.threshold", _text(threshold)),
+            ("mlgates.status", status),
+            ("mlgates.message", " ".join(str(message).split())),
+        ]
+
+    def runtest(self) -> None:
+        from pytest_mlgates.errors import GateFailure, MlgatesError
+
+        crit = self.criterion
+        self._record(ERROR, "did not finish")
+        if crit.kind == "truth":
+            line = f"UNVERIFIED: {crit.text} (no check)"
+            if get_settings(self.config).strict:
+                self._record(UNVERIFIED, line + "; fails under --mlgates-strict")
+                raise GateFailure(line + "; fails under --mlgates-strict")
+            self._record(UNVERIFIED, line)
+            _skip_at_item(line)
+        if self.run is None:
+            self._record(ERROR, NO_RUN_DIR)
+            raise GateFailure(NO_RUN_DIR)
+        try:
+            passed, message, value, threshold = self._evaluate()
+        except GateFailure as err:
+            # A gate that found the run wanting is RED; one that wrapped its own crash
+            # (``raise GateFailure(...) from exc``) did not measure anything: ERROR.
+            cause = err.__cause__
+            crashed = cause is not None and not isinstance(cause, MlgatesError)
+            self._record(ERROR if crashed else RED, str(err), err.measured, err.threshold)
+            raise
+        except MlgatesError as err:
+            self._record(ERROR, str(err))
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug in a gate: one line, never INTERNALERROR
+            line = f"internal error in gate {crit.gate_label}: {type(err).__name__}: {err}"
+            line = " ".join(line.split())
+            self._record(ERROR, line)
+            raise GateCrash(line, err) from None
+        self._record(GREEN if passed else RED, message, value, threshold)
+        if not passed:
+            raise GateFailure(message)
+
+    def _evaluate(self) -> tuple[bool, str, Any, Any]:
+        """(passed, one-line message, value, threshold) of this criterion on this run."""
+        assert self.run is not None
+        run = open_cached_run(self.config, self.run)
+        crit = self.criterion
+        if crit.kind == "check":
+            from pytest_mlgates.expr import format_value
+
+            outcome = crit.check.evaluate(self._env(run))
+            value = None if outcome.value is None else format_value(outcome.value)
+            return bool(outcome.passed), outcome.text, value, outcome.needs
+        from pytest_mlgates import gates
+
+        settings = get_settings(self.config)
+        baseline = None
+        if settings.baseline is not None and crit.gate == "baseline":
+            baseline = open_cached_run(self.config, settings.baseline)
+        ctx = gates.GateContext(
+            rootdir=self.config.rootpath,
+            baseline=baseline,
+            metric_aliases=dict(self.document.metric_aliases),
+            strict=settings.strict,
+        )
+        result = gates.get_gate(str(crit.gate)).fn(run, dict(crit.params), ctx)
+        return bool(result.passed), result.message, result.value, result.threshold
+
+    def _env(self, run: Run) -> Any:
+        settings = get_settings(self.config)
+        aliases = self.document.metric_aliases
+        key = (self.run.path if self.run else Path(), tuple(sorted(aliases.items())))
+        if key not in settings.envs:
+            settings.envs[key] = run.eval_env(dict(aliases))
+        return settings.envs[key]
+
+
+def _skip_at_item(reason: str) -> None:
+    """Skip, reported at the criterion's line in the gate file (not at this module)."""
+    try:
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+    except TypeError:  # a pytest without the keyword: plain skip
+        pytest.skip(reason)
+
+
+def _text(value: Any) -> str | None:
+    """A value as the plain string JUnit and xdist carry (floats short, None kept)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

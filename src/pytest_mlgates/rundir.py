@@ -1,0 +1,738 @@
+"""The parsed run dir: what every gate and the ``run`` fixture read.
+
+A run dir comes from a stranger as often as from a colleague, so every reader here is
+defensive: a missing file, a ragged CSV row, a non-numeric cell, truncated JSON or a
+checkpoint that wants to unpickle a class each give one :class:`RunDirError` line naming
+the file and what was wrong -- never another exception and never executed code.
+
+Readers are lazy and cached: ``open_run`` only checks that the directory exists, and a
+gate that needs only the log never opens a checkpoint::
+
+    >>> run = open_run("runs/x")
+    >>> run.final.val_loss, run.best_epoch
+    (0.31, 9)
+
+Checkpoints load with ``torch.load(..., weights_only=True)`` once per process and path
+(memory-mapped where the file format allows), however many gates ask for them.
+
+Besides the engine's own layout, a PyTorch Lightning ``metrics.csv`` and a Hugging Face
+``trainer_state.json`` are read as the log, so a gate file does not change with the trainer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from pytest_mlgates.errors import RunDirError
+
+__all__ = ["Log", "Row", "Run", "open_run", "load_checkpoint_file", "MAX_TEXT_BYTES"]
+
+#: Text files (logs, JSON, YAML) larger than this are refused rather than read: a 2 GB
+#: "log" is a broken or hostile run dir, and reading it would stall the session.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+# Files whose presence makes a directory recognisable as a run dir (of any trainer).
+_RUN_MARKERS = (
+    "training_log.csv", "metric_history.json", "training_results.json", "config.yaml",
+    "provenance.json", "splits.json", "checkpoints", "metrics.csv", "trainer_state.json",
+)
+
+
+class MissingColumnError(RunDirError, AttributeError):
+    """A column the run did not log; an AttributeError too, so ``getattr(row, x, d)`` works."""
+
+    def __str__(self) -> str:  # AttributeError's own __str__ must not win in the MRO
+        return str(self.args[0]) if self.args else ""
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def read_text_file(path: Path, shown: str | None = None) -> str:
+    """UTF-8 text of a run-dir file, or a one-line RunDirError naming it."""
+    shown = shown or str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise RunDirError(f"{shown}: not found") from None
+    except OSError as exc:
+        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise RunDirError(f"{shown}: is a directory, expected a file")
+    if size > MAX_TEXT_BYTES:
+        raise RunDirError(f"{shown}: {size} bytes, larger than the {MAX_TEXT_BYTES} bytes allowed for a text file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_json_file(path: Path, shown: str | None = None) -> Any:
+    shown = shown or str(path)
+    text = read_text_file(path, shown)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{shown}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+    except RecursionError:
+        raise RunDirError(f"{shown}: invalid JSON (nested too deeply)") from None
+
+
+def read_yaml_file(path: Path, shown: str | None = None) -> Any:
+    import yaml  # lazy: the plugin's import must stay light
+
+    shown = shown or str(path)
+    text = read_text_file(path, shown)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise RunDirError(f"{shown}:{where} invalid YAML ({problem})") from None
+    except RecursionError:
+        raise RunDirError(f"{shown}: invalid YAML (nested too deeply)") from None
+
+
+def to_float(cell: Any, where: str) -> float:
+    """A log cell as float: numbers, numeric strings, 'nan'/'inf'; anything else is an error."""
+    if isinstance(cell, bool):
+        return float(cell)
+    if isinstance(cell, (int, float)):
+        return float(cell)
+    if isinstance(cell, str):
+        try:
+            return float(cell.strip())
+        except ValueError:
+            pass
+    shown = cell if len(repr(cell)) < 40 else repr(cell)[:37] + "..."
+    raise RunDirError(f"{where}: {shown!r} is not a number")
+
+
+# --------------------------------------------------------------------------- log and rows
+
+
+class Row:
+    """One epoch of the log; ``row.val_loss`` and ``row["val_loss"]`` both work."""
+
+    __slots__ = ("_values", "_source", "_label")
+
+    def __init__(self, values: dict[str, float], source: str, label: str) -> None:
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_label", label)
+
+    @property
+    def epoch(self) -> int:
+        value = self._values.get("epoch", float("nan"))
+        return int(value) if math.isfinite(value) else -1
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise MissingColumnError(
+                f"{self._source}: no column '{name}' (columns: {', '.join(self._values)})"
+            ) from None
+
+    def __getattr__(self, name: str) -> float:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Row is read-only")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def get(self, name: str, default: float | None = None) -> float | None:
+        return self._values.get(name, default)
+
+    def keys(self) -> list[str]:
+        return list(self._values)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({self._label}, epoch={self.epoch})"
+
+
+@dataclass
+class Log:
+    """The per-epoch log: ``columns`` (``epoch`` included) and the same data as ``rows``.
+
+    ``empty`` lists, per column, the epochs whose cell was empty (read as NaN), so that
+    ``log_complete`` can tell a missing value from a logged NaN.
+    """
+
+    columns: dict[str, list[float]]
+    source: Path
+    empty: dict[str, list[int]] = field(default_factory=dict)
+    kind: str = "engine"  # engine | metric_history | lightning | huggingface
+
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        names = list(self.columns)
+        n = len(self.columns.get("epoch", []))
+        return [{c: self.columns[c][i] for c in names} for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.columns.get("epoch", []))
+
+    @property
+    def epochs(self) -> list[float]:
+        return self.columns.get("epoch", [])
+
+
+def parse_engine_csv(text: str, shown: str) -> Log:
+    """``training_log.csv``: a header, then one row per epoch, every cell a number."""
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
+    rows = [r for r in rows if r != []]
+    if not rows:
+        raise RunDirError(f"{shown}: empty file (no header)")
+    header = [h.strip() for h in rows[0]]
+    if "epoch" not in header:
+        raise RunDirError(f"{shown}: header has no 'epoch' column (header: {','.join(header)[:120]})")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
+    if "" in header:
+        raise RunDirError(f"{shown}: empty column name in the header")
+    columns: dict[str, list[float]] = {h: [] for h in header}
+    empty: dict[str, list[int]] = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise RunDirError(f"{shown} line {line_no}: {len(row)} cells, header has {len(header)}")
+        for name, cell in zip(header, row):
+            if cell.strip() == "":
+                if name == "epoch":
+                    raise RunDirError(f"{shown} line {line_no}: empty 'epoch' cell")
+                columns[name].append(float("nan"))
+                empty.setdefault(name, []).append(line_no - 1)
+            else:
+                columns[name].append(to_float(cell, f"{shown} line {line_no}, column {name}"))
+    # record empties by epoch number, not row index, now that epochs are known
+    for name, idx in empty.items():
+        empty[name] = [int(columns["epoch"][i - 1]) for i in idx]
+    return Log(columns=columns, source=Path(shown), empty=empty)
+
+
+def parse_metric_history(data: Any, shown: str) -> Log:
+    """``metric_history.json``: ``{"columns": [...], "rows": [{col: value}, ...]}``."""
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise RunDirError(f"{shown}: expected an object with a 'rows' list")
+    names = data.get("columns")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        names = []
+        for row in data["rows"]:
+            if isinstance(row, dict):
+                names += [k for k in row if k not in names]
+    if "epoch" not in names:
+        raise RunDirError(f"{shown}: no 'epoch' column")
+    columns: dict[str, list[float]] = {n: [] for n in names}
+    empty: dict[str, list[int]] = {}
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict):
+            raise RunDirError(f"{shown}: rows[{i}] is not an object")
+        for name in names:
+            cell = row.get(name)
+            if cell is None or cell == "":
+                if name == "epoch":
+                    raise RunDirError(f"{shown}: rows[{i}] has no epoch")
+                columns[name].append(float("nan"))
+                empty.setdefault(name, []).append(i + 1)
+            else:
+                columns[name].append(to_float(cell, f"{shown}: rows[{i}].{name}"))
+    return Log(columns=columns, source=Path(shown), empty=empty, kind="metric_history")
+
+
+def _merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, kind: str) -> Log:
+    """Rows of (epoch, values) that may repeat an epoch -> one row per epoch, last value wins."""
+    by_epoch: dict[float, dict[str, float]] = {}
+    names: list[str] = ["epoch"]
+    for epoch, values in entries:
+        merged = by_epoch.setdefault(epoch, {})
+        for k, v in values.items():
+            merged[k] = v
+            if k not in names:
+                names.append(k)
+    if not by_epoch:
+        raise RunDirError(f"{shown}: no logged epochs")
+    columns: dict[str, list[float]] = {n: [] for n in names}
+    for epoch in sorted(by_epoch):
+        columns["epoch"].append(epoch)
+        for n in names[1:]:
+            columns[n].append(by_epoch[epoch].get(n, float("nan")))
+    return Log(columns=columns, source=Path(shown), kind=kind)
+
+
+def parse_lightning_csv(text: str, shown: str) -> Log:
+    """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
+
+    Lightning counts epochs from 0; the engine from 1 (completed epochs), so 1 is added.
+    """
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    entries: list[tuple[float, dict[str, float]]] = []
+    try:
+        for line_no, row in enumerate(reader, start=2):
+            if None in row:
+                raise RunDirError(f"{shown} line {line_no}: more cells than the header")
+            raw_epoch = (row.get("epoch") or "").strip()
+            if not raw_epoch:
+                continue
+            epoch = to_float(raw_epoch, f"{shown} line {line_no}, column epoch") + 1
+            values = {
+                k: to_float(v, f"{shown} line {line_no}, column {k}")
+                for k, v in row.items()
+                if k not in ("epoch", "step") and v is not None and v.strip() != ""
+            }
+            entries.append((epoch, values))
+    except csv.Error as exc:
+        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
+    if reader.fieldnames is None or "epoch" not in reader.fieldnames:
+        raise RunDirError(f"{shown}: header has no 'epoch' column")
+    return _merge_by_epoch(entries, shown, "lightning")
+
+
+def parse_trainer_state(data: Any, shown: str) -> Log:
+    """Hugging Face ``trainer_state.json``: ``log_history`` entries grouped by epoch.
+
+    Entries carry a fractional ``epoch``; each is assigned to the epoch it completes
+    (``ceil``). The final summary entry (``train_runtime``...) is skipped.
+    """
+    history = data.get("log_history") if isinstance(data, dict) else None
+    if not isinstance(history, list):
+        raise RunDirError(f"{shown}: no 'log_history' list")
+    entries: list[tuple[float, dict[str, float]]] = []
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or "train_runtime" in entry:
+            continue
+        if "epoch" not in entry:
+            continue
+        epoch = float(math.ceil(to_float(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
+        values = {
+            k: to_float(v, f"{shown}: log_history[{i}].{k}")
+            for k, v in entry.items()
+            if k not in ("epoch", "step") and isinstance(v, (int, float, str))
+        }
+        entries.append((max(epoch, 1.0), values))
+    return _merge_by_epoch(entries, shown, "huggingface")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _require_safe_torch() -> Any:
+    import torch
+
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+    if version < (2, 6):
+        raise RunDirError(
+            f"torch {torch.__version__} is too old to open checkpoints safely "
+            "(weights_only=True is bypassable below 2.6, CVE-2025-32434); upgrade torch"
+        )
+    return torch
+
+
+def _torch_load(torch: Any, path: Path) -> Any:
+    try:
+        return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc) and "zip" not in str(exc).lower():
+            raise
+    # legacy (non-zip) files cannot be memory-mapped
+    return torch.load(str(path), weights_only=True, map_location="cpu")
+
+
+def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``, cached per process by (path, mtime, size).
+
+    A checkpoint that needs globals the safe loader refuses is not loaded anyway: the
+    error lists them, so the user can see what the file would have executed.
+    """
+    shown = shown or str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise RunDirError(f"{shown}: not found") from None
+    except OSError as exc:
+        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise RunDirError(f"{shown}: is a directory, expected a checkpoint file")
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    cached = _CHECKPOINT_CACHE.get(key)
+    if cached is not None:
+        return cached
+    if st.st_size == 0:
+        raise RunDirError(f"{shown}: empty file, not a checkpoint")
+    torch = _require_safe_torch()
+    import pickle  # only for the exception type torch raises; never used to load
+    import warnings
+
+    obj: Any = None
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of files it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            obj = _torch_load(torch, path)
+    except pickle.UnpicklingError as exc:
+        unsafe: list[str] = []
+        try:
+            unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - best effort: the file may not be a zip at all
+            unsafe = []
+        if unsafe:
+            raise RunDirError(
+                f"{shown}: refused to load: it needs globals the safe loader (weights_only=True) "
+                f"does not allow: {', '.join(sorted(unsafe)[:6])}"
+            ) from None
+        # torch's message advises weights_only=False; show only the line saying what was refused
+        text = str(exc)
+        tail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        reason = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "")
+        why = f"safe unpickler: {reason}" if reason else "the safe unpickler refused it"
+        raise RunDirError(f"{shown}: refused to load with weights_only=True ({why[:200]})") from None
+    except MemoryError:
+        raise RunDirError(f"{shown}: too large to load") from None
+    except Exception as exc:  # noqa: BLE001 - truncated/garbage files raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise RunDirError(f"{shown}: not a loadable checkpoint ({exc.__class__.__name__}: {first[:200]})") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{shown}: holds a {type(obj).__name__}, expected a checkpoint dict")
+    _CHECKPOINT_CACHE[key] = obj
+    return obj
+
+
+# --------------------------------------------------------------------------- the run
+
+_MISSING = object()
+
+
+class Run:
+    """A run dir, parsed lazily. See the module docstring."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # -- paths ---------------------------------------------------------------------
+
+    def resolve(self, rel: str) -> Path:
+        """``rel`` inside the run dir, or a RunDirError: no absolute paths, no ``..``,
+        no symlink that leads outside."""
+        return resolve_inside(self.path, rel, "run dir")
+
+    def shown(self, path: Path) -> str:
+        """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
+        return str(path)
+
+    # -- lazily read files -----------------------------------------------------------
+
+    def _cached(self, key: str, make: Any) -> Any:
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            try:
+                value = make()
+            except RunDirError as exc:
+                self._cache[key] = exc
+                raise
+            self._cache[key] = value
+        if isinstance(value, RunDirError):
+            raise value
+        return value
+
+    def _optional_json(self, name: str) -> Any:
+        path = self.path / name
+        if not path.exists() and not path.is_symlink():
+            return None
+        self.resolve(name)  # a symlink out of the run dir is refused, not followed
+        return read_json_file(path, self.shown(path))
+
+    def _optional_object(self, name: str) -> dict[str, Any] | None:
+        data = self._optional_json(name)
+        if data is not None and not isinstance(data, dict):
+            raise RunDirError(f"{self.shown(self.path / name)}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        return self._cached("results", lambda: self._optional_object("training_results.json"))
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self._cached("provenance", lambda: self._optional_object("provenance.json"))
+
+    @property
+    def splits(self) -> dict[str, Any] | None:
+        return self._cached("splits", lambda: self._optional_object("splits.json"))
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        def make() -> dict[str, Any] | None:
+            path = self.path / "config.yaml"
+            if not path.exists() and not path.is_symlink():
+                return None
+            self.resolve("config.yaml")
+            data = read_yaml_file(path, self.shown(path))
+            if data is None:
+                return {}
+            if not isinstance(data, dict):
+                raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
+            return data
+
+        return self._cached("config", make)
+
+    @property
+    def log(self) -> Log:
+        return self._cached("log", self._read_log)
+
+    def _read_log(self) -> Log:
+        for name, kind in (
+            ("training_log.csv", "engine"),
+            ("metric_history.json", "metric_history"),
+            ("metrics.csv", "lightning"),
+            ("trainer_state.json", "huggingface"),
+        ):
+            path = self.path / name
+            if not path.exists() and not path.is_symlink():
+                continue
+            self.resolve(name)
+            shown = self.shown(path)
+            if kind == "engine":
+                return parse_engine_csv(read_text_file(path, shown), shown)
+            if kind == "metric_history":
+                return parse_metric_history(read_json_file(path, shown), shown)
+            if kind == "lightning":
+                return parse_lightning_csv(read_text_file(path, shown), shown)
+            return parse_trainer_state(read_json_file(path, shown), shown)
+        raise RunDirError(f"{self.shown(self.path / 'training_log.csv')}: not found (no training log in the run dir)")
+
+    def metric_history(self) -> Log | None:
+        """``metric_history.json`` on its own (None when absent), to compare with the CSV."""
+        def make() -> Log | None:
+            data = self._optional_json("metric_history.json")
+            if data is None:
+                return None
+            return parse_metric_history(data, self.shown(self.path / "metric_history.json"))
+
+        return self._cached("metric_history", make)
+
+    # -- rows ------------------------------------------------------------------------
+
+    def row_at(self, index: int, label: str) -> Row:
+        log = self.log
+        if len(log) == 0:
+            raise RunDirError(f"{self.shown(log.source)}: no rows (header only)")
+        return Row({c: v[index] for c, v in log.columns.items()}, self.shown(log.source), label)
+
+    @property
+    def final(self) -> Row:
+        return self.row_at(-1, "final")
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """(metric, mode) that defines "best": results, else config early stopping, else val_loss."""
+        results = self.results or {}
+        mon = results.get("monitor")
+        if isinstance(mon, dict) and isinstance(mon.get("metric"), str):
+            mode = mon.get("mode")
+            return mon["metric"], mode if mode in ("min", "max") else default_mode(mon["metric"])
+        cfg = self.config or {}
+        es = (cfg.get("train") or {}).get("early_stopping") if isinstance(cfg.get("train"), dict) else None
+        if isinstance(es, dict) and isinstance(es.get("monitor"), str):
+            mode = es.get("mode")
+            return es["monitor"], mode if mode in ("min", "max") else default_mode(es["monitor"])
+        return "val_loss", "min"
+
+    @property
+    def best_epoch(self) -> int | None:
+        def make() -> int | None:
+            metric, mode = self.monitor
+            log = self.log
+            if metric not in log.columns:
+                return None
+            index = best_index(log.columns[metric], mode)
+            return None if index is None else int(log.columns["epoch"][index])
+
+        return self._cached("best_epoch", make)
+
+    @property
+    def best(self) -> Row:
+        metric, mode = self.monitor
+        log = self.log
+        if metric not in log.columns:
+            raise RunDirError(f"{self.shown(log.source)}: monitor metric '{metric}' is not a logged column")
+        index = best_index(log.columns[metric], mode)
+        if index is None:
+            raise RunDirError(f"{self.shown(log.source)}: '{metric}' has no finite value, so no best epoch")
+        return self.row_at(index, f"best {metric}")
+
+    # -- what the run is about -----------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names from training_results.json, else a checkpoint, else the log's recall columns."""
+        names = (self.results or {}).get("class_names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return list(names)
+        for rel in ("checkpoints/final.pt", "checkpoints/last.pt"):
+            if (self.path / rel).is_file():
+                try:
+                    names = self.checkpoint(rel).get("class_names")
+                except RunDirError:
+                    continue
+                if isinstance(names, list) and names:
+                    return [str(n) for n in names]
+        try:
+            return [c[len("val_recall_"):] for c in self.log.columns if c.startswith("val_recall_")]
+        except RunDirError:
+            return []
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        """(metric, mode) of every tracked best checkpoint: config, else results' ``best``."""
+        cfg = self.config or {}
+        tracked = (cfg.get("checkpoint") or {}).get("tracked") if isinstance(cfg.get("checkpoint"), dict) else None
+        out: list[tuple[str, str]] = []
+        if isinstance(tracked, list):
+            for t in tracked:
+                if isinstance(t, dict) and isinstance(t.get("metric"), str):
+                    mode = t.get("mode")
+                    out.append((t["metric"], mode if mode in ("min", "max") else default_mode(t["metric"])))
+        if out:
+            return out
+        best = (self.results or {}).get("best")
+        if isinstance(best, dict):
+            for metric, info in best.items():
+                mode = info.get("mode") if isinstance(info, dict) else None
+                out.append((str(metric), mode if mode in ("min", "max") else default_mode(str(metric))))
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def checkpoint_path(self, name: str) -> Path:
+        """``best_val_loss`` / ``final`` / ``last`` / ``best`` (the monitor's) or a relative path."""
+        if name == "best":
+            name = f"best_{self.monitor[0]}"
+        if "/" not in name and "\\" not in name and not name.endswith((".pt", ".pth", ".ckpt", ".bin")):
+            name = f"checkpoints/{name}.pt"
+        return self.resolve(name)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        """The checkpoint dict, loaded safely and once per process (see load_checkpoint_file)."""
+        path = self.checkpoint_path(name)
+        return load_checkpoint_file(path, self.shown(self.path / _rel(path, self.path.resolve())))
+
+    # -- expressions ---------------------------------------------------------------------
+
+    def eval_env(self, metric_aliases: dict[str, str] | None = None) -> Any:
+        """The columns a ``check:`` sees (an ``expr.EvalEnv``), with the gate file's
+        ``metrics:`` renames applied."""
+        from pytest_mlgates.expr import EvalEnv
+
+        columns = dict(self.log.columns)
+        for spec_name, logged in (metric_aliases or {}).items():
+            if logged in columns and spec_name not in columns:
+                columns[spec_name] = columns[logged]
+        return EvalEnv(columns=columns, best_epoch=self.best_epoch)
+
+    def column(self, name: str, metric_aliases: dict[str, str] | None = None) -> list[float]:
+        """A logged column by its spec name (aliases applied), or a RunDirError naming the log."""
+        log = self.log
+        real = (metric_aliases or {}).get(name, name)
+        if real in log.columns:
+            return log.columns[real]
+        if name in log.columns:
+            return log.columns[name]
+        raise RunDirError(
+            f"{self.shown(log.source)}: no column '{real}' (columns: {', '.join(log.columns)[:200]})"
+        )
+
+
+def default_mode(metric: str) -> str:
+    """``min`` for losses and errors, ``max`` for everything else."""
+    low = metric.lower()
+    return "min" if ("loss" in low or "error" in low or low.endswith("_err")) else "max"
+
+
+def best_index(values: list[float], mode: str) -> int | None:
+    """Index of the best value; ties go to the first occurrence and NaN is never best."""
+    best: int | None = None
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            continue
+        if best is None or (v < values[best] if mode == "min" else v > values[best]):
+            best = i
+    return best
+
+
+def resolve_inside(root: Path, rel: str, what: str) -> Path:
+    """``root/rel`` after resolving symlinks, refusing anything that leaves ``root``."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise RunDirError(f"{root}: empty path")
+    if "\x00" in rel:
+        raise RunDirError(f"{root}: path {rel!r} contains a NUL byte")
+    candidate = Path(rel)
+    if candidate.is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise RunDirError(f"{rel}: absolute path refused; paths are relative to the {what} {root}")
+    if ".." in candidate.parts or ".." in rel.replace("\\", "/").split("/"):
+        raise RunDirError(f"{rel}: '..' refused; paths must stay inside the {what} {root}")
+    root_real = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(root / candidate))
+    if target != root_real and root_real not in target.parents:
+        raise RunDirError(f"{root / rel}: symlink leads outside the {what} (to {target}); refused")
+    return target
+
+
+def open_run(path: str | Path) -> Run:
+    """The run dir at ``path``; a RunDirError naming it when it is not one."""
+    p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"{p}: run dir not found")
+    if not p.is_dir():
+        raise RunDirError(f"{p}: not a directory (a run dir is a directory)")
+    try:
+        names = set(os.listdir(p))
+    except OSError as exc:
+        raise RunDirError(f"{p}: cannot list run dir ({exc.strerror or exc})") from None
+    if not names.intersection(_RUN_MARKERS):
+        raise RunDirError(
+            f"{p}: not a run dir (none of training_log.csv, training_results.json, config.yaml, "
+            "checkpoints/, metrics.csv, trainer_state.json)"
+        )
+    return Run(p)
+
+
+def iter_columns(log: Log, patterns: list[str] | None) -> Iterator[str]:
+    """Column names of ``log`` matching any of the glob ``patterns`` (all when None)."""
+    import fnmatch
+
+    for name in log.columns:
+        if patterns is None or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+            yield name

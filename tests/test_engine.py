@@ -1,0 +1,213 @@
+"""The run dir a real ``python -m model train`` leaves, checked against the contract of
+docs/internals.md: files, columns, checkpoints, best-per-metric, results, provenance."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import small_overrides, run_model, train_command
+
+ENGINE_OVERRIDES = (*small_overrides, "gates.inflight=null")
+TRACKED = {"val_loss": "min", "val_macro_f1": "max", "val_min_recall": "max"}
+
+
+def read_log(run):
+    with open(run / "training_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    header = (run / "training_log.csv").read_text().splitlines()[0].split(",")
+    return header, rows
+
+
+def test_run_dir_contract(trained_run):
+    run = trained_run(ENGINE_OVERRIDES)
+    for name in ("config.yaml", "provenance.json", "splits.json", "training_log.csv",
+                 "metric_history.json", "train.log", "training_results.json",
+                 "checkpoints/final.pt", "checkpoints/last.pt", "plots/loss_curve.png",
+                 "plots/recall_curve.png", *[f"checkpoints/best_{m}.pt" for m in TRACKED]):
+        assert (run / name).is_file(), name
+    header, rows = read_log(run)
+    assert header == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+                      "val_macro_f1", "val_auroc", "val_min_recall",
+                      *[f"val_recall_{i}" for i in range(10)], "lr", "epoch_seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    history = json.loads((run / "metric_history.json").read_text())
+    assert history["columns"] == header
+    for row, jrow in zip(rows, history["rows"]):
+        for col in header:
+            assert float(row[col]) == float(jrow[col]), col  # the same numbers, exactly
+    results = json.loads((run / "training_results.json").read_text())
+    assert results["status"] == "completed" and results["reason"]
+    assert results["epochs_completed"] == results["epochs_planned"] == 3
+    assert results["final"]["epoch"] == 3
+    assert set(results["test"]) >= {"test_loss", "test_accuracy", "test_recall_3"}
+    assert results["class_names"] == [str(i) for i in range(10)]
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["entry_point"] == "python -m model train"
+    assert prov["config_path"] == "configs/default.yaml" and len(prov["config_sha256"]) == 64
+    assert prov["overrides"] == list(ENGINE_OVERRIDES)
+    assert prov["start_time"] <= prov["end_time"]
+    splits = json.loads((run / "splits.json").read_text())
+    assert not set(splits["train"]) & set(splits["val"])
+    log_text = (run / "train.log").read_text()
+    assert "epoch 3/3" in log_text and "completed" in log_text
+
+
+def test_every_checkpoint_opens_with_weights_only_and_has_the_contract_keys(trained_run):
+    run = trained_run(ENGINE_OVERRIDES)
+    keys = {"format", "model", "ema", "optimizer", "scheduler", "scaler", "epoch", "global_step",
+            "metrics", "monitor", "best", "early_stopping", "config", "class_names",
+            "input_shape", "normalization", "rng", "history"}
+    for path in sorted((run / "checkpoints").glob("*.pt")):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        assert keys <= set(ckpt), (path.name, keys - set(ckpt))
+        assert ckpt["format"] == "model-checkpoint/1"
+        assert set(ckpt["rng"]) >= {"python", "numpy", "torch", "cuda"}
+    from model.nets import model_from_checkpoint
+
+    final = torch.load(run / "checkpoints/final.pt", weights_only=True)
+    net = model_from_checkpoint(final)
+    probs = torch.softmax(net(torch.zeros(2, *final["input_shape"])), dim=1)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2))
+
+
+def test_each_best_checkpoint_holds_the_epoch_and_value_where_the_log_is_best(trained_run):
+    run = trained_run(ENGINE_OVERRIDES)
+    _, rows = read_log(run)
+    results = json.loads((run / "training_results.json").read_text())
+    for metric, mode in TRACKED.items():
+        values = [float(r[metric]) for r in rows]
+        pick = min if mode == "min" else max
+        best_value = pick(v for v in values if not math.isnan(v))
+        best_epoch = int(rows[values.index(best_value)]["epoch"])  # first epoch reaching it
+        ckpt = torch.load(run / f"checkpoints/best_{metric}.pt", weights_only=True)
+        assert ckpt["monitor"] == {"metric": metric, "mode": mode, "value": best_value}
+        assert ckpt["epoch"] == best_epoch
+        assert ckpt["metrics"][metric] == best_value
+        assert results["best"][metric]["epoch"] == best_epoch
+        assert results["best"][metric]["value"] == best_value
+
+
+def test_default_config_trains_without_collapsing_class_3(trained_run):
+    run = trained_run(("train.progress_bar=false", "gates.inflight=null"))
+    results = json.loads((run / "training_results.json").read_text())
+    assert results["status"] in ("completed", "early_stopped")
+    assert results["final"]["val_recall_3"] > 0
+    assert results["final"]["val_accuracy"] > 0.8
+    _, rows = read_log(run)
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+
+
+def test_gradient_accumulation_steps_once_per_group_and_a_partial_group_still_steps(trained_run):
+    run = trained_run((*ENGINE_OVERRIDES, "train.accumulate=4", "train.epochs=2"))
+    final = torch.load(run / "checkpoints/final.pt", weights_only=True)
+    splits = json.loads((run / "splits.json").read_text())
+    batches = math.ceil(len(splits["train"]) / 64)
+    assert batches % 4 != 0  # so the trailing partial group is exercised
+    assert final["global_step"] == 2 * math.ceil(batches / 4)
+    assert "effective batch 256" in (run / "train.log").read_text()
+
+
+def test_early_stopping_stops_and_says_why(trained_run):
+    # with no warm-up the lr only falls, so "lr, max" cannot improve after epoch 1
+    run = trained_run((*ENGINE_OVERRIDES, "train.epochs=5", "train.warmup_epochs=0",
+                       "train.early_stopping={monitor: lr, mode: max, patience: 2}"))
+    results = json.loads((run / "training_results.json").read_text())
+    assert results["status"] == "early_stopped"
+    assert results["epochs_completed"] == 3
+    assert "lr did not improve for 2 epochs" in results["reason"]
+    assert (run / "checkpoints/final.pt").is_file()
+
+
+def test_ema_weights_are_stored_and_used_for_evaluation(trained_run):
+    run = trained_run((*ENGINE_OVERRIDES, "train.epochs=2", "train.ema_decay=0.9"))
+    final = torch.load(run / "checkpoints/final.pt", weights_only=True)
+    assert final["ema"] is not None
+    differs = [k for k in final["model"] if final["model"][k].is_floating_point()
+               and not torch.equal(final["model"][k], final["ema"][k])]
+    assert differs  # an average of weights, not a copy
+
+
+def test_explicit_class_weights_and_grad_clip_train(trained_run):
+    weights = "[" + ", ".join(["1.0"] * 3 + ["5.0"] + ["1.0"] * 6) + "]"
+    run = trained_run((*ENGINE_OVERRIDES, "train.epochs=1", f"train.class_weights={weights}",
+                       "train.grad_clip=1.0"))
+    assert json.loads((run / "training_results.json").read_text())["status"] == "completed"
+
+
+def test_a_finished_run_is_not_retrained(trained_run, copy_run, tmp_path):
+    run = copy_run(trained_run(ENGINE_OVERRIDES), tmp_path / "run")
+    before = (run / "training_log.csv").read_bytes()
+    proc = run_model(train_command(run, ENGINE_OVERRIDES))
+    assert proc.returncode == 0, proc.stderr
+    assert "already finished" in proc.stderr
+    assert (run / "training_log.csv").read_bytes() == before
+
+
+def test_fresh_starts_over_and_keeps_files_it_does_not_own(trained_run, copy_run, tmp_path):
+    run = copy_run(trained_run(ENGINE_OVERRIDES), tmp_path / "run")
+    (run / "acceptance").mkdir()
+    (run / "acceptance" / "ledger.jsonl").write_text("{}\n")
+    (run / "checkpoints" / "best_old_metric.pt").write_bytes(b"stale")
+    proc = run_model(train_command(run, (*ENGINE_OVERRIDES, "train.epochs=1"), "configs/default.yaml",
+                                   "--fresh"))
+    assert proc.returncode == 0, proc.stderr
+    _, rows = read_log(run)
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert not (run / "checkpoints" / "best_old_metric.pt").exists()
+    assert (run / "acceptance" / "ledger.jsonl").read_text() == "{}\n"
+    assert (run / "train.log").read_text().count("training digits") == 1
+
+
+# ---- in-process API: the in-flight hook seam and a crash mid-training
+
+
+def _config(*overrides):
+    from model.config import load_config
+
+    return load_config("configs/default.yaml", [*ENGINE_OVERRIDES, *overrides])
+
+
+@pytest.fixture()
+def in_repo(monkeypatch):
+    from conftest import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def test_inflight_hook_red_stops_with_aborted_by_gate(tmp_path, in_repo):
+    from model.train import train
+
+    calls = []
+
+    def hook(run_dir, epoch):
+        calls.append(epoch)
+        # the hook sees the epoch's files already written
+        assert len(read_log(run_dir)[1]) == epoch
+        return "min_recall: val_min_recall = 0.000 at epoch 2; needs > 0.5" if epoch == 2 else None
+
+    results = train(_config("gates.after_epoch=1"), tmp_path / "run", config_path="configs/default.yaml",
+                    inflight_hook=hook)
+    assert calls == [1, 2]
+    assert results["status"] == "aborted_by_gate"
+    assert results["reason"].startswith("min_recall: val_min_recall = 0.000")
+    on_disk = json.loads((tmp_path / "run" / "training_results.json").read_text())
+    assert on_disk["status"] == "aborted_by_gate" and on_disk["epochs_completed"] == 2
+
+
+def test_a_crash_mid_training_is_recorded_as_failed(tmp_path, in_repo):
+    from model.train import train
+
+    def hook(run_dir, epoch):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(_config(), tmp_path / "run", config_path="configs/default.yaml", inflight_hook=hook)
+    results = json.loads((tmp_path / "run" / "training_results.json").read_text())
+    assert results["status"] == "failed"
+    assert results["reason"] == "RuntimeError: disk on fire second line"
+    assert "Traceback" in (tmp_path / "run" / "train.log").read_text()  # the details stay in train.log

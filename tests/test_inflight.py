@@ -1,0 +1,148 @@
+"""In-flight gates on real training: `python -m model train` stops a doomed run early.
+
+Each test trains the default digits config for a few epochs in a subprocess, with
+`gates.inflight` pointing at a gate file written here, and reads the run dir the engine
+left: status, reason, exit code, and a loadable `last.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "configs" / "default.yaml"
+EXIT_GATE = 3
+
+
+def train(tmp_path: Path, gates_text: str, *overrides: str, epochs: int = 2) -> tuple[subprocess.CompletedProcess[str], Path]:
+    gates = tmp_path / "inflight.gates.yaml"
+    gates.write_text(textwrap.dedent(gates_text), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "model", "train", "--config", str(CONFIG), "--run-dir", str(run_dir), "--fresh",
+           "--override", f"train.epochs={epochs}", "--override", "train.progress_bar=false",
+           "--override", f"gates.inflight={gates}", "--override", "gates.after_epoch=1"]
+    for override in overrides:
+        cmd += ["--override", override]
+    proc = subprocess.run(cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return proc, run_dir
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "training_results.json").read_text(encoding="utf-8"))
+
+
+def last_epoch(run_dir: Path) -> int:
+    import torch
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return int(ckpt["epoch"])
+
+
+@pytest.mark.slow
+def test_missing_best_checkpoint_dies_in_the_first_epoch(tmp_path: Path) -> None:
+    # the config tracks val_loss, val_macro_f1, val_min_recall; the gate file wants val_auroc too
+    proc, run_dir = train(tmp_path, """
+        exit_criteria:
+          - name: every_best_checkpoint
+            stage: inflight
+            gate: best_checkpoints
+            metrics: [val_loss, val_auroc]
+          - name: acceptance_only
+            check: "final.val_accuracy > 0.99"
+        """, epochs=3)
+    assert proc.returncode == EXIT_GATE, proc.stderr
+    res = results(run_dir)
+    assert res["status"] == "aborted_by_gate"
+    assert res["epochs_completed"] == 1
+    assert res["reason"].startswith("criterion every_best_checkpoint: ")
+    assert "best_val_auroc.pt" in res["reason"] and "val_auroc" in res["reason"]
+    assert last_epoch(run_dir) == 1  # the resume point of the aborted run is intact
+
+
+@pytest.mark.slow
+def test_collapsed_minority_recall_is_stopped_at_epoch_two(tmp_path: Path) -> None:
+    # class 3 is thinned to 10% in train and weighted 0: its recall collapses to 0
+    proc, run_dir = train(tmp_path, """
+        exit_criteria:
+          - name: minority_not_collapsed
+            check: "len(epoch) < 2 or final.val_recall_3 > 0"
+        """, "train.class_weights=[1, 1, 1, 0, 1, 1, 1, 1, 1, 1]", epochs=4)
+    assert proc.returncode == EXIT_GATE, proc.stderr
+    res = results(run_dir)
+    assert res["status"] == "aborted_by_gate"
+    assert res["epochs_completed"] == 2
+    assert res["reason"].startswith("criterion minority_not_collapsed: ")
+    assert "val_recall_3 = 0.000 at epoch 2" in res["reason"]
+    assert last_epoch(run_dir) == 2
+    assert "in-flight gate RED after epoch 2" in (run_dir / "train.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_healthy_run_is_never_aborted(tmp_path: Path) -> None:
+    proc, run_dir = train(tmp_path, """
+        exit_criteria:
+          - name: every_best_checkpoint
+            gate: best_checkpoints
+          - name: no_nan
+            gate: finite_log
+          - name: learning
+            check: "max(val_accuracy) > 0.2"
+          - name: minority_recovers_by_epoch_three
+            check: "len(epoch) < 3 or final.val_recall_3 > 0"
+          - name: only_before_training
+            stage: preflight
+            check: "final.val_accuracy > 0.999"
+        """, epochs=3)
+    assert proc.returncode == 0, proc.stderr
+    res = results(run_dir)
+    assert res["status"] == "completed"
+    assert res["epochs_completed"] == 3
+
+
+def test_broken_gate_file_stops_before_training(tmp_path: Path) -> None:
+    proc, run_dir = train(tmp_path, """
+        exit_criteria:
+          - name: bad
+            check: "final.val_loss <"
+        """)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: gates.inflight: ") and "inflight.gates.yaml" in line, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_hook_evaluates_with_the_plugin_gate_code(tmp_path: Path) -> None:
+    """make_hook on a hand-written run dir: RED names the criterion and the value; a
+    criterion that cannot be evaluated yet (epoch[3] after two epochs) does not stop it."""
+    from model.config import load_config
+    from pytest_mlgates.inflight import InflightGateWarning, make_hook
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text("epoch,train_loss,val_loss\n1,2.0,1.5\n2,1.0,1.8\n", encoding="utf-8")
+    gates = tmp_path / "g.gates.yaml"
+    gates.write_text(textwrap.dedent("""
+        exit_criteria:
+          - name: later
+            stage: inflight
+            check: "epoch[3].val_loss < 5"
+          - name: improving
+            stage: inflight
+            check: "last(val_loss) <= min(val_loss)"
+          - name: not_inflight
+            check: "final.val_loss < 0"
+        """), encoding="utf-8")
+    hook = make_hook(load_config(CONFIG), gates)
+    with pytest.warns(InflightGateWarning, match="criterion later not evaluated"):
+        red = hook(run, 2)
+    assert red is not None and red.startswith("criterion improving: ")
+    assert "1.8" in red

@@ -1,0 +1,93 @@
+"""``mlgates prove``: every acceptance criterion must turn RED under its mutation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, SMALL_OVERRIDES
+
+MLGATES = [sys.executable, "-m", "pytest_mlgates.cli"]
+pytestmark = pytest.mark.slow
+
+
+def prove(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MLGATES, "prove", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def collected_criteria(run: Path) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "acceptance/", "--run-dir", str(run), "--co", "-q",
+         "-p", "no:cacheprovider"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return sum(1 for line in out.stdout.splitlines() if "::" in line)
+
+
+def test_every_acceptance_criterion_turns_red_under_its_mutation(
+    trained_run: Callable[..., Path], copy_run: Callable[[Path, Path], Path], tmp_path: Path
+) -> None:
+    run = copy_run(trained_run(SMALL_OVERRIDES), tmp_path / "run")
+    proc = prove(str(run), "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+
+    assert report["defects"] == []
+    assert report["not_green_before"] == []
+    names = [c["criterion"] for c in report["criteria"]]
+    assert len(names) == collected_criteria(run) and len(names) >= 20
+    assert sorted(report["proven"] + report["no_mutation"]) == sorted(names)
+    by_name = {c["criterion"]: c for c in report["criteria"]}
+    assert by_name["finite_log"]["mutation"] == "NaN written into val_loss (last row)"
+    assert by_name["best_checkpoints"]["after"] == "RED"
+    assert by_name["checkpoint_softmax"]["mutation"].startswith("model weights of")
+    for entry in report["criteria"]:
+        if entry["outcome"] == "RED":
+            assert entry["before"] == "GREEN" and entry["after"] in ("RED", "ERROR")
+
+    # the proof is kept beside the verdicts, and the run itself was never mutated
+    [proof] = (run / "acceptance").glob("proof-*.json")
+    assert json.loads(proof.read_text())["proven"] == report["proven"]
+    assert (run / "checkpoints" / "best_val_loss.pt").exists()
+    source = trained_run(SMALL_OVERRIDES)
+    assert (run / "training_log.csv").read_bytes() == (source / "training_log.csv").read_bytes()
+
+
+def test_a_gate_that_cannot_fail_is_a_defect(
+    trained_run: Callable[..., Path], copy_run: Callable[[Path, Path], Path], tmp_path: Path
+) -> None:
+    run = copy_run(trained_run(SMALL_OVERRIDES), tmp_path / "run")
+    gates = tmp_path / "weak.gates.yaml"
+    gates.write_text(
+        "must_haves:\n"
+        "  truths:\n"
+        "    - \"the model is good\"\n"            # no check: UNVERIFIED, nothing to prove
+        "exit_criteria:\n"
+        "  - name: tautology\n"
+        "    check: \"len(val_loss) >= 0\"\n"       # true whatever the numbers say
+        "  - name: recall_floor\n"
+        "    gate: class_recall\n")
+    proc = prove(str(run), "--gates", str(gates))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("DEFECT") and "tautology" in line for line in lines)
+    assert any(line.startswith("RED") and "recall_floor" in line for line in lines)
+    assert any(line.startswith("SKIP") and "the_model_is_good" in line for line in lines)
+    assert "defects (gates that cannot fail): tautology" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["missing_gates", "no_gate_files", "missing_run"])
+def test_prove_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text("epoch,val_loss\n1,0.5\n")
+    args = {"missing_gates": [str(run), "--gates", str(tmp_path / "nope")],
+            "no_gate_files": [str(run), "--gates", str(tmp_path)],
+            "missing_run": [str(tmp_path / "absent")]}[case]
+    proc = prove(*args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("mlgates: ")
