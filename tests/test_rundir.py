@@ -223,7 +223,7 @@ def test_legacy_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x00" * 64])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x00" * 64], ids=["empty", "truncated", "zeros"])
 def test_truncated_or_garbage_checkpoint(tmp_path: Path, content: bytes, synthetic: Path) -> None:
     d = make_run(tmp_path / "r", checkpoints=False)
     if content.startswith(b"PK"):

@@ -413,8 +413,8 @@ def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]
         text = str(exc)
         tail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
         reason = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "")
-        why = f"safe unpickler: {reason}" if reason else "the safe unpickler refused it"
-        raise RunDirError(f"{shown}: refused to load with weights_only=True ({why[:200]})") from None
+        why = f"weights_only unpickler: {reason}" if reason else "the weights_only unpickler refused it"
+        raise RunDirError(f"{shown}: not a loadable checkpoint ({why[:200]})") from None
     except MemoryError:
         raise RunDirError(f"{shown}: too large to load") from None
     except Exception as exc:  # noqa: BLE001 - truncated/garbage files raise many types
