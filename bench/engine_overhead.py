@@ -12,7 +12,7 @@ pair is repeated ``--repeats`` times alternately, and the first epoch of every r
 dropped as warm-up. The final train losses must agree to 5 decimals -- the self-check
 PyTorch Lightning's parity benchmark uses against plain PyTorch -- or the script exits 1.
 
-    python bench/engine_overhead.py [--epochs 12] [--repeats 3]
+    python bench/engine_overhead.py [--epochs 12] [--repeats 3] [--override model.width=128]
 
 Goals: time ratio <= 1.05, memory ratio <= 1.05.
 """
@@ -34,12 +34,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
+EXTRA_OVERRIDES: list[str] = []  # --override KEY=VALUE, passed to both sides
+
+
 def bench_overrides(epochs: int) -> list[str]:
     # parity settings: features the bare loop does not have are off (EMA, class weights,
     # warm-up, early stopping, in-flight gates); the cosine schedule is replicated below
     return [f"train.epochs={epochs}", "train.ema_decay=0.0", "train.class_weights=none",
             "train.warmup_epochs=0", "train.early_stopping=null", "train.progress_bar=false",
-            "gates.inflight=null"]
+            "gates.inflight=null", *EXTRA_OVERRIDES]
 
 
 def peak_rss_mib() -> float:
@@ -53,17 +56,21 @@ def run_engine(epochs: int) -> dict:
     from model.config import load_config
     from model.train import train
 
+    import logging
+
     config = load_config(CONFIG, bench_overrides(epochs))
     marks: list[float] = []
 
-    def timer(run_dir: Path, epoch: int) -> None:  # called after each epoch's files are written
-        marks.append(time.perf_counter())
-        return None
+    class EpochTimer(logging.Handler):  # the engine logs "epoch N/M ..." once an epoch is done
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("epoch "):
+                marks.append(time.perf_counter())
 
+    logging.getLogger("model").addHandler(EpochTimer())
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         results = train(config, Path(tmp) / "run", fresh=True, config_path=str(CONFIG),
-                        allow_defaults=True, inflight_hook=timer)
+                        allow_defaults=True)
         ended = time.perf_counter()
         log_rows = json.loads((Path(tmp) / "run" / "metric_history.json").read_text())["rows"]
     epoch_times = [b - a for a, b in zip(marks, marks[1:])]  # epoch 2..N, I/O included
@@ -131,7 +138,8 @@ def run_bare(epochs: int) -> dict:
 
 def child(kind: str, epochs: int, threads: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--epochs", str(epochs)],
+    extra = [a for o in EXTRA_OVERRIDES for a in ("--override", o)]
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--epochs", str(epochs), *extra],
                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-2000:]}")
@@ -144,8 +152,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per side (1: least disturbed by other load)")
+    parser.add_argument("--override", action="append", default=[],
+                        help="config override for both sides, e.g. model.width=128")
     parser.add_argument("--child", choices=["engine", "bare"])
     args = parser.parse_args()
+    EXTRA_OVERRIDES.extend(args.override)
     if args.child:
         out = run_engine(args.epochs) if args.child == "engine" else run_bare(args.epochs)
         print(json.dumps(out))
@@ -165,7 +176,8 @@ def main() -> int:
     time_ratio, mem_ratio = engine_epoch / bare_epoch, engine_mem / bare_mem
     losses_agree = round(engine_loss, 5) == round(bare_loss, 5)
 
-    print(f"engine overhead on {CONFIG.relative_to(REPO_ROOT)} ({args.epochs} epochs, "
+    print(f"engine overhead on {CONFIG.relative_to(REPO_ROOT)} {' '.join(args.override)} "
+          f"({args.epochs} epochs, "
           f"{args.repeats} runs each, {args.threads} torch thread(s), first epoch dropped, medians)")
     print(f"  epoch time   engine {engine_epoch * 1000:8.1f} ms   bare {bare_epoch * 1000:8.1f} ms"
           f"   ratio {time_ratio:.3f}  (goal <= 1.05) {'OK' if time_ratio <= 1.05 else 'MISSED'}")

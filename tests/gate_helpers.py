@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pytest_mlgates.gates import GateContext, GateResult, get_gate
 from pytest_mlgates.rundir import open_run
@@ -52,8 +53,6 @@ def _csv_cell(v: Any) -> str:
         return v
     if isinstance(v, float) and math.isnan(v):
         return "nan"
-    if isinstance(v, float) and v.is_integer() and False:
-        return str(int(v))
     return repr(v) if isinstance(v, float) else str(v)
 
 
@@ -105,9 +104,10 @@ def make_run(
     checkpoints, plots) and return its path. ``values`` replaces whole log columns."""
     import torch
     import yaml
+
     from model.checkpoint import capture_rng
-    from model.data import build_dataset
     from model.config import build_config
+    from model.data import build_dataset
     from model.nets import build_model
 
     run_dir = Path(run_dir)

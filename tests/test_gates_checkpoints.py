@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from gate_helpers import make_run, run_gate
+
 from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
 
 

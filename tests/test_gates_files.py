@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from gate_helpers import _png, edit_json, make_run, run_gate
+
 from pytest_mlgates.errors import MlgatesError, RunDirError
 from pytest_mlgates.gates import GATE_NAMES, get_gate, validate_params
 

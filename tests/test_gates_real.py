@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import SMALL_OVERRIDES
 from gate_helpers import run_gate, set_log_cell
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from gate_helpers import make_run, run_gate
+
 from pytest_mlgates.errors import MlgatesError
 from pytest_mlgates.gates import GATE_NAMES
 

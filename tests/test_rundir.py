@@ -10,8 +10,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 from gate_helpers import BASE_LOG, make_run, write_log
+
 from pytest_mlgates.errors import MlgatesError, RunDirError
 from pytest_mlgates.rundir import MissingColumnError, load_checkpoint_file, open_run
 
@@ -66,7 +66,7 @@ def test_missing_optional_files_are_none(tmp_path: Path) -> None:
 def test_missing_column_is_one_line_naming_the_log(synthetic: Path) -> None:
     run = open_run(synthetic)
     with pytest.raises(MissingColumnError, match=r"training_log.csv: no column 'val_dice'"):
-        run.final.val_dice
+        _ = run.final.val_dice
     assert getattr(run.final, "val_dice", None) is None  # an AttributeError too
 
 
@@ -103,7 +103,7 @@ def test_resolve_refuses_a_symlink_out(tmp_path: Path) -> None:
     (d / "training_results.json").unlink()
     os.symlink(secret, d / "training_results.json")
     with pytest.raises(RunDirError, match="outside"):
-        open_run(d).results
+        _ = open_run(d).results
 
 
 def test_open_run_names_the_path(tmp_path: Path) -> None:
@@ -139,13 +139,13 @@ def test_broken_logs_give_one_line_naming_the_file(tmp_path: Path, name: str) ->
     if message is None:  # header only parses; the rows are just absent
         assert len(run.log) == 0
         with pytest.raises(RunDirError, match="no rows"):
-            run.final
+            _ = run.final
         return
     with pytest.raises(RunDirError, match=message) as info:
-        run.log
+        _ = run.log
     assert "\n" not in str(info.value)
     with pytest.raises(RunDirError):  # cached: the same error again, not a crash
-        run.log
+        _ = run.log
 
 
 def test_nan_and_inf_cells_are_numbers_and_empty_cells_are_recorded(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_directory_where_a_file_should_be(tmp_path: Path) -> None:
     d = tmp_path / "r"
     (d / "training_log.csv").mkdir(parents=True)
     with pytest.raises(RunDirError, match="training_log.csv: is a directory"):
-        open_run(d).log
+        _ = open_run(d).log
 
 
 def test_huge_sparse_log_is_refused_quickly(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_huge_sparse_log_is_refused_quickly(tmp_path: Path) -> None:
     with open(d / "training_log.csv", "wb") as fh:
         fh.truncate(2 * 1024**3)
     with pytest.raises(RunDirError, match="larger than"):
-        open_run(d).log
+        _ = open_run(d).log
 
 
 def test_yaml_with_python_tags_is_refused_without_running_it(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_yaml_with_python_tags_is_refused_without_running_it(tmp_path: Path) -> 
     marker = tmp_path / "pwned"
     (d / "config.yaml").write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
     with pytest.raises(RunDirError, match="config.yaml: .*invalid YAML"):
-        open_run(d).config
+        _ = open_run(d).config
     assert not marker.exists()
 
 

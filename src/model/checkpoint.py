@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,16 +122,78 @@ def remove_stale_temp_files(directory: str | Path) -> None:
             pass
 
 
+def write_files_atomically(files: list[tuple[Path, bytes]]) -> None:
+    """Atomically write each (path, data) in order, fsyncing each directory once."""
+    with batched_dir_fsync():
+        for path, data in files:
+            atomic_write_bytes(path, data, slow_ok=path.suffix == ".pt")
+
+
+class BackgroundWriter:
+    """One thread that performs the epoch's atomic writes, in order, while training goes on.
+
+    fsync and rename wait on the disk, not the CPU, and cost more than a small model's
+    epoch; on this thread they overlap the next epoch instead of adding to it. The main
+    thread hands over finished bytes (tensors are already serialized), so nothing written
+    can change underneath. :meth:`flush` waits for every queued write -- the engine calls
+    it before anything reads the run dir (the in-flight hook, the end of the run) -- and
+    re-raises a write error there.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[list[tuple[Path, bytes]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="model-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, files: list[tuple[Path, bytes]]) -> None:
+        self._raise_pending()
+        self._queue.put(files)
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise_pending()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            files = self._queue.get()
+            try:
+                if files is None:
+                    return
+                if self._error is None:
+                    write_files_atomically(files)
+            except BaseException as exc:  # surfaced on the main thread by flush/submit
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+
 # --------------------------------------------------------------------------- save / load
 
 
-def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    """Serialize `obj` with torch.save into memory, then write it atomically to `path`."""
+def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
+    """`obj` serialized by torch.save (copies tensor data: later training can't change it)."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue(), slow_ok=True)
+    return buffer.getvalue()
+
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """Serialize `obj` with torch.save into memory, then write it atomically to `path`."""
+    atomic_write_bytes(path, checkpoint_bytes(obj), slow_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -162,7 +226,7 @@ def capture_rng() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": [version, list(internal), gauss],
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
         "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
                   int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
@@ -176,7 +240,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     import torch
 
     version, internal, gauss = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])

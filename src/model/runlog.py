@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from model.checkpoint import atomic_write_text
+from model.checkpoint import atomic_write_bytes, atomic_write_text
 
 LOGGER_NAME = "model"
 
@@ -83,17 +83,28 @@ def json_safe(obj: Any) -> Any:
     return _json_number(obj)
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def render_history(run_dir: Path, columns: list[str],
+                   rows: list[dict[str, Any]]) -> list[tuple[Path, bytes]]:
+    """training_log.csv and metric_history.json for the full history, as (path, bytes)."""
+    lines = [",".join(columns)]
+    lines += [",".join(_csv_value(row.get(col)) for col in columns) for row in rows]
+    history = {"columns": columns, "rows": [{c: row.get(c) for c in columns} for row in rows]}
+    return [(run_dir / "training_log.csv", ("\n".join(lines) + "\n").encode("utf-8")),
+            (run_dir / "metric_history.json", json_text(history).encode("utf-8"))]
 
 
 def write_history(run_dir: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     """Rewrite training_log.csv and metric_history.json from the full history."""
-    lines = [",".join(columns)]
-    lines += [",".join(_csv_value(row.get(col)) for col in columns) for row in rows]
-    atomic_write_text(run_dir / "training_log.csv", "\n".join(lines) + "\n")
-    write_json(run_dir / "metric_history.json",
-               {"columns": columns, "rows": [{c: row.get(c) for c in columns} for row in rows]})
+    for path, data in render_history(run_dir, columns, rows):
+        atomic_write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------- run dir

@@ -45,9 +45,10 @@ from torch import nn
 from model import distributed, runlog
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
+    BackgroundWriter,
     CheckpointError,
     atomic_write_text,
-    batched_dir_fsync,
+    checkpoint_bytes,
     capture_rng,
     load_checkpoint,
     remove_stale_temp_files,
@@ -58,7 +59,7 @@ from model.config import Config, ConfigError, dump_yaml, file_sha256
 from model.data import Dataset, build_dataset
 from model.metrics import classification_metrics
 from model.nets import build_model
-from model.runlog import RunDirError, log_columns, write_history, write_json
+from model.runlog import RunDirError, json_text, log_columns, render_history, write_history, write_json
 
 InflightHook = Callable[[Path, int], "str | None"]
 
@@ -182,8 +183,9 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    # ---- 6. the epochs
+    # ---- 6. the epochs (rank 0's file writes run on a background thread, in order)
     status, reason = "completed", f"trained all {tc.epochs} epochs"
+    writer = BackgroundWriter() if dist.is_main else None
     try:
         if state.early_stopped(config):
             status, reason = "early_stopped", state.early_stop_reason(config)
@@ -210,7 +212,8 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             if dist.is_main:
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
-                write_epoch_files(paths, columns, config, state, ckpt, newly_best, class_names)
+                writer.submit(epoch_files(paths, columns, config, state, ckpt, newly_best,
+                                          class_names))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
@@ -218,6 +221,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
                 if state.early_stopped(config):
                     status, reason = "early_stopped", state.early_stop_reason(config)
                 if epoch >= config.gates.after_epoch and inflight_hook is not None:
+                    writer.flush()  # the hook reads this epoch's files
                     red = inflight_hook(run_dir, epoch)
                     if red:
                         status, reason = "aborted_by_gate", " ".join(str(red).split())
@@ -234,6 +238,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             test = evaluate(eval_model, test_loader, criterion, class_names, "test", device,
                             autocast)
         if dist.is_main:
+            writer.flush()
             final_row = state.history[-1] if state.history else {}
             ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                    scaler, state, final_row, [capture_rng()])
@@ -251,12 +256,18 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         log.error("training failed at epoch %d: %s: %s", state.epoch + 1,
                   exc.__class__.__name__, line, exc_info=not isinstance(exc, KeyboardInterrupt))
         if dist.is_main:
+            with contextlib.suppress(BaseException):
+                writer.flush()
             with contextlib.suppress(Exception):
                 write_results(paths, config, state, class_names, status="failed",
                               reason=f"{exc.__class__.__name__}: {line}")
                 finish_provenance(paths)
                 draw_plots(paths, state.history, class_names)
         raise
+    finally:
+        if writer is not None:
+            with contextlib.suppress(BaseException):
+                writer.close()
 
 
 # =========================================================================== one epoch
@@ -441,22 +452,26 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def write_epoch_files(paths: "RunPaths", columns: list[str], config: Config, state: TrainState,
-                      ckpt: dict[str, Any], newly_best: list[str], class_names: list[str]) -> None:
-    """best_<metric>.pt for each metric that improved, last.pt, then the logs and results.
+def epoch_files(paths: "RunPaths", columns: list[str], config: Config, state: TrainState,
+                ckpt: dict[str, Any], newly_best: list[str],
+                class_names: list[str]) -> list[tuple[Path, bytes]]:
+    """This epoch's files, in write order: best_<metric>.pt for each metric that improved,
+    last.pt, then the logs and results.
 
-    Order matters for a kill between two writes: a resume restarts from last.pt, and the
-    logs are rewritten from its history, so a log never runs ahead of last.pt for long.
+    Order matters for a kill between two writes: a resume restarts from last.pt and the
+    logs are rewritten from its history, so the logs never run ahead of last.pt for long.
     """
-    with batched_dir_fsync():
-        for metric in newly_best:
-            best = state.best[metric]
-            save_checkpoint({**ckpt, "monitor": {"metric": metric, "mode": best["mode"],
-                                                 "value": best["value"]}}, paths.best(metric))
-        save_checkpoint(ckpt, paths.last)
-        write_history(paths.root, columns, state.history)
-        write_results(paths, config, state, class_names, status="running",
-                      reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
+    files = []
+    for metric in newly_best:
+        best = state.best[metric]
+        monitor = {"metric": metric, "mode": best["mode"], "value": best["value"]}
+        files.append((paths.best(metric), checkpoint_bytes({**ckpt, "monitor": monitor})))
+    files.append((paths.last, checkpoint_bytes(ckpt)))
+    files += render_history(paths.root, columns, state.history)
+    results = results_dict(config, state, class_names, status="running",
+                           reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
+    files.append((paths.results, json_text(results).encode("utf-8")))
+    return files
 
 
 def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
@@ -678,6 +693,14 @@ def finish_provenance(paths: RunPaths) -> None:
 
 def write_results(paths: RunPaths, config: Config, state: TrainState, class_names: list[str], *,
                   status: str, reason: str, test: dict[str, float] | None = None) -> dict[str, Any]:
+    results = results_dict(config, state, class_names, status=status, reason=reason, test=test)
+    write_json(paths.results, results)
+    return results
+
+
+def results_dict(config: Config, state: TrainState, class_names: list[str], *, status: str,
+                 reason: str, test: dict[str, float] | None = None) -> dict[str, Any]:
+    """The content of training_results.json (docs/internals.md)."""
     es = config.train.early_stopping
     results = {
         "status": status,
@@ -690,7 +713,6 @@ def write_results(paths: RunPaths, config: Config, state: TrainState, class_name
         "test": test,
         "class_names": class_names,
     }
-    write_json(paths.results, results)
     return results
 
 

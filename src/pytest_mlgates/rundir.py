@@ -28,11 +28,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 
-__all__ = ["Log", "Row", "Run", "open_run", "load_checkpoint_file", "MAX_TEXT_BYTES"]
+__all__ = ["MAX_TEXT_BYTES", "Log", "Row", "Run", "load_checkpoint_file", "open_run"]
 
 #: Text files (logs, JSON, YAML) larger than this are refused rather than read: a 2 GB
 #: "log" is a broken or hostile run dir, and reading it would stall the session.
@@ -131,7 +131,10 @@ def to_float(cell: Any, where: str) -> float:
 class Row:
     """One epoch of the log; ``row.val_loss`` and ``row["val_loss"]`` both work."""
 
-    __slots__ = ("_values", "_source", "_label")
+    __slots__ = ("_label", "_source", "_values")
+    _values: dict[str, float]
+    _source: str
+    _label: str
 
     def __init__(self, values: dict[str, float], source: str, label: str) -> None:
         object.__setattr__(self, "_values", values)
@@ -728,11 +731,3 @@ def open_run(path: str | Path) -> Run:
         )
     return Run(p)
 
-
-def iter_columns(log: Log, patterns: list[str] | None) -> Iterator[str]:
-    """Column names of ``log`` matching any of the glob ``patterns`` (all when None)."""
-    import fnmatch
-
-    for name in log.columns:
-        if patterns is None or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
-            yield name

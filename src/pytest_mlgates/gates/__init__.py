@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlgates.errors import GateFailure, MlgatesError
 
@@ -46,7 +47,7 @@ class GateContext:
     """What a gate may know besides the run: where the code under test lives, the baseline."""
 
     rootdir: Path
-    baseline: "Run | None" = None
+    baseline: Run | None = None
     metric_aliases: dict[str, str] = field(default_factory=dict)
     strict: bool = False
 
@@ -137,7 +138,7 @@ def _loads(v: Any) -> str | None:
     if isinstance(v, dict):
         unknown = set(v) - {"softmax", "model", "kwargs", "input_shape", "prefix"}
         if unknown:
-            return f"has unknown key '{sorted(unknown)[0]}' (valid: softmax, model, kwargs, input_shape, prefix)"
+            return f"has unknown key '{min(unknown)}' (valid: softmax, model, kwargs, input_shape, prefix)"
         if "model" in v and (not isinstance(v["model"], str) or ":" not in v["model"]):
             return "model must be 'package.module:ClassName'"
         if "input_shape" in v and _ints(v["input_shape"]):
@@ -148,7 +149,7 @@ def _loads(v: Any) -> str | None:
     return "must be 'softmax' or a mapping {softmax, model, kwargs, input_shape, prefix}"
 
 
-_TYPE_DOC = {
+_TYPE_DOC: dict[Callable[[Any], str | None], str] = {
     _number: "number", _nonneg: "number >= 0", _pos_int: "positive integer", _string: "string",
     _bool: "true/false", _mode: "min|max", _strings: "name or list of names", _ints: "list of ints",
     _tracked: "names or {metric, mode}", _at: "final|best|all", _mapping: "mapping",
@@ -258,7 +259,7 @@ class GateSpec:
     doc: str
     _impl: Callable[..., GateResult]
 
-    def fn(self, run: "Run", params: dict[str, Any], ctx: GateContext) -> GateResult:
+    def fn(self, run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         merged = dict(self.defaults)
         merged.update({k: v for k, v in params.items() if k not in RESERVED_KEYS})
         try:
@@ -267,7 +268,7 @@ class GateSpec:
             raise
         except RecursionError:
             raise GateFailure(f"gate {self.name}: input nested too deeply") from None
-        except Exception as exc:  # noqa: BLE001 - a gate must never crash the session
+        except Exception as exc:
             raise GateFailure(
                 f"gate {self.name}: internal error {exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 " (please report this as a bug)"

@@ -21,6 +21,13 @@ from pytest_mlgates.rundir import Run, best_index
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
+def _gist(exc: BaseException, limit: int = 240) -> str:
+    """An exception's message on one line, shortened (load_state_dict writes several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = text or exc.__class__.__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _close(a: float, b: float, tol: float = 1e-9) -> bool:
     if math.isnan(a) and math.isnan(b):
         return True
@@ -158,6 +165,7 @@ def rebuild_dataset(run: Run, config: Any, ckpt: dict[str, Any] | None = None) -
     """The engine's dataset for ``config``, with the run's ``splits.json`` indices and the
     checkpoint's normalization (what the model saw). Cached per config within a process."""
     import numpy as np
+
     from model.config import ConfigError
     from model.data import build_dataset
 
@@ -202,8 +210,7 @@ def engine_model(ckpt: dict[str, Any], shown: str, *, use_ema: bool = True) -> A
     except ConfigError as exc:
         raise GateFailure(f"{shown}: {exc}") from None
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise GateFailure(f"{shown}: weights do not fit the model ({first})") from None
+        raise GateFailure(f"{shown}: weights do not fit the model ({_gist(exc)})") from None
     model.eval()
     return model
 
@@ -239,8 +246,7 @@ def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> A
     try:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0][:200]
-        raise GateFailure(f"{shown}: weights do not fit {target} ({first})") from None
+        raise GateFailure(f"{shown}: weights do not fit {target} ({_gist(exc)})") from None
     model.eval()
     return model
 
@@ -267,6 +273,7 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
     ckpt = run.checkpoint(name)
     n = int(params.get("samples") or 16)
     source = "random inputs"
+    inputs: Any = None
     if params.get("model"):
         model = foreign_model(ckpt, params, shown)
         shape = params.get("input_shape")
@@ -277,7 +284,6 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
     else:
         model = engine_model(ckpt, shown)
         num_classes = len(ckpt.get("class_names") or [])
-        inputs = None
         try:
             config = _config_of(run, ckpt, shown)
             dataset = rebuild_dataset(run, config, ckpt)
@@ -322,6 +328,7 @@ def reevaluate(run: Run, ckpt: dict[str, Any], shown: str, split: str) -> dict[s
     """Loss and metrics of the checkpoint's weights on ``split``, computed as the engine does
     (class-weighted cross-entropy over the whole split, ``classification_metrics``)."""
     import torch
+
     from model.config import ConfigError
     from model.metrics import classification_metrics
     from model.train import compute_class_weights

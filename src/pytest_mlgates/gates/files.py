@@ -11,7 +11,13 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list
-from pytest_mlgates.rundir import MAX_TEXT_BYTES, Run, read_json_file, read_text_file, resolve_inside
+from pytest_mlgates.rundir import (
+    MAX_TEXT_BYTES,
+    Run,
+    read_json_file,
+    read_text_file,
+    resolve_inside,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -180,7 +186,7 @@ def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     found: bool
     if set(pattern) & _REGEX_META:
         if len(pattern) > 500:
-            raise GateFailure(f"gate key_link: pattern longer than 500 characters")
+            raise GateFailure("gate key_link: pattern longer than 500 characters")
         try:
             found = re.search(pattern, text, re.MULTILINE) is not None
         except re.error as exc:

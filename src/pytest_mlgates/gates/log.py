@@ -364,5 +364,14 @@ def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
                       f"{', '.join(checked)} within tolerance of baseline {base.path}")
 
 
-__all__ = ["finite_log", "log_complete", "converged", "class_recall", "generalization_gap",
-           "memorization", "suspicious_perfection", "baseline", "RunDirError"]
+__all__ = [
+    "RunDirError",
+    "baseline",
+    "class_recall",
+    "converged",
+    "finite_log",
+    "generalization_gap",
+    "log_complete",
+    "memorization",
+    "suspicious_perfection",
+]

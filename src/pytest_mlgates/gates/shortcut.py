@@ -33,7 +33,12 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import fmt, fmt_threshold
-from pytest_mlgates.gates.checkpoints import _config_of, _default_checkpoint, engine_model, rebuild_dataset
+from pytest_mlgates.gates.checkpoints import (
+    _config_of,
+    _default_checkpoint,
+    engine_model,
+    rebuild_dataset,
+)
 from pytest_mlgates.rundir import Run
 
 _PROBES: dict[tuple[Any, ...], float] = {}
@@ -41,6 +46,7 @@ _PROBES: dict[tuple[Any, ...], float] = {}
 
 def _auroc(model: Any, x: Any, y: Any, class_names: list[str]) -> float:
     import torch
+
     from model.metrics import classification_metrics
 
     with torch.no_grad():
@@ -52,6 +58,7 @@ def swap_cores(images: Any, labels: Any, radius: float, seed: int = 0) -> Any:
     """Copy of ``images`` (N, C, H, W) where each image's central disc comes from a random
     image of another class (same split). Classes with no other class to draw from keep theirs."""
     import numpy as np
+
     from model.data import _core_mask
 
     out = np.array(images, dtype=np.float32, copy=True)
@@ -138,6 +145,7 @@ def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
 def _swap_drop(dataset: Any, ckpt: dict[str, Any], shown: str, radius: float, seed: int) -> tuple[float, float, float]:
     """(drop, AUROC intact, AUROC with cores swapped between classes) of the model on val."""
     import numpy as np
+
     from model.data import _normalize
 
     model = engine_model(ckpt, shown)
