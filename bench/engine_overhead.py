@@ -20,6 +20,7 @@ Goals: time ratio <= 1.05, memory ratio <= 1.05.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -53,10 +54,10 @@ def peak_rss_mib() -> float:
 
 
 def run_engine(epochs: int) -> dict:
+    import logging
+
     from model.config import load_config
     from model.train import train
-
-    import logging
 
     config = load_config(CONFIG, bench_overrides(epochs))
     marks: list[float] = []
@@ -73,7 +74,7 @@ def run_engine(epochs: int) -> dict:
                         allow_defaults=True)
         ended = time.perf_counter()
         log_rows = json.loads((Path(tmp) / "run" / "metric_history.json").read_text())["rows"]
-    epoch_times = [b - a for a, b in zip(marks, marks[1:])]  # epoch 2..N, I/O included
+    epoch_times = [b - a for a, b in itertools.pairwise(marks)]  # epoch 2..N, I/O included
     compute = [float(r["epoch_seconds"]) for r in log_rows[1:]]
     return {"epoch_times": epoch_times, "compute_times": compute,
             "finish_seconds": ended - marks[-1], "total_seconds": ended - started,
@@ -140,7 +141,7 @@ def child(kind: str, epochs: int, threads: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
     extra = [a for o in EXTRA_OVERRIDES for a in ("--override", o)]
     proc = subprocess.run([sys.executable, __file__, "--child", kind, "--epochs", str(epochs), *extra],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -18,8 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pytest
 
@@ -49,7 +49,7 @@ def train_command(run_dir: Path | str, overrides: Sequence[str] = (),
 def run_model(args: list[str], *, timeout: float = 300, env: dict[str, str] | None = None,
               ) -> subprocess.CompletedProcess[str]:
     """Run a model command from the repo root (configs/ and acceptance/ are relative)."""
-    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
 
 

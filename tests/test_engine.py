@@ -9,8 +9,7 @@ import math
 
 import pytest
 import torch
-
-from conftest import small_overrides, run_model, train_command
+from conftest import run_model, small_overrides, train_command
 
 ENGINE_OVERRIDES = (*small_overrides, "gates.inflight=null")
 TRACKED = {"val_loss": "min", "val_macro_f1": "max", "val_min_recall": "max"}

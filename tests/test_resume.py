@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from conftest import REPO_ROOT, small_overrides, run_model, train_command
+from conftest import REPO_ROOT, run_model, small_overrides, train_command
 
 EPOCHS = 6
 RESUME_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null",

@@ -28,8 +28,9 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHECKPOINT_FORMAT = "model-checkpoint/1"
 
@@ -172,7 +173,7 @@ class BackgroundWriter:
                     return
                 if self._error is None:
                     write_files_atomically(files)
-            except BaseException as exc:  # surfaced on the main thread by flush/submit
+            except BaseException as exc:  # noqa: BLE001 -- surfaced on the main thread by flush/submit
                 self._error = exc
             finally:
                 self._queue.task_done()
@@ -205,7 +206,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, unsafe globals, garbage bytes ...
+    except Exception as exc:  # noqa: BLE001 -- truncated zip, unsafe globals, garbage bytes ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {first[:160]})"

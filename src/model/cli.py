@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- a crash: one line here, traceback in train.log
         where = f"; traceback in {run_dir / 'train.log'}" if "run_dir" in locals() else ""
         print(f"error: training failed ({exc.__class__.__name__}: {_one_line(exc)}){where}",
               file=sys.stderr)

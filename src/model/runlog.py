@@ -17,8 +17,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from model.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -185,7 +186,8 @@ def close_logging() -> None:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -209,7 +211,7 @@ def versions() -> dict[str, str | None]:
         from importlib.metadata import version
 
         package: str | None = version("pytest-mlgates")
-    except Exception:
+    except Exception:  # noqa: BLE001 -- not installed as a distribution: no version
         package = None
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pytest_mlgates": package}

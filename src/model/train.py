@@ -35,8 +35,9 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,8 @@ from model.checkpoint import (
     BackgroundWriter,
     CheckpointError,
     atomic_write_text,
-    checkpoint_bytes,
     capture_rng,
+    checkpoint_bytes,
     load_checkpoint,
     remove_stale_temp_files,
     restore_rng,
@@ -59,7 +60,14 @@ from model.config import Config, ConfigError, dump_yaml, file_sha256
 from model.data import Dataset, build_dataset
 from model.metrics import classification_metrics
 from model.nets import build_model
-from model.runlog import RunDirError, json_text, log_columns, render_history, write_history, write_json
+from model.runlog import (
+    RunDirError,
+    json_text,
+    log_columns,
+    render_history,
+    write_history,
+    write_json,
+)
 
 InflightHook = Callable[[Path, int], "str | None"]
 
@@ -209,7 +217,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
 
             # every rank's RNG, so a resumed DDP run replays each rank's stream too
             rng = distributed.gather_objects(dist, capture_rng())
-            if dist.is_main:
+            if writer is not None:  # rank 0
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
                 writer.submit(epoch_files(paths, columns, config, state, ckpt, newly_best,
@@ -217,7 +225,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
-            if dist.is_main:
+            if writer is not None:  # rank 0
                 if state.early_stopped(config):
                     status, reason = "early_stopped", state.early_stop_reason(config)
                 if epoch >= config.gates.after_epoch and inflight_hook is not None:
@@ -237,7 +245,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             eval_model = ema_model if ema_model is not None else raw_model
             test = evaluate(eval_model, test_loader, criterion, class_names, "test", device,
                             autocast)
-        if dist.is_main:
+        if writer is not None:  # rank 0
             writer.flush()
             final_row = state.history[-1] if state.history else {}
             ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
@@ -255,7 +263,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         line = " ".join(str(exc).split()) or exc.__class__.__name__
         log.error("training failed at epoch %d: %s: %s", state.epoch + 1,
                   exc.__class__.__name__, line, exc_info=not isinstance(exc, KeyboardInterrupt))
-        if dist.is_main:
+        if writer is not None:  # rank 0
             with contextlib.suppress(BaseException):
                 writer.flush()
             with contextlib.suppress(Exception):
@@ -275,7 +283,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
 
 def train_one_epoch(model: nn.Module, raw_model: nn.Module, ema_model: nn.Module | None,
                     loader: Any, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, autocast: Any, state: "TrainState",
+                    scheduler: Any, scaler: Any, autocast: Any, state: TrainState,
                     config: Config, dist: distributed.DistInfo,
                     epoch: int) -> tuple[float, float, float]:
     """One pass over the training split; returns (mean loss, accuracy, lr of the last step).
@@ -298,7 +306,7 @@ def train_one_epoch(model: nn.Module, raw_model: nn.Module, ema_model: nn.Module
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         group_size = tc.accumulate if i < full_groups_end else n_batches - full_groups_end
         steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == n_batches
-        sync = contextlib.nullcontext() if steps_now or not dist.enabled else model.no_sync()
+        sync = contextlib.nullcontext() if steps_now or not dist.enabled else model.no_sync()  # type: ignore[operator]
         with sync:
             with autocast:
                 logits = model(x)
@@ -406,7 +414,7 @@ class TrainState:
         self.bad_epochs = bad_epochs
 
     @classmethod
-    def fresh(cls, config: Config) -> "TrainState":
+    def fresh(cls, config: Config) -> TrainState:
         return cls(0, 0, [], {}, None, 0)
 
     def update_best(self, config: Config, row: dict[str, Any]) -> list[str]:
@@ -452,7 +460,7 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def epoch_files(paths: "RunPaths", columns: list[str], config: Config, state: TrainState,
+def epoch_files(paths: RunPaths, columns: list[str], config: Config, state: TrainState,
                 ckpt: dict[str, Any], newly_best: list[str],
                 class_names: list[str]) -> list[tuple[Path, bytes]]:
     """This epoch's files, in write order: best_<metric>.pt for each metric that improved,
@@ -724,7 +732,7 @@ def draw_plots(paths: RunPaths, history: list[dict[str, Any]], class_names: list
         return
     try:
         proc = subprocess.run([sys.executable, "-m", "model.plots", str(paths.root)],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("could not draw plots: %s: %s", exc.__class__.__name__, exc)
         return
@@ -746,5 +754,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["train", "train_one_epoch", "evaluate", "save_checkpoint", "TrainSetupError",
-           "RunDirError"]
+__all__ = [
+    "RunDirError",
+    "TrainSetupError",
+    "evaluate",
+    "save_checkpoint",
+    "train",
+    "train_one_epoch",
+]
