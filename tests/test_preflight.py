@@ -191,8 +191,11 @@ def test_model_whose_output_is_not_a_distribution(pytester: pytest.Pytester) -> 
 def test_hung_loader_is_red_not_a_frozen_terminal(pytester: pytest.Pytester) -> None:
     outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist", "--mlgates-preflight-timeout", "1e-9")
     assert red(outcomes) == {"loaders_first_batch"}, out
-    assert failure_line(out, "loaders_first_batch") == (
-        "preflight loaders_first_batch: first batch of split 'train' did not arrive within 1e-09 s")
+    # Which split misses a 1 ns budget first is a race (a tiny train batch can win it),
+    # so the line is checked for its shape, not for one split's name.
+    assert re.fullmatch(
+        r"preflight loaders_first_batch: first batch of split '(train|val|test)' did not arrive within 1e-09 s",
+        failure_line(out, "loaders_first_batch")), out
     assert skip_reason(out, "no_nan_or_inf") == "depends on loaders_first_batch, which failed"
 
 

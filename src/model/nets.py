@@ -124,7 +124,8 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     """Rebuild the model a checkpoint was saved from, load its weights, return it in eval mode.
 
     Uses only the checkpoint's own ``config`` (dict), ``input_shape`` and ``class_names``,
-    so the code that trained it is not needed.
+    so the code that trained it is not needed.  When the run kept an EMA of the weights
+    (``train.ema_decay > 0``), the EMA weights are loaded: they are what was evaluated.
     """
     for key in ("config", "input_shape", "class_names", "model"):
         if key not in ckpt:
@@ -132,6 +133,9 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     config = ckpt["config"]
     model_section = config.get("model", {}) if isinstance(config, Mapping) else {}
     model = build_model(model_section, tuple(ckpt["input_shape"]), len(ckpt["class_names"]))
-    model.load_state_dict(ckpt["model"])
+    # With EMA on, the engine evaluates (and logs, and picks best checkpoints by) the EMA
+    # weights, so those are the weights a checkpoint's metrics belong to.
+    weights = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(weights)
     model.eval()
     return model
