@@ -84,6 +84,18 @@ def test_unwritable_run_dir(tmp_path):
     _assert_one_line_error(proc, str(locked / "run"), "not writable")
 
 
+def test_run_dir_on_a_file_system_nobody_can_write(tmp_path):
+    # /proc refuses new directories even to root, so this case runs in CI (as root) too
+    proc = run_model(train_command(Path("/proc/mlgates-test/run"), ["train.epochs=1"]))
+    _assert_one_line_error(proc, "/proc/mlgates-test/run", "not writable")
+
+
+def test_run_dir_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "run"
+    _assert_one_line_error(run_model(train_command(target, ["train.epochs=1"])), str(target), "not writable")
+
+
 def test_run_dir_that_is_a_file(tmp_path):
     target = tmp_path / "afile"
     target.write_text("x")

@@ -16,7 +16,7 @@ import copy
 import difflib
 import hashlib
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 
 class Imbalance(_Strict):
     # `class` is a Python keyword: the YAML key is `class`, the attribute `class_`.
-    class_: Union[int, str] = Field(alias="class")
+    class_: int | str = Field(alias="class")
     keep: float = Field(gt=0.0, le=1.0)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -53,7 +53,7 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> "DataConfig":
+    def _fractions_leave_training_data(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
@@ -86,7 +86,7 @@ class TrainConfig(_Strict):
     lr: float = Field(0.001, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_epochs: int = Field(1, ge=0)
-    class_weights: Union[Literal["none", "balanced"], list[float]] = "balanced"
+    class_weights: Literal["none", "balanced"] | list[float] = "balanced"
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     core_dropout: CoreDropout = Field(default_factory=CoreDropout)

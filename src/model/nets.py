@@ -135,7 +135,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     model = build_model(model_section, tuple(ckpt["input_shape"]), len(ckpt["class_names"]))
     # With EMA on, the engine evaluates (and logs, and picks best checkpoints by) the EMA
     # weights, so those are the weights a checkpoint's metrics belong to.
-    weights = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt["model"]
+    weights: Mapping[str, Any] = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(weights)
     model.eval()
     return model
