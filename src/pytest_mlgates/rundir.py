@@ -125,6 +125,14 @@ def to_float(cell: Any, where: str) -> float:
     raise RunDirError(f"{where}: {shown!r} is not a number")
 
 
+def to_epoch(cell: Any, where: str) -> float:
+    """An epoch number: like :func:`to_float`, but NaN/Inf are errors (an epoch counts)."""
+    value = to_float(cell, where)
+    if not math.isfinite(value):
+        raise RunDirError(f"{where}: epoch {value} is not a finite number")
+    return value
+
+
 # --------------------------------------------------------------------------- log and rows
 
 
@@ -233,6 +241,8 @@ def parse_engine_csv(text: str, shown: str) -> Log:
                     raise RunDirError(f"{shown} line {line_no}: empty 'epoch' cell")
                 columns[name].append(float("nan"))
                 empty.setdefault(name, []).append(line_no - 1)
+            elif name == "epoch":
+                columns[name].append(to_epoch(cell, f"{shown} line {line_no}, column epoch"))
             else:
                 columns[name].append(to_float(cell, f"{shown} line {line_no}, column {name}"))
     # record empties by epoch number, not row index, now that epochs are known
@@ -265,6 +275,8 @@ def parse_metric_history(data: Any, shown: str) -> Log:
                     raise RunDirError(f"{shown}: rows[{i}] has no epoch")
                 columns[name].append(float("nan"))
                 empty.setdefault(name, []).append(i + 1)
+            elif name == "epoch":
+                columns[name].append(to_epoch(cell, f"{shown}: rows[{i}].epoch"))
             else:
                 columns[name].append(to_float(cell, f"{shown}: rows[{i}].{name}"))
     return Log(columns=columns, source=Path(shown), empty=empty, kind="metric_history")
@@ -304,7 +316,7 @@ def parse_lightning_csv(text: str, shown: str) -> Log:
             raw_epoch = (row.get("epoch") or "").strip()
             if not raw_epoch:
                 continue
-            epoch = to_float(raw_epoch, f"{shown} line {line_no}, column epoch") + 1
+            epoch = to_epoch(raw_epoch, f"{shown} line {line_no}, column epoch") + 1
             values = {
                 k: to_float(v, f"{shown} line {line_no}, column {k}")
                 for k, v in row.items()
@@ -333,7 +345,7 @@ def parse_trainer_state(data: Any, shown: str) -> Log:
             continue
         if "epoch" not in entry:
             continue
-        epoch = float(math.ceil(to_float(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
+        epoch = float(math.ceil(to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
         values = {
             k: to_float(v, f"{shown}: log_history[{i}].{k}")
             for k, v in entry.items()
@@ -422,7 +434,13 @@ def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]
         raise RunDirError(f"{shown}: too large to load") from None
     except Exception as exc:  # noqa: BLE001 - truncated/garbage files raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise RunDirError(f"{shown}: not a loadable checkpoint ({exc.__class__.__name__}: {first[:200]})") from None
+        # torch's longer messages go on to advise weights_only=False: keep the first sentence
+        first = first.split(". ", 1)[0].rstrip(".").replace("``", "")
+        # a cut-off zip makes torch's mmap or zip reader fail with a bare errno
+        hint = "truncated or corrupt file; " if isinstance(exc, OSError) or "zip" in first.lower() else ""
+        raise RunDirError(
+            f"{shown}: not a loadable checkpoint ({hint}{exc.__class__.__name__}: {first[:200]})"
+        ) from None
     if not isinstance(obj, dict):
         raise RunDirError(f"{shown}: holds a {type(obj).__name__}, expected a checkpoint dict")
     _CHECKPOINT_CACHE[key] = obj

@@ -88,6 +88,14 @@ def _strings(v: Any) -> str | None:
     return "must be a name or a non-empty list of names"
 
 
+def _target(v: Any) -> str | None:
+    if isinstance(v, str) and v.count(":") == 1:
+        module, name = v.split(":")
+        if module and all(p.isidentifier() for p in module.split(".")) and name.isidentifier():
+            return None
+    return "must be 'package.module:ClassName'"
+
+
 def _ints(v: Any) -> str | None:
     if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
         return None
@@ -154,6 +162,7 @@ _TYPE_DOC: dict[Callable[[Any], str | None], str] = {
     _bool: "true/false", _mode: "min|max", _strings: "name or list of names", _ints: "list of ints",
     _tracked: "names or {metric, mode}", _at: "final|best|all", _mapping: "mapping",
     _baseline_metrics: "{metric: {mode, abs, rel}}", _loads: "softmax or mapping",
+    _target: "package.module:ClassName",
 }
 
 
@@ -169,7 +178,7 @@ class _Entry:
     doc: str
 
 
-_SOFTMAX_PARAMS = {"checkpoint": _string, "model": _string, "kwargs": _mapping,
+_SOFTMAX_PARAMS = {"checkpoint": _string, "model": _target, "kwargs": _mapping,
                    "input_shape": _ints, "prefix": _string, "samples": _pos_int}
 
 _REGISTRY: dict[str, _Entry] = {

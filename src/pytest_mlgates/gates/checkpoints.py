@@ -215,16 +215,24 @@ def engine_model(ckpt: dict[str, Any], shown: str, *, use_ema: bool = True) -> A
     return model
 
 
+def _is_import_target(module_name: str, class_name: str) -> bool:
+    """``package.module`` and ``ClassName`` are dotted identifiers: no relative or path-like names."""
+    parts = module_name.split(".")
+    return bool(module_name) and all(p.isidentifier() for p in parts) and class_name.isidentifier()
+
+
 def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> Any:
     """A model class named in the gate file, loaded with the checkpoint's state dict."""
     import torch
 
     target = params["model"]
-    module_name, _, class_name = target.partition(":")
+    module_name, _, class_name = str(target).partition(":")
+    if not _is_import_target(module_name, class_name):
+        raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise GateFailure(f"model {target!r}: cannot import ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - importing the code under test may raise anything
+        raise GateFailure(f"model {target!r}: cannot import ({exc.__class__.__name__}: {_gist(exc)})") from None
     try:
         model = cls(**(params.get("kwargs") or {}))
     except Exception as exc:  # noqa: BLE001 - user code under test

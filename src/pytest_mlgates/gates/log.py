@@ -345,7 +345,9 @@ def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         ours = run.column(metric, ctx.metric_aliases)
         theirs = base.column(metric, ctx.metric_aliases)
         if not ours or not theirs:
-            raise GateFailure(f"gate baseline: {metric} has no rows in {'the run' if not ours else 'the baseline'}")
+            empty = run if not ours else base
+            raise GateFailure(f"{empty.shown(empty.log.source)}: no rows of {metric} "
+                              f"({'the run' if not ours else 'the baseline'}); gate baseline needs its final value")
         mine, ref = ours[-1], theirs[-1]
         slack = abs_tol + rel_tol * abs(ref)
         limit = ref + slack if mode == "min" else ref - slack
