@@ -228,7 +228,7 @@ def capture_rng() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)),  # astype copies
                   int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -241,7 +241,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     import torch
 
     version, internal, gauss = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
+    random.setstate((int(version), tuple(internal.tolist()), gauss))  # tolist(): Python ints
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])

@@ -297,38 +297,57 @@ def train_one_epoch(model: nn.Module, raw_model: nn.Module, ema_model: nn.Module
     model.train()
     n_batches = len(loader)
     full_groups_end = (n_batches // tc.accumulate) * tc.accumulate
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # Per-batch bookkeeping is kept to one tensor op (argmax): on a small CPU model each
+    # extra op or wrapper call costs microseconds per batch, a few % of the epoch. Every
+    # shortcut below computes exactly what the general form would (bit for bit).
+    on_cpu = device.type == "cpu"
+    scaling = scaler.is_enabled()
+    no_sync_needed = contextlib.nullcontext()
+    loss_sum_t = torch.zeros((), dtype=torch.float64, device=device)  # off-CPU: no syncs
+    loss_sum = 0.0  # on CPU: float(loss) * n is the same double product as the tensor form
+    predictions: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
     count = 0
     lr = optimizer.param_groups[0]["lr"]
     optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(progress(loader, config, dist, f"epoch {epoch}/{tc.epochs}")):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if not on_cpu:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         group_size = tc.accumulate if i < full_groups_end else n_batches - full_groups_end
         steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == n_batches
-        sync = contextlib.nullcontext() if steps_now or not dist.enabled else model.no_sync()  # type: ignore[operator]
+        sync = no_sync_needed if steps_now or not dist.enabled else model.no_sync()  # type: ignore[operator]
         with sync:
             with autocast:
                 logits = model(x)
             loss = criterion(logits.float(), y)
-            scaler.scale(loss / group_size).backward()
+            scaled = loss if group_size == 1 else loss / group_size  # x / 1 == x exactly
+            (scaler.scale(scaled) if scaling else scaled).backward()
         if steps_now:
             if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
+                if scaling:
+                    scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
+            if scaling:
+                scaler.step(optimizer)
+                scaler.update()
+            else:  # what a disabled GradScaler does, without its wrappers
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             state.global_step += 1
             if ema_model is not None:
                 update_ema(ema_model, raw_model, tc.ema_decay)
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(dim=1) == y).sum()
+        if on_cpu:
+            loss_sum += loss.item() * len(y)
+        else:
+            loss_sum_t += loss.detach().double() * len(y)
+        predictions.append(logits.detach().argmax(dim=1))
+        targets.append(y)
         count += len(y)
+    correct = (torch.cat(predictions) == torch.cat(targets)).sum() if predictions else 0
     total_loss, total_correct, total = distributed.sum_across_ranks(
-        dist, [float(loss_sum), float(correct), float(count)])
+        dist, [loss_sum if on_cpu else float(loss_sum_t), float(correct), float(count)])
     if total == 0:
         return math.nan, math.nan, float(lr)
     return total_loss / total, total_correct / total, float(lr)
@@ -497,7 +516,7 @@ def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
         "global_step": state.global_step,
         "metrics": dict(row),
         "monitor": None,
-        "best": copy.deepcopy(state.best),
+        "best": {metric: dict(best) for metric, best in state.best.items()},  # flat dicts
         "early_stopping": {"best": state.es_best, "bad_epochs": state.bad_epochs},
         "config": config.to_dict(),
         "class_names": list(dataset.class_names),
