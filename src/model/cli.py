@@ -13,10 +13,15 @@ Example::
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+
+# A write that failed for want of room: the disk is full, a quota is used up, or the
+# process is over RLIMIT_FSIZE (``ulimit -f``). Said in one line naming the file.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 -- a crash: one line here, traceback in train.log
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            print(f"error: {_disk_full_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
         where = f"; traceback in {run_dir / 'train.log'}" if "run_dir" in locals() else ""
         print(f"error: training failed ({exc.__class__.__name__}: {_one_line(exc)}){where}",
               file=sys.stderr)
@@ -78,6 +86,31 @@ def main(argv: list[str] | None = None) -> int:
     if status == "aborted_by_gate":
         return EXIT_GATE
     return EXIT_OK if status in ("completed", "early_stopped") else EXIT_FAILED
+
+
+def _disk_full_line(exc: OSError) -> str:
+    """A full disk (or quota, or file-size limit) in one line: which file, and what to do."""
+    path = _file_being_written(exc)
+    what = f"cannot write {path}" if path else "cannot write to the run dir"
+    reason = (exc.strerror or errno.errorcode.get(exc.errno or 0, "OSError")).lower()
+    return (f"{what}: {reason} (no space left on the device, or over a quota or file-size "
+            "limit); checkpoints/last.pt still holds the last complete epoch: free some space "
+            "and run the same command to resume")
+
+
+def _file_being_written(exc: OSError) -> str | None:
+    """The file a write failed on: the error's own filename, else the ``path`` of the atomic
+    write it came from (a failed ``write()`` on an open file names no file)."""
+    if exc.filename:
+        return str(exc.filename)
+    tb = exc.__traceback__
+    path = None
+    while tb is not None:  # innermost last: the deepest atomic write wins
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "atomic_write_bytes" and "path" in frame.f_locals:
+            path = str(frame.f_locals["path"])
+        tb = tb.tb_next
+    return path
 
 
 def _one_line(exc: BaseException) -> str:

@@ -142,6 +142,14 @@ def prepare_run_dir(run_dir: Path, *, fresh: bool) -> None:
 # --------------------------------------------------------------------------- train.log
 
 
+class MessageOnlyFormatter(logging.Formatter):
+    """stderr shows each message without its traceback: a crash reads as one line on the
+    terminal (the CLI's ``error: ...``), the traceback goes to train.log only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
 def setup_logging(run_dir: Path | None, *, verbose: bool = True) -> logging.Logger:
     """The engine's logger: stderr plus ``run_dir/train.log`` (appended), warnings included.
 
@@ -153,7 +161,7 @@ def setup_logging(run_dir: Path | None, *, verbose: bool = True) -> logging.Logg
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
+    stream.setFormatter(MessageOnlyFormatter())
     stream.setLevel(logging.INFO if verbose else logging.WARNING)
     handlers: list[logging.Handler] = [stream]
     if run_dir is not None:

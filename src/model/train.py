@@ -135,12 +135,17 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         runlog.prepare_run_dir(run_dir, fresh=fresh)
         remove_stale_temp_files(run_dir / "checkpoints")
         remove_stale_temp_files(run_dir)
+        remove_stale_temp_files(run_dir / "plots")  # a plot child killed mid-write
     distributed.barrier(dist)
     runlog.setup_logging(run_dir if dist.is_main else None, verbose=dist.is_main)
     paths = RunPaths(run_dir)
 
     finished = previous_finished_results(paths) if not fresh else None
     if finished is not None:
+        missing = missing_plots(paths) if dist.is_main and finished.get("final") else []
+        if missing:  # the run was killed while its plot child drew them
+            log.info("drawing the plots the stopped run did not finish: %s", ", ".join(missing))
+            draw_plots(paths, [finished["final"]], class_names)
         log.info("run in %s already finished (status %s); nothing to do (use --fresh to retrain)",
                  run_dir, finished["status"])
         finished["already_finished"] = True
@@ -741,6 +746,15 @@ def results_dict(config: Config, state: TrainState, class_names: list[str], *, s
         "class_names": class_names,
     }
     return results
+
+
+PLOT_FILES = ("loss_curve.png", "recall_curve.png")
+
+
+def missing_plots(paths: RunPaths) -> list[str]:
+    """The plots a finished run lacks: a kill while the plot child drew them loses them,
+    and the finished run is not trained again, so the next command must draw them."""
+    return [name for name in PLOT_FILES if not (paths.plots / name).is_file()]
 
 
 def draw_plots(paths: RunPaths, history: list[dict[str, Any]], class_names: list[str]) -> None:
