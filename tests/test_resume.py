@@ -77,8 +77,12 @@ def test_sigkill_at_a_random_point_after_epoch_2_then_resume_is_bit_exact(tmp_pa
     reference = trained_run(RESUME_OVERRIDES)
     run = tmp_path / "run"
     proc = _start(run)
-    _wait_for(lambda: len(_rows(run)) >= 2, proc)
-    time.sleep(random.uniform(0.0, 0.6))  # somewhere in epoch 3, 4 ... or mid-write
+    # A random epoch boundary after epoch 2, then a random moment inside the next epoch
+    # (or its writes). Epochs take ~0.1 s on an idle machine, so the delay stays short
+    # enough that the run cannot finish first.
+    after = random.randint(2, EPOCHS - 2)
+    _wait_for(lambda: len(_rows(run)) >= after, proc)
+    time.sleep(random.uniform(0.0, 0.08))
     _kill(proc)
     killed_after = len(_rows(run))
     assert killed_after < EPOCHS
