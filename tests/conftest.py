@@ -12,6 +12,7 @@ one training, whichever worker gets there first. Tests that change a run copy it
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -97,6 +98,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
         return run_dir
 
     return make
+
+
+def log_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's training_log.csv so far ([] while it does not exist yet)."""
+    try:
+        with open(run_dir / "training_log.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
 
 
 def copy_run(src: Path | str, dst: Path | str) -> Path:

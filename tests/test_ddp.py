@@ -8,7 +8,6 @@ back) to the same weights as an uninterrupted DDP run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, small_overrides
+from conftest import REPO_ROOT, log_rows, small_overrides
 
 EPOCHS = 4
 DDP_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null")
@@ -63,14 +62,6 @@ def _wait_gone(pids: list[int], timeout: float = 30) -> None:
             time.sleep(0.05)
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    try:
-        with open(run / "training_log.csv", newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError:
-        return []
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ddp") / "run"
@@ -81,7 +72,7 @@ def ddp_run(tmp_path_factory) -> Path:
 
 
 def test_ddp_run_dir_contract(ddp_run):
-    rows = _rows(ddp_run)
+    rows = log_rows(ddp_run)
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]  # one row per epoch, not per rank
     results = json.loads((ddp_run / "training_results.json").read_text())
     assert results["status"] == "completed" and results["test"] is not None
@@ -102,7 +93,7 @@ def test_ddp_run_killed_after_epoch_2_resumes_to_the_same_weights(ddp_run, tmp_p
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 240
-    while len(_rows(run)) < 2:
+    while len(log_rows(run)) < 2:
         assert proc.poll() is None, "DDP training ended before the kill"
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -112,13 +103,13 @@ def test_ddp_run_killed_after_epoch_2_resumes_to_the_same_weights(ddp_run, tmp_p
             os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
     _wait_gone(doomed)
-    assert len(_rows(run)) < EPOCHS
+    assert len(log_rows(run)) < EPOCHS
 
     resumed = subprocess.run(_torchrun(run), cwd=REPO_ROOT, env=_env(), capture_output=True,
                              text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
-    rows, ref_rows = _rows(run), _rows(ddp_run)
+    rows, ref_rows = log_rows(run), log_rows(ddp_run)
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     for got, want in zip(rows, ref_rows):
         assert {k: v for k, v in got.items() if k != "epoch_seconds"} == \

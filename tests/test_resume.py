@@ -7,7 +7,6 @@ final weights ``torch.equal``, every logged number (all but ``epoch_seconds``) e
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -17,19 +16,11 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import REPO_ROOT, run_model, small_overrides, train_command
+from conftest import REPO_ROOT, log_rows, run_model, small_overrides, train_command
 
 EPOCHS = 6
 RESUME_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null",
                     "train.ema_decay=0.5", "model.dropout=0.2")  # EMA and dropout: more state
-
-
-def _rows(run: Path) -> list[dict[str, str]]:
-    try:
-        with open(run / "training_log.csv", newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError:
-        return []
 
 
 def _start(run: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -53,7 +44,7 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 def _assert_same_as_uninterrupted(run: Path, reference: Path) -> None:
-    got, want = _rows(run), _rows(reference)
+    got, want = log_rows(run), log_rows(reference)
     assert [r["epoch"] for r in got] == [str(e) for e in range(1, EPOCHS + 1)]  # none lost, none twice
     for g, w in zip(got, want):
         for col in w:
@@ -81,10 +72,10 @@ def test_sigkill_at_a_random_point_after_epoch_2_then_resume_is_bit_exact(tmp_pa
     # (or its writes). Epochs take ~0.1 s on an idle machine, so the delay stays short
     # enough that the run cannot finish first.
     after = random.randint(2, EPOCHS - 2)
-    _wait_for(lambda: len(_rows(run)) >= after, proc)
+    _wait_for(lambda: len(log_rows(run)) >= after, proc)
     time.sleep(random.uniform(0.0, 0.08))
     _kill(proc)
-    killed_after = len(_rows(run))
+    killed_after = len(log_rows(run))
     assert killed_after < EPOCHS
 
     resumed = run_model(train_command(run, RESUME_OVERRIDES))  # no --fresh: resume
@@ -101,7 +92,7 @@ def test_a_kill_while_last_pt_is_being_written_leaves_it_loadable(tmp_path, trai
     # test hook: sleep between the temp file's fsync and its rename over last.pt
     proc = _start(run, env={"MODEL_TEST_SLOW_SAVE": "0.4"})
     ckpts = run / "checkpoints"
-    _wait_for(lambda: len(_rows(run)) >= 1 and any(ckpts.glob(".last.pt.*.tmp")), proc)
+    _wait_for(lambda: len(log_rows(run)) >= 1 and any(ckpts.glob(".last.pt.*.tmp")), proc)
     _kill(proc)
     assert any(ckpts.glob(".last.pt.*.tmp"))  # killed mid-write, for sure
     before = torch.load(ckpts / "last.pt", weights_only=True)  # the previous last.pt, intact
