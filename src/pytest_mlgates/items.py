@@ -45,6 +45,7 @@ class Settings:
     strict: bool
     gate_patterns: list[str]
     plan_patterns: list[str]
+    run_format: str | None = None
     runs: dict[Path, Any] = field(default_factory=dict)
     envs: dict[tuple[Path, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
 
@@ -83,6 +84,7 @@ def get_settings(config: pytest.Config) -> Settings:
         strict=bool(config.getoption("mlgates_strict")),
         gate_patterns=list(config.getini("mlgates_gate_patterns")),
         plan_patterns=list(config.getini("mlgates_plan_patterns")),
+        run_format=config.getoption("mlgates_run_format", None),
     )
     config.stash[SETTINGS_KEY] = settings
     return settings
@@ -95,10 +97,13 @@ def open_cached_run(config: pytest.Config, run: RunDir) -> Run:
     from pytest_mlgates.errors import MlgatesError
     from pytest_mlgates.rundir import open_run
 
-    cache = get_settings(config).runs
+    settings = get_settings(config)
+    cache = settings.runs
     if run.path not in cache:
+        # --run-format names the format of the --run-dir runs; a baseline is detected
+        forced = settings.run_format if run != settings.baseline else None
         try:
-            cache[run.path] = open_run(run.path)
+            cache[run.path] = open_run(run.path, forced)
         except MlgatesError as err:
             cache[run.path] = err
     found = cache[run.path]

@@ -28,6 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "(each criterion becomes one item per run dir)",
     )
     group.addoption(
+        "--run-format", "--mlgates-run-format", dest="mlgates_run_format", default=None,
+        choices=("auto", "engine", "lightning", "huggingface", "mlflow", "tensorboard"),
+        help="read the run dirs as this trainer's output instead of detecting it "
+             "(default: auto)",
+    )
+    group.addoption(
         "--mlgates-strict", action="store_true", dest="mlgates_strict", default=False,
         help="fail UNVERIFIED truths (criteria without a check) instead of skipping them",
     )

@@ -32,17 +32,12 @@ from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 
-__all__ = ["MAX_TEXT_BYTES", "Log", "Row", "Run", "load_checkpoint_file", "open_run"]
+__all__ = ["MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "load_checkpoint_file", "open_run"]
 
 #: Text files (logs, JSON, YAML) larger than this are refused rather than read: a 2 GB
 #: "log" is a broken or hostile run dir, and reading it would stall the session.
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
-# Files whose presence makes a directory recognisable as a run dir (of any trainer).
-_RUN_MARKERS = (
-    "training_log.csv", "metric_history.json", "training_results.json", "config.yaml",
-    "provenance.json", "splits.json", "checkpoints", "metrics.csv", "trainer_state.json",
-)
 
 
 class MissingColumnError(RunDirError, AttributeError):
@@ -295,11 +290,14 @@ def _merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, k
     if not by_epoch:
         raise RunDirError(f"{shown}: no logged epochs")
     columns: dict[str, list[float]] = {n: [] for n in names}
+    empty: dict[str, list[int]] = {}
     for epoch in sorted(by_epoch):
         columns["epoch"].append(epoch)
         for n in names[1:]:
+            if n not in by_epoch[epoch]:  # never logged at this epoch: an empty cell, not a NaN
+                empty.setdefault(n, []).append(int(epoch))
             columns[n].append(by_epoch[epoch].get(n, float("nan")))
-    return Log(columns=columns, source=Path(shown), kind=kind)
+    return Log(columns=columns, source=Path(shown), empty=empty, kind=kind)
 
 
 def parse_lightning_csv(text: str, shown: str) -> Log:
@@ -452,8 +450,31 @@ def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]
 _MISSING = object()
 
 
+@dataclass
+class BestRecord:
+    """What a run says is the best checkpoint for one metric, in the log's epoch numbering.
+
+    ``problem`` is set (one line) when the run has no usable best checkpoint for the metric:
+    the file is missing, or names another metric.  ``epoch``/``value`` are None when the
+    trainer does not record them."""
+
+    metric: str
+    shown: str
+    epoch: int | None = None
+    value: float | None = None
+    problem: str | None = None
+
+
 class Run:
-    """A run dir, parsed lazily. See the module docstring."""
+    """A run dir, parsed lazily. See the module docstring.
+
+    This class reads the engine's own layout; ``pytest_mlgates.formats`` has one subclass
+    per other trainer, overriding where the log, the tracked metrics and the checkpoints
+    are found (``_read_log``, ``tracked``, ``monitor``, ``best_checkpoint``,
+    ``checkpoint_path``, ``checkpoint``, ``default_checkpoint``)."""
+
+    #: which trainer wrote the run dir (see ``pytest_mlgates.formats.FORMATS``)
+    format = "engine"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -668,7 +689,43 @@ class Run:
     def checkpoint(self, name: str) -> dict[str, Any]:
         """The checkpoint dict, loaded safely and once per process (see load_checkpoint_file)."""
         path = self.checkpoint_path(name)
-        return load_checkpoint_file(path, self.shown(self.path / _rel(path, self.path.resolve())))
+        return load_checkpoint_file(path, self.checkpoint_shown(name))
+
+    def checkpoint_shown(self, name: str) -> str:
+        """How checkpoint ``name`` is named in messages: ``runs/x/checkpoints/best_val_loss.pt``."""
+        path = self.checkpoint_path(name)
+        root = self.path.resolve()
+        return self.shown(self.path / path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    def default_checkpoint(self) -> str:
+        """The checkpoint a gate opens when the gate file names none: the first tracked
+        metric's best, else final, else last."""
+        for metric, _ in self.tracked[:1]:
+            if (self.path / "checkpoints" / f"best_{metric}.pt").exists():
+                return f"best_{metric}"
+        for name in ("final", "last"):
+            if (self.path / "checkpoints" / f"{name}.pt").exists():
+                return name
+        raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no best_*.pt, final.pt or last.pt to load")
+
+    def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
+        """``checkpoints/best_<metric>.pt`` and the epoch and value its ``monitor`` records."""
+        rel = f"checkpoints/best_{metric}.pt"
+        shown = self.shown(self.path / rel)
+        if not self.resolve(rel).exists():
+            return BestRecord(metric, shown, problem=f"{shown}: not found; needs one best checkpoint per "
+                                                     f"tracked metric ({metric}, {mode})")
+        try:
+            ckpt = self.checkpoint(rel)
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc))
+        monitor = ckpt.get("monitor")
+        if not isinstance(monitor, dict) or monitor.get("metric") != metric:
+            got = monitor.get("metric") if isinstance(monitor, dict) else monitor
+            return BestRecord(metric, shown, problem=f"{shown}: monitor.metric = {got!r}; needs '{metric}'")
+        epoch = ckpt.get("epoch")
+        return BestRecord(metric, shown, epoch=epoch if isinstance(epoch, int) else None,
+                          value=_float_or_none(monitor.get("value")))
 
     # -- expressions ---------------------------------------------------------------------
 
@@ -694,6 +751,13 @@ class Run:
         raise RunDirError(
             f"{self.shown(log.source)}: no column '{real}' (columns: {', '.join(log.columns)[:200]})"
         )
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def default_mode(metric: str) -> str:
@@ -731,21 +795,52 @@ def resolve_inside(root: Path, rel: str, what: str) -> Path:
     return target
 
 
-def open_run(path: str | Path) -> Run:
-    """The run dir at ``path``; a RunDirError naming it when it is not one."""
+def _single_version(p: Path) -> Path | None:
+    """A Lightning ``save_dir`` or ``lightning_logs`` folder holding exactly one ``version_N``."""
+    for base in (p, p / "lightning_logs"):
+        try:
+            versions = [d for d in base.iterdir() if d.name.startswith("version_") and d.is_dir()]
+        except OSError:
+            continue
+        if len(versions) == 1:
+            return versions[0]
+    return None
+
+
+def open_run(path: str | Path, run_format: str | None = None) -> Run:
+    """The run dir at ``path``; a RunDirError naming it when it is not one.
+
+    ``run_format`` forces a reader (``engine``, ``lightning``, ``huggingface``, ``mlflow``,
+    ``tensorboard``); by default the format is detected from the names in the directory.
+    """
+    from pytest_mlgates.formats import FORMATS, detect
+
     p = Path(path)
     if not p.exists():
         raise RunDirError(f"{p}: run dir not found")
     if not p.is_dir():
         raise RunDirError(f"{p}: not a directory (a run dir is a directory)")
     try:
-        names = set(os.listdir(p))
+        os.listdir(p)
     except OSError as exc:
         raise RunDirError(f"{p}: cannot list run dir ({exc.strerror or exc})") from None
-    if not names.intersection(_RUN_MARKERS):
-        raise RunDirError(
-            f"{p}: not a run dir (none of training_log.csv, training_results.json, config.yaml, "
-            "checkpoints/, metrics.csv, trainer_state.json)"
-        )
-    return Run(p)
+    if run_format in (None, "", "auto"):
+        fmt = detect(p)
+        if fmt is None:
+            version = _single_version(p)
+            if version is not None:
+                p, fmt = version, detect(version)
+        if fmt is None:
+            raise RunDirError(
+                f"{p}: not a run dir (none of training_log.csv, training_results.json, config.yaml, "
+                "checkpoints/, metrics.csv, trainer_state.json, mlflow.db, mlruns/, events.out.tfevents.*)"
+            )
+    else:
+        fmt = run_format
+        if fmt not in FORMATS:
+            raise RunDirError(f"--run-format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "engine":
+        return Run(p)
+    from pytest_mlgates.formats import readers
 
+    return readers.open_format(p, fmt)

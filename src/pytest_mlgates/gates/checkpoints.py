@@ -64,52 +64,49 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """Each tracked metric has a best checkpoint, at the epoch and value where the log has
+    that metric's best.  Where the best checkpoint is, and what it records, is the run
+    format's business (``Run.best_checkpoint``): best_<metric>.pt for the engine, the
+    ModelCheckpoint callbacks of a Lightning run, best_model_checkpoint of the HF Trainer."""
     tracked = _tracked(run, params)
     log = run.log
     src = run.shown(log.source)
     problems: list[str] = []
+    found: list[str] = []
     for metric, mode in tracked:
-        rel = f"checkpoints/best_{metric}.pt"
-        shown = run.shown(run.path / rel)
         column = ctx.metric_aliases.get(metric, metric)
+        if column not in log.columns and metric in log.columns:
+            column = metric
         if column not in log.columns:
-            problems.append(f"{src}: tracked metric '{metric}' is not a logged column, so {rel} can never be right")
+            problems.append(f"{src}: tracked metric '{column}' is not a logged column, so no best checkpoint of it can be right")
             continue
-        path = run.resolve(rel)
-        if not path.exists():
-            problems.append(f"{shown}: not found; needs one best checkpoint per tracked metric ({metric}, {mode})")
+        record = run.best_checkpoint(column, mode)
+        if record.problem:
+            problems.append(record.problem)
             continue
-        try:
-            ckpt = run.checkpoint(rel)
-        except RunDirError as exc:
-            problems.append(str(exc))
-            continue
-        monitor = ckpt.get("monitor")
-        if not isinstance(monitor, dict) or monitor.get("metric") != metric:
-            got = monitor.get("metric") if isinstance(monitor, dict) else monitor
-            problems.append(f"{shown}: monitor.metric = {got!r}; needs '{metric}'")
-            continue
+        shown = record.shown
         index = best_index(log.columns[column], mode)
         if index is None:
-            problems.append(f"{src}: {metric} has no finite value, yet {rel} exists")
+            problems.append(f"{src}: {column} has no finite value, yet {shown} exists")
             continue
         best_epoch = int(log.epochs[index])
         best_value = log.columns[column][index]
-        stored_epoch = ckpt.get("epoch")
-        if stored_epoch != best_epoch:
-            problems.append(f"{shown}: epoch = {stored_epoch}; needs {best_epoch}, the best {metric} "
+        if record.epoch != best_epoch:
+            problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
                             f"({mode}) epoch in {src}")
             continue
-        stored_value = _as_float(monitor.get("value"))
-        if stored_value is None or not _close(stored_value, best_value):
-            got_value = fmt(stored_value) if stored_value is not None else repr(monitor.get("value"))
-            problems.append(f"{shown}: monitor.value = {got_value}; "
-                            f"needs {fmt(best_value)}, the best {metric} in {src} (epoch {best_epoch})")
-    threshold = "one matching best_<metric>.pt per tracked metric"
+        if record.value is None or not _close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
+            got_value = fmt(record.value) if record.value is not None else "not recorded"
+            what = "monitor.value" if run.format == "engine" else f"best {column}"
+            problems.append(f"{shown}: {what} = {got_value}; "
+                            f"needs {fmt(best_value)}, the best {column} in {src} (epoch {best_epoch})")
+            continue
+        found.append(shown.rsplit("/", 1)[-1])
+    threshold = "one matching best checkpoint per tracked metric"
     if problems:
         extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, problems[0] + extra)
-    names = ", ".join(f"best_{m}.pt" for m, _ in tracked)
+    names = ", ".join(found)
     return GateResult(True, f"{len(tracked)} files", threshold,
                       f"{names}: each holds the best epoch and value of its metric in {src}")
 
@@ -259,14 +256,44 @@ def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> A
     return model
 
 
-def _default_checkpoint(run: Run) -> str:
-    for metric, _ in run.tracked[:1]:
-        if (run.path / "checkpoints" / f"best_{metric}.pt").exists():
-            return f"best_{metric}"
-    for name in ("final", "last"):
-        if (run.path / "checkpoints" / f"{name}.pt").exists():
+def _is_engine_checkpoint(ckpt: dict[str, Any]) -> bool:
+    """A checkpoint the engine wrote rebuilds its own model from its config, so one gate file
+    with ``model:`` (for other trainers' runs) also checks the engine's runs."""
+    config = ckpt.get("config")
+    return isinstance(config, dict) and isinstance(config.get("model"), dict) and isinstance(ckpt.get("model"), dict)
+
+
+def _logits(output: Any) -> Any:
+    """The logits of a forward pass: a tensor, ``.logits`` (a Hugging Face ModelOutput),
+    ``["logits"]`` of a dict, or the first element of a tuple."""
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return output
+
+
+def _aliased(run: Run, name: str, ctx: GateContext) -> str:
+    """``best_val_loss`` -> ``best_eval_loss`` when the gate file maps val_loss to eval_loss
+    and this run logged eval_loss (not val_loss)."""
+    if not name.startswith("best_") or "." in name or "/" in name:
+        return name
+    metric = name[len("best_"):]
+    real = ctx.metric_aliases.get(metric)
+    if real and real != metric:
+        try:
+            columns = run.log.columns
+        except MlgatesError:
             return name
-    raise RunDirError(f"{run.shown(run.path / 'checkpoints')}: no best_*.pt, final.pt or last.pt to load")
+        if real in columns and metric not in columns:
+            return f"best_{real}"
+    return name
+
+
+def _default_checkpoint(run: Run) -> str:
+    return run.default_checkpoint()
 
 
 # --------------------------------------------------------------------------- checkpoint_softmax
@@ -275,20 +302,22 @@ def _default_checkpoint(run: Run) -> str:
 def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     import torch
 
-    name = params.get("checkpoint") or _default_checkpoint(run)
-    path = run.checkpoint_path(name)
-    shown = run.shown(path) if not path.is_relative_to(run.path.resolve()) else run.shown(run.path / path.relative_to(run.path.resolve()))
+    name = _aliased(run, params.get("checkpoint") or _default_checkpoint(run), ctx)
+    shown = run.checkpoint_shown(name)
     ckpt = run.checkpoint(name)
     n = int(params.get("samples") or 16)
     source = "random inputs"
     inputs: Any = None
-    if params.get("model"):
+    if params.get("model") and not (run.format == "engine" and _is_engine_checkpoint(ckpt)):
         model = foreign_model(ckpt, params, shown)
         shape = params.get("input_shape")
         if not shape:
             raise GateFailure(f"gate checkpoint_softmax: model {params['model']!r} needs input_shape: [batch, ...]")
         inputs = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
         num_classes = None
+    elif run.format != "engine":
+        raise GateFailure(f"{shown}: a {run.format} checkpoint holds weights, not the model: name its class and "
+                          "an input in the gate file (model: 'pkg.module:Class', input_shape: [batch, ...])")
     else:
         model = engine_model(ckpt, shown)
         num_classes = len(ckpt.get("class_names") or [])
@@ -306,7 +335,7 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
             inputs = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            logits = model(inputs.float())
+            logits = _logits(model(inputs.float()))
     except Exception as exc:  # noqa: BLE001 - the model is code under test
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise GateFailure(f"{shown}: forward pass failed on {source} ({exc.__class__.__name__}: {first})") from None

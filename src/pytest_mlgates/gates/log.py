@@ -26,6 +26,8 @@ def _select(run: Run, wanted: list[str] | None, ctx: GateContext) -> list[str]:
     for pattern in wanted:
         real = ctx.metric_aliases.get(pattern, pattern)
         matches = [c for c in log.columns if fnmatch.fnmatchcase(c, real)]
+        if not matches and real != pattern:  # a map to another trainer's name: this run uses the spec's
+            matches = [c for c in log.columns if fnmatch.fnmatchcase(c, pattern)]
         if not matches:
             raise GateFailure(
                 f"{run.shown(log.source)}: no column matches '{real}' (columns: {', '.join(log.columns)[:200]})"
@@ -74,7 +76,8 @@ def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
     header = list(log.columns)
     classes = run.class_names
     needed = list(REQUIRED_COLUMNS) + [f"val_recall_{c}" for c in classes]
-    missing = [ctx.metric_aliases.get(c, c) for c in needed if ctx.metric_aliases.get(c, c) not in header]
+    missing = [ctx.metric_aliases.get(c, c) for c in needed
+               if ctx.metric_aliases.get(c, c) not in header and c not in header]
     if missing:
         problems.append(f"{src}: missing column {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
     if len(log) == 0:

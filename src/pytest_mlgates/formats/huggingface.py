@@ -1,0 +1,304 @@
+"""A Hugging Face ``Trainer`` output dir.
+
+What the Trainer writes, and where this reader finds each thing the gates need::
+
+    output_dir/
+      trainer_state.json       save_state(): log_history, best_metric, best_global_step,
+                               best_model_checkpoint (the training machine's path)
+      model.safetensors        save_model() (or pytorch_model.bin; sharded: *.index.json)
+      config.json              a PreTrainedModel's config (id2label gives class names)
+      training_args.bin        a pickle: never opened
+      checkpoint-N/            one per save: model.safetensors, trainer_state.json, ...
+
+Without a top-level ``trainer_state.json`` (no ``save_state()``), the newest
+``checkpoint-N/trainer_state.json`` is read.  The Trainer does not write down which metric
+``best_metric`` belongs to (``metric_for_best_model`` lives only in ``training_args.bin``),
+so the best checkpoint of a metric is the one whose eval entry at ``best_global_step``
+holds exactly ``best_metric`` for that metric.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.rundir import (
+    BestRecord,
+    Log,
+    Run,
+    _float_or_none,
+    default_mode,
+    load_checkpoint_file,
+    parse_trainer_state,
+    read_json_file,
+)
+
+__all__ = ["HuggingFaceRun", "load_weights_dir"]
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHTS_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _checkpoint_step(name: str) -> int | None:
+    if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+        return int(name[len("checkpoint-"):])
+    return None
+
+
+def _load_safetensors(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise RunDirError(f"{shown}: a safetensors file, but the 'safetensors' package is not installed") from None
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except Exception as exc:  # noqa: BLE001 - a corrupt header raises SafetensorError and others
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise RunDirError(f"{shown}: not a loadable safetensors file ({first})") from None
+
+
+def _load_weight_file(path: Path, shown: str) -> dict[str, Any]:
+    if path.name.endswith(".safetensors"):
+        return _load_safetensors(path, shown)
+    return load_checkpoint_file(path, shown)  # weights_only=True
+
+
+def load_weights_dir(folder: Path, shown: str) -> dict[str, Any]:
+    """The state dict saved in ``folder`` (safetensors preferred; shards joined), safely."""
+    for name in _WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if key in _WEIGHTS_CACHE:
+            return _WEIGHTS_CACHE[key]
+        file_shown = f"{shown}/{name}"
+        if name.endswith(".index.json"):
+            index = read_json_file(path, file_shown)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise RunDirError(f"{file_shown}: no 'weight_map' of tensor name -> shard file")
+            state: dict[str, Any] = {}
+            for shard in sorted(set(weight_map.values())):
+                if "/" in shard or "\\" in shard or shard.startswith("."):
+                    raise RunDirError(f"{file_shown}: shard name {shard!r} refused (must be a file in {shown})")
+                state.update(_load_weight_file(folder / shard, f"{shown}/{shard}"))
+        else:
+            state = _load_weight_file(path, file_shown)
+        _WEIGHTS_CACHE[key] = state
+        return state
+    raise RunDirError(f"{shown}: no model weights ({', '.join(_WEIGHT_FILES)})")
+
+
+class HuggingFaceRun(Run):
+    format = "huggingface"
+
+    # -- files -----------------------------------------------------------------------------
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """``checkpoint-N/`` folders, oldest step first."""
+        try:
+            found = [p for p in self.path.iterdir() if _checkpoint_step(p.name) is not None and p.is_dir()]
+        except OSError:
+            return []
+        return sorted(found, key=lambda p: _checkpoint_step(p.name) or 0)
+
+    def _state_path(self) -> Path:
+        top = self.path / "trainer_state.json"
+        if top.exists() or top.is_symlink():
+            return top
+        for folder in reversed(self.checkpoint_dirs()):
+            if (folder / "trainer_state.json").is_file():
+                return folder / "trainer_state.json"
+        return top
+
+    @property
+    def state(self) -> dict[str, Any]:
+        def make() -> dict[str, Any]:
+            path = self._state_path()
+            rel = str(path.relative_to(self.path))
+            self.resolve(rel)
+            data = read_json_file(path, self.shown(path))
+            if not isinstance(data, dict):
+                raise RunDirError(f"{self.shown(path)}: expected a JSON object, got {type(data).__name__}")
+            return data
+
+        return self._cached("state", make)  # type: ignore[no-any-return]
+
+    def _read_log(self) -> Log:
+        path = self._state_path()
+        if not path.exists():
+            raise RunDirError(f"{self.shown(path)}: not found (no trainer_state.json at the top or in a checkpoint-N/)")
+        return parse_trainer_state(self.state, self.shown(path))
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        return None
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        def make() -> dict[str, Any] | None:
+            path = self.path / "config.json"
+            if not path.is_file():
+                return None
+            self.resolve("config.json")
+            data = read_json_file(path, self.shown(path))
+            return data if isinstance(data, dict) else None
+
+        return self._cached("config", make)
+
+    @property
+    def class_names(self) -> list[str]:
+        labels = (self.config or {}).get("id2label")
+        if isinstance(labels, dict) and labels:
+            try:
+                return [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
+            except (TypeError, ValueError):
+                pass
+        return super().class_names
+
+    # -- best ---------------------------------------------------------------------------------
+
+    def _best_dir(self) -> tuple[Path | None, str | None]:
+        """(folder, basename) of ``best_model_checkpoint``, resolved inside the run dir."""
+        best = self.state.get("best_model_checkpoint")
+        if not isinstance(best, str) or not best.strip():
+            return None, None
+        base = best.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        folder = self.path / base
+        return (folder if folder.is_dir() else None), base
+
+    def _best_step(self) -> int | None:
+        step = self.state.get("best_global_step")
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+        _, base = self._best_dir()
+        return _checkpoint_step(base) if base else None
+
+    def _eval_entry(self, step: int) -> dict[str, Any] | None:
+        history = self.state.get("log_history")
+        if not isinstance(history, list):
+            return None
+        for entry in history:
+            if isinstance(entry, dict) and entry.get("step") == step and any(k.startswith("eval_") for k in entry):
+                return entry
+        return None
+
+    def _best_metric_name(self) -> str | None:
+        """The metric ``best_metric`` belongs to: the one eval value equal to it at the best step."""
+        value = _float_or_none(self.state.get("best_metric"))
+        step = self._best_step()
+        if value is None or step is None:
+            return None
+        entry = self._eval_entry(step) or {}
+        matches = [k for k, v in entry.items() if k not in ("epoch", "step")
+                   and isinstance(v, (int, float)) and not isinstance(v, bool) and _same(float(v), value)]
+        if "eval_loss" in matches:
+            return "eval_loss"
+        return matches[0] if matches else None
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        try:
+            name = self._best_metric_name()
+        except RunDirError:
+            return []
+        return [(name, default_mode(name))] if name else []
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        tracked = self.tracked
+        return tracked[0] if tracked else ("eval_loss", "min")
+
+    def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
+        state_shown = self.shown(self._state_path())
+        try:
+            folder, base = self._best_dir()
+            name = self._best_metric_name()
+        except RunDirError as exc:
+            return BestRecord(metric, state_shown, problem=str(exc))
+        if base is None:
+            return BestRecord(metric, state_shown, problem=(
+                f"{state_shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint "
+                f"(needs metric_for_best_model='{metric}' with a save strategy)"))
+        shown = self.shown(self.path / base)
+        if name != metric:
+            got = f"'{name}'" if name else f"no logged eval metric equal to best_metric {self.state.get('best_metric')!r}"
+            return BestRecord(metric, shown, problem=(
+                f"{state_shown}: best_model_checkpoint {base} is the best of {got}, not '{metric}'; "
+                "the Trainer keeps one best checkpoint (metric_for_best_model)"))
+        if folder is None:
+            return BestRecord(metric, shown, problem=(
+                f"{shown}: not found; {state_shown} names it as best_model_checkpoint"))
+        epoch: int | None = None
+        inner = folder / "trainer_state.json"
+        if inner.is_file():
+            try:
+                data = read_json_file(inner, self.shown(self.path / base / "trainer_state.json"))
+                raw = _float_or_none(data.get("epoch")) if isinstance(data, dict) else None
+                if raw is not None and math.isfinite(raw):
+                    epoch = max(1, math.ceil(raw - 1e-9))
+            except RunDirError as exc:
+                return BestRecord(metric, shown, problem=str(exc))
+        if epoch is None:
+            entry = self._eval_entry(self._best_step() or -1)
+            raw = _float_or_none((entry or {}).get("epoch"))
+            epoch = max(1, math.ceil(raw - 1e-9)) if raw is not None and math.isfinite(raw) else None
+        return BestRecord(metric, shown, epoch=epoch, value=_float_or_none(self.state.get("best_metric")))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint_path(self, name: str) -> Path:
+        """``best`` / ``best_<metric>`` (best_model_checkpoint), ``last`` (newest checkpoint-N),
+        ``final`` (the weights at the top, else the newest checkpoint-N), or a relative path."""
+        if "/" not in name and "." not in name and (name in ("best", "final", "last") or name.startswith("best_")):
+            if name.startswith("best"):
+                folder, base = self._best_dir()
+                shown = self.shown(self._state_path())
+                if base is None:
+                    raise RunDirError(f"{shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint")
+                if name != "best" and self._best_metric_name() != name[len("best_"):]:
+                    raise RunDirError(f"{shown}: best_model_checkpoint {base} is not the best of '{name[5:]}'")
+                if folder is None:
+                    raise RunDirError(f"{self.shown(self.path / base)}: not found; {shown} names it as best_model_checkpoint")
+                return folder.resolve()
+            if name == "final" and any((self.path / f).is_file() for f in _WEIGHT_FILES):
+                return self.path.resolve()
+            dirs = self.checkpoint_dirs()
+            if not dirs:
+                raise RunDirError(f"{self.shown(self.path)}: no checkpoint-N/ folders and no model weights")
+            return dirs[-1].resolve()
+        return self.resolve(name)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        """A checkpoint-N folder (or the output dir) as ``{"state_dict", "epoch", "global_step"}``."""
+        path = self.checkpoint_path(name)
+        shown = self.checkpoint_shown(name)
+        if not path.is_dir():
+            return _load_weight_file(path, shown)
+        out: dict[str, Any] = {"state_dict": load_weights_dir(path, shown)}
+        inner = path / "trainer_state.json"
+        if inner.is_file():
+            data = read_json_file(inner, f"{shown}/trainer_state.json")
+            if isinstance(data, dict):
+                raw = _float_or_none(data.get("epoch"))
+                if raw is not None and math.isfinite(raw):
+                    out["epoch"] = max(1, math.ceil(raw - 1e-9))
+                if isinstance(data.get("global_step"), int):
+                    out["global_step"] = data["global_step"]
+        return out
+
+    def default_checkpoint(self) -> str:
+        folder, _ = self._best_dir()
+        if folder is not None:
+            return "best"
+        if any((self.path / f).is_file() for f in _WEIGHT_FILES) or self.checkpoint_dirs():
+            return "final"
+        raise RunDirError(f"{self.shown(self.path)}: no model weights and no checkpoint-N/ to load")
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
