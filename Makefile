@@ -6,6 +6,9 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# dev: the test tools; trainers: Lightning, transformers, MLflow, TensorBoard, whose real
+# run dirs the tests check (leave it out with `make test EXTRAS=dev`: those tests skip)
+EXTRAS     ?= dev,trainers
 DEMO_RUN   ?= runs/demo
 
 .PHONY: install demo test bench clean
@@ -15,7 +18,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: install
