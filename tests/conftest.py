@@ -118,3 +118,64 @@ def copy_run(src: Path | str, dst: Path | str) -> Path:
 @pytest.fixture(name="copy_run")
 def copy_run_fixture() -> Callable[[Path | str, Path | str], Path]:
     return copy_run
+
+
+# --------------------------------------------------------------------------- other trainers
+
+TRAINER_SCRIPTS_DIR = REPO_ROOT / "tests" / "trainers"
+TRAINER_EPOCHS = 4
+# trainer -> (script in tests/trainers/, extra args, the package it needs)
+TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "lightning": ("lightning_run.py", (), "lightning"),
+    "huggingface": ("hf_run.py", (), "transformers"),
+    "mlflow-sqlite": ("mlflow_run.py", ("--store", "sqlite"), "mlflow"),
+    "mlflow-file": ("mlflow_run.py", ("--store", "file"), "mlflow"),
+    "tensorboard": ("tb_run.py", (), "tensorboard"),
+}
+
+
+def need_package(package: str) -> None:
+    """Skip without ``package`` -- found, not imported: importing Lightning and transformers
+    into one test process costs seconds and has crashed the interpreter at exit."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (pip install -e '.[trainers]')")
+
+
+def trainer_env() -> dict[str, str]:
+    """The environment the trainer scripts and gate sessions on their runs need: the digits
+    model importable as ``digits_model``, MLflow's file store allowed, synchronous logging."""
+    path = os.pathsep.join(p for p in (str(TRAINER_SCRIPTS_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+            "MLFLOW_ALLOW_FILE_STORE": "true"}
+
+
+@pytest.fixture(scope="session")
+def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """Factory: ``trainer_run(trainer, fault) -> run dir`` of a real Lightning / HF Trainer /
+    MLflow / TensorBoard run (tests/trainers/), trained once per session and shared by the
+    xdist workers like ``trained_run``. Faults: healthy, collapsed, nan, no_best."""
+    from filelock import FileLock
+
+    cache = _shared_cache_dir(tmp_path_factory) / "trainers"
+    cache.mkdir(exist_ok=True)
+
+    def make(trainer: str, fault: str = "healthy") -> Path:
+        script, extra, package = TRAINER_SCRIPTS[trainer]
+        need_package(package)
+        out = cache / f"{trainer}-{fault}"
+        done = cache / f"{trainer}-{fault}.done"
+        with FileLock(str(out) + ".lock"):
+            if not done.exists():
+                shutil.rmtree(out, ignore_errors=True)
+                proc = subprocess.run(
+                    [sys.executable, str(TRAINER_SCRIPTS_DIR / script), str(out), "--fault", fault,
+                     "--epochs", str(TRAINER_EPOCHS), *extra],
+                    capture_output=True, text=True, timeout=600, env=trainer_env(), cwd=out.parent, check=False)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{script} --fault {fault} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+                done.write_text(proc.stdout.strip().splitlines()[-1])
+        return Path(done.read_text().strip())
+
+    return make

@@ -1,4 +1,5 @@
-"""The same gate file on runs of the real trainers: Lightning, the HF Trainer, MLflow.
+"""The same gate file on runs of the real trainers: Lightning, the HF Trainer, MLflow (and
+TensorBoard event files).
 
 Each trainer (installed as the test-only ``trainers`` extra) trains the digits MLP of
 tests/trainers/ in a few seconds, healthy and with each fault of the issue: a collapsed
@@ -10,32 +11,21 @@ RED on its criterion with its one-line message.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, _shared_cache_dir
+from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS, need_package, trainer_env
 
 pytestmark = pytest.mark.slow
 
 GATES = REPO_ROOT / "examples" / "any-trainer.gates.yaml"
-SCRIPTS = REPO_ROOT / "tests" / "trainers"
 FAULTS = ("healthy", "collapsed", "nan", "no_best")
 CRITERIA = ("no_nan", "log_complete", "every_class_learned", "minority_not_collapsed",
             "best_checkpoint_per_metric", "best_model_gives_a_softmax", "val_loss_improves")
 
-# trainer -> (script, extra args, package the script needs)
-TRAINERS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "lightning": ("lightning_run.py", (), "lightning"),
-    "huggingface": ("hf_run.py", (), "transformers"),
-    "mlflow-sqlite": ("mlflow_run.py", ("--store", "sqlite"), "mlflow"),
-    "mlflow-file": ("mlflow_run.py", ("--store", "file"), "mlflow"),
-}
+TRAINERS = list(TRAINER_SCRIPTS)
 
 # fault -> (criterion that must turn RED, a piece of its one-line message)
 EXPECTED_RED = {
@@ -43,42 +33,6 @@ EXPECTED_RED = {
     "nan": [("no_nan", r"= nan")],
     "no_best": [("best_checkpoint_per_metric", r": not found; ")],
 }
-
-
-def _need(package: str) -> None:
-    """Skip without the trainer installed -- found, not imported: this process stays light."""
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed (pip install -e '.[trainers]')")
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join([str(SCRIPTS), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
-
-
-@pytest.fixture(scope="session")
-def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
-    """``trainer_run(trainer, fault) -> run dir``, trained once per session (xdist-shared)."""
-    from filelock import FileLock
-
-    cache = _shared_cache_dir(tmp_path_factory) / "trainers"
-    cache.mkdir(exist_ok=True)
-
-    def make(trainer: str, fault: str) -> Path:
-        script, extra, _ = TRAINERS[trainer]
-        out = cache / f"{trainer}-{fault}"
-        done = cache / f"{trainer}-{fault}.done"
-        with FileLock(str(out) + ".lock"):
-            if not done.exists():
-                proc = subprocess.run(
-                    [sys.executable, str(SCRIPTS / script), str(out), "--fault", fault, "--epochs", "4", *extra],
-                    capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO_ROOT, check=False)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{script} --fault {fault} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-                done.write_text(proc.stdout.strip().splitlines()[-1])
-        return Path(done.read_text().strip())
-
-    return make
 
 
 def _verdicts(output: str) -> dict[tuple[str, str], str]:
@@ -95,13 +49,13 @@ def _message(output: str, criterion: str, label: str) -> str:
     return match.group(1) if match else ""
 
 
-@pytest.mark.parametrize("trainer", list(TRAINERS))
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_same_gate_file_green_and_red_on_real_trainer_runs(
     trainer: str, trainer_run: Callable[[str, str], Path], pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _need(TRAINERS[trainer][2])
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # the gate file's model class
+    need_package(TRAINER_SCRIPTS[trainer][2])
+    monkeypatch.setenv("PYTHONPATH", trainer_env()["PYTHONPATH"])  # the gate file's model class
     for fault in FAULTS:
         (pytester.path / fault).symlink_to(trainer_run(trainer, fault), target_is_directory=True)
     args = [str(GATES), "-rA", "-p", "no:cacheprovider", "--mlgates-archive=off", "--rootdir", str(pytester.path)]
@@ -122,20 +76,20 @@ def test_same_gate_file_green_and_red_on_real_trainer_runs(
     assert "INTERNALERROR" not in output
 
 
-@pytest.mark.parametrize("trainer", list(TRAINERS))
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_run_format_detected_for_each_trainer(trainer: str, trainer_run: Callable[[str, str], Path]) -> None:
-    _need(TRAINERS[trainer][2])
+    need_package(TRAINER_SCRIPTS[trainer][2])
     from pytest_mlgates.rundir import open_run
 
     run = open_run(trainer_run(trainer, "healthy"))
     assert run.format == trainer.split("-")[0]
-    assert len(run.log) == 4
+    assert len(run.log) == TRAINER_EPOCHS
     assert run.best_checkpoint(*(("eval_loss", "min") if trainer == "huggingface" else ("val_loss", "min"))).problem is None
 
 
 def test_engine_run_passes_the_same_gate_file(trained_run, pytester: pytest.Pytester,  # type: ignore[no-untyped-def]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    monkeypatch.setenv("PYTHONPATH", trainer_env()["PYTHONPATH"])
     run = trained_run()  # configs/default.yaml, the run make demo trains
     (pytester.path / "engine").symlink_to(run, target_is_directory=True)
     result = pytester.runpytest_subprocess(str(GATES), "-rA", "-p", "no:cacheprovider", "--mlgates-archive=off",

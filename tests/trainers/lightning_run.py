@@ -1,0 +1,97 @@
+"""A PyTorch Lightning run: CSVLogger + ModelCheckpoint, the run dir is OUT/lightning_logs/version_0.
+
+version_0/ holds metrics.csv (train_loss, val_loss, val_acc, val_recall_<c>, val_min_recall,
+one value per epoch, epochs counted from 0 as Lightning does), hparams.yaml and
+checkpoints/best-epoch=E-val_loss=V.ckpt plus checkpoints/last.ckpt. ``--tb`` adds a
+TensorBoardLogger writing its event file into the same version dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+import common  # type: ignore[import-not-found]  # run as a script: this folder is sys.path[0]
+import torch
+import torch.nn.functional as F
+from digits_model import DigitsMLP  # type: ignore[import-not-found]
+
+
+def add_tb(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tb", action="store_true", help="also log to TensorBoard")
+
+
+def main() -> None:
+    args = common.parse_args(__doc__ or "", add_tb)
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # a 64-sample-batch toy run: Lightning's advice on workers and logging cadence is noise
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+    class DigitsModule(pl.LightningModule):
+        """DigitsMLP as ``self.model``, so state_dict keys carry the ``model.`` prefix."""
+
+        def __init__(self, lr: float, epochs: int, seed: int, hidden: int, fault: str) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = DigitsMLP(hidden=hidden)
+
+        def forward(self, x: torch.Tensor) -> Any:
+            return self.model(x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            self.log("train_loss", loss, on_epoch=True, on_step=False, batch_size=len(y))
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch  # the whole val split is one batch: epoch means are exact
+            logits = self.model(x)
+            m = common.metrics(logits, y)
+            values = {"val_loss": F.cross_entropy(logits, y), "val_acc": m["acc"],
+                      **{f"val_recall_{c}": m[f"recall_{c}"] for c in range(common.CLASSES)},
+                      "val_min_recall": m["min_recall"]}
+            self.log_dict(values, on_epoch=True, on_step=False, batch_size=len(y))
+
+        def on_train_epoch_start(self) -> None:
+            # At the start of the epoch after NAN_AFTER_EPOCH (current_epoch is 0-based). Not in
+            # on_train_epoch_end: ModelCheckpoint saves after the module's epoch-end hook, so
+            # the best checkpoint of the last healthy epoch would hold the NaN weights.
+            if self.hparams["fault"] == "nan" and self.current_epoch == common.NAN_AFTER_EPOCH:
+                common.poison(self.model)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    x_tr, y_tr, x_va, y_va = common.load_split(args.fault)
+    train = DataLoader(TensorDataset(x_tr, y_tr), batch_size=common.BATCH, shuffle=True)
+    val = DataLoader(TensorDataset(x_va, y_va), batch_size=len(y_va))
+    csv_logger = CSVLogger(save_dir=str(args.out), name="lightning_logs")
+    loggers: list[Any] = [csv_logger]
+    if args.tb:
+        loggers.append(TensorBoardLogger(save_dir=str(args.out), name="lightning_logs",
+                                         version=csv_logger.version, default_hp_metric=False))
+    checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=True,
+                                 filename="best-{epoch}-{val_loss:.4f}")
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=loggers,
+                         callbacks=[checkpoint], enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True, log_every_n_steps=1,
+                         num_sanity_val_steps=0)
+    module = DigitsModule(lr=common.LR, epochs=args.epochs, seed=args.seed, hidden=common.HIDDEN,
+                          fault=args.fault)
+    trainer.fit(module, train, val)
+    if args.fault == "no_best":
+        from pathlib import Path
+
+        Path(checkpoint.best_model_path).unlink()
+    print(csv_logger.log_dir)
+
+
+if __name__ == "__main__":
+    main()
