@@ -167,7 +167,7 @@ def make_run(
             }
 
         for m, info in best.items():
-            i = [int(e) for e in columns["epoch"]].index(info["epoch"])
+            i = [int(e) for e in columns["epoch"]].index(int(info["epoch"]))  # type: ignore[call-overload]
             torch.save(ckpt(i, {"metric": m, "mode": info["mode"], "value": info["value"]}),
                        run_dir / "checkpoints" / f"best_{m}.pt")
         torch.save(ckpt(n - 1, None), run_dir / "checkpoints" / "final.pt")
