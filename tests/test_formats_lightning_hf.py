@@ -249,3 +249,24 @@ def test_hf_corrupt_safetensors_is_one_line(tmp_path: Path) -> None:
 def test_hf_missing_metric_name_in_log_is_a_clear_red(tmp_path: Path) -> None:
     r = run_gate(hf_dir(tmp_path), "best_checkpoints", {"metrics": ["val_loss"]})
     assert not r.passed and "tracked metric 'val_loss' is not a logged column" in r.message
+
+
+@pytest.mark.parametrize("best", ["/elsewhere/..", "..", "/", "out/."])
+def test_hf_best_model_checkpoint_cannot_leave_the_run_dir(tmp_path: Path, best: str) -> None:
+    out = hf_dir(tmp_path)
+    state = json.loads((out / "trainer_state.json").read_text())
+    state["best_model_checkpoint"] = best
+    (out / "trainer_state.json").write_text(json.dumps(state))
+    r = run_gate(out, "best_checkpoints", {"metrics": ["eval_loss"]})
+    assert not r.passed and "names no checkpoint folder" in r.message
+    with pytest.raises(RunDirError, match="names no checkpoint folder"):
+        open_run(out).checkpoint("best")
+
+
+def test_hf_best_model_checkpoint_symlink_out_is_refused(tmp_path: Path) -> None:
+    out = hf_dir(tmp_path, delete_best=True)
+    outside = tmp_path / "outside"
+    (out / "checkpoint-30").rename(outside)
+    (out / "checkpoint-20").symlink_to(outside, target_is_directory=True)
+    r = run_gate(out, "best_checkpoints", {"metrics": ["eval_loss"]})
+    assert not r.passed and "symlink leads outside" in r.message

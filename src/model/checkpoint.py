@@ -268,10 +268,16 @@ class _SharedPickle:
     def dump_into(self, torch_pickler: Any) -> None:
         """Called from inside torch.save: register the storages, write the pickle."""
         if self.pickled is None:
+            import torch
+
             records: dict[str, Any] = {}
+            storage_types = (torch.storage.TypedStorage, torch.UntypedStorage)
 
             class _Recording(pickle.Pickler):
                 def persistent_id(self, obj: Any) -> Any:
+                    # called for every object pickled: only storages get an id (as in torch)
+                    if not isinstance(obj, storage_types):
+                        return None
                     pid = torch_pickler.persistent_id(obj)
                     if pid is not None:
                         if not (isinstance(pid, tuple) and len(pid) > 2 and isinstance(pid[2], str)):

@@ -168,7 +168,10 @@ class HuggingFaceRun(Run):
         if not isinstance(best, str) or not best.strip():
             return None, None
         base = best.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-        folder = self.path / base
+        if base in ("", ".", "..") or "\x00" in base:
+            raise RunDirError(f"{self.shown(self._state_path())}: best_model_checkpoint {best[:120]!r} "
+                              "names no checkpoint folder")
+        folder = self.resolve(base)  # a symlink out of the run dir is refused, not followed
         return (folder if folder.is_dir() else None), base
 
     def _best_step(self) -> int | None:
