@@ -91,3 +91,16 @@ def test_prove_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("mlgates: ")
+
+
+def test_prove_refuses_another_trainers_run_in_one_line(tmp_path: Path) -> None:
+    from pytest_mlgates.prove import ProveError, prove
+
+    run = tmp_path / "version_0"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,step,val_loss\n0,9,0.5\n")
+    gates = tmp_path / "g.gates.yaml"
+    gates.write_text("title: t\nexit_criteria:\n  - name: no_nan\n    gate: finite_log\n")
+    with pytest.raises(ProveError, match=r"version_0: a lightning run; mlgates prove mutates") as exc:
+        prove(run, [gates], write=False)
+    assert "\n" not in str(exc.value)

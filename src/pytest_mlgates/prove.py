@@ -364,6 +364,8 @@ def mutations_for(gate: str, params: dict[str, Any], run: Path,
     if gate == "finite_log":
         cols = _as_list(params.get("columns")) or (["val_loss"] if "val_loss" in log_cols
                                                    else numeric[:1])
+        if not cols:
+            return [], f"{LOG_CSV} has no numeric column to write a NaN into"
         return [Mutation(f"finite_log:{cols[0]}", f"NaN written into {cols[0]} (last row)",
                          set_columns(cols[:1], lambda i, v: float("nan"), rows_="last"))], ""
     if gate == "log_complete":
@@ -602,6 +604,12 @@ def prove(run: Path, gates: list[Path], *, jobs: int = 2, timeout_s: float = 300
     mutation in one go; each later tier retries, with the next mutation, only the
     criteria that stayed GREEN."""
     run = run.resolve()
+    from pytest_mlgates.formats import detect
+
+    fmt = detect(run) if run.is_dir() else None
+    if fmt not in (None, "engine"):
+        raise ProveError(f"{run}: a {fmt} run; mlgates prove mutates this engine's run-dir files "
+                         "(training_log.csv, checkpoints/*.pt) and cannot yet mutate another trainer's run")
     files = [p.resolve() for p in gate_files(gates)]
     if not files:
         raise ProveError(f"no gate files (*.gates.yaml, *-PLAN.md) in "
