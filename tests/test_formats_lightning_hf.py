@@ -270,3 +270,23 @@ def test_hf_best_model_checkpoint_symlink_out_is_refused(tmp_path: Path) -> None
     (out / "checkpoint-20").symlink_to(outside, target_is_directory=True)
     r = run_gate(out, "best_checkpoints", {"metrics": ["eval_loss"]})
     assert not r.passed and "symlink leads outside" in r.message
+
+
+def test_load_model_fixture_on_a_lightning_run(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    run = lightning_dir(tmp_path)
+    pytester.makepyfile(test_lt="""
+        import pytest
+        import torch
+
+        @pytest.mark.mlgates("lightning_best_loads")
+        def test_best(run, load_model):
+            assert run.format == "lightning"
+            net = load_model("best_val_loss", model="torch.nn:Linear",
+                             kwargs={"in_features": 4, "out_features": 3})
+            assert not net.training and net(torch.zeros(2, 4)).shape == (2, 3)
+            with pytest.raises(Exception, match="weights do not fit"):
+                load_model("best_val_loss", model="torch.nn:Linear",
+                           kwargs={"in_features": 5, "out_features": 3})
+    """)
+    result = pytester.runpytest_subprocess("--run-dir", str(run), "-p", "no:cacheprovider", "--mlgates-archive=off")
+    result.assert_outcomes(passed=1)

@@ -17,7 +17,6 @@ torch is imported only when ``load_model`` is called.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import pytest
@@ -74,32 +73,18 @@ class ModelLoader:
         kwargs: dict[str, Any] | None = None,
         prefix: str | None = None,
     ) -> Any:
-        from pytest_mlgates.errors import MlgatesError
 
         checkpoint = self.run.checkpoint(name)
         if model is None:
             from model.nets import model_from_checkpoint
 
             return model_from_checkpoint(checkpoint)
-        module_name, _, class_name = model.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise MlgatesError(f"load_model: cannot import {model!r}: {err}") from None
-        net = cls(**(kwargs or {}))
-        state = _state_dict(checkpoint)
-        if prefix:
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-        net.load_state_dict(state)
-        net.eval()
-        return net
+        from pytest_mlgates.gates.checkpoints import foreign_model
 
-
-def _state_dict(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(checkpoint.get(key), dict):
-            return dict(checkpoint[key])
-    return dict(checkpoint)
+        # the same loading as checkpoint_softmax: state dict under state_dict /
+        # model_state_dict / model (or the file itself), a LightningModule's prefix stripped
+        params = {"model": model, "kwargs": kwargs, "prefix": prefix}
+        return foreign_model(checkpoint, params, self.run.checkpoint_shown(name))
 
 
 class GateValues:
