@@ -290,3 +290,17 @@ def test_load_model_fixture_on_a_lightning_run(tmp_path: Path, pytester: pytest.
     """)
     result = pytester.runpytest_subprocess("--run-dir", str(run), "-p", "no:cacheprovider", "--mlgates-archive=off")
     result.assert_outcomes(passed=1)
+
+
+def test_run_format_option_in_a_session(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    run = lightning_dir(tmp_path)
+    pytester.makefile(".gates.yaml", g="title: t\nexit_criteria:\n  - name: no_nan\n    gate: finite_log\n")
+    common = ("--run-dir", str(run), "-p", "no:cacheprovider", "--mlgates-archive=off")
+    pytester.runpytest_subprocess(*common).assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*common, "--run-format", "lightning").assert_outcomes(passed=1)
+    forced = pytester.runpytest_subprocess(*common, "--run-format", "huggingface")
+    forced.assert_outcomes(failed=1)
+    forced.stdout.fnmatch_lines(["*version_0/trainer_state.json: not found*"])
+    bad = pytester.runpytest_subprocess(*common, "--run-format", "keras")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--run-format*invalid choice*keras*"])
