@@ -92,14 +92,46 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json_text(obj))
 
 
+# Rendered rows by (columns, values): the engine rewrites both logs from the whole history
+# every epoch, so without it an epoch's log cost grows with the epoch number.
+_rendered_rows: dict[tuple[Any, ...], tuple[str, str]] = {}
+_RENDER_CACHE_MAX = 100_000
+
+
+def _render_row(columns: list[str], row: dict[str, Any]) -> tuple[str, str]:
+    """(CSV line, the row's lines in metric_history.json) -- as json_text would indent them."""
+    values = tuple(row.get(c) for c in columns)
+    key = (tuple(columns), values)
+    try:
+        return _rendered_rows[key]
+    except (KeyError, TypeError):  # TypeError: an unhashable value, rendered every time
+        pass
+    csv_line = ",".join(_csv_value(v) for v in values)
+    block = json.dumps(json_safe(dict(zip(columns, values))), indent=2, allow_nan=False)
+    rendered = (csv_line, "\n".join("    " + line for line in block.split("\n")))
+    if len(_rendered_rows) >= _RENDER_CACHE_MAX:
+        _rendered_rows.clear()
+    try:
+        _rendered_rows[key] = rendered
+    except TypeError:
+        pass
+    return rendered
+
+
 def render_history(run_dir: Path, columns: list[str],
                    rows: list[dict[str, Any]]) -> list[tuple[Path, bytes]]:
-    """training_log.csv and metric_history.json for the full history, as (path, bytes)."""
-    lines = [",".join(columns)]
-    lines += [",".join(_csv_value(row.get(col)) for col in columns) for row in rows]
-    history = {"columns": columns, "rows": [{c: row.get(c) for c in columns} for row in rows]}
+    """training_log.csv and metric_history.json for the full history, as (path, bytes).
+
+    The JSON text is exactly ``json_text({"columns": columns, "rows": [...]})``, assembled
+    from per-row pieces that are rendered once (a row's values never change).
+    """
+    rendered = [_render_row(columns, row) for row in rows]
+    lines = [",".join(columns), *(csv_line for csv_line, _ in rendered)]
+    header = json.dumps(json_safe(columns), indent=2, allow_nan=False).replace("\n", "\n  ")
+    body = ("[\n" + ",\n".join(block for _, block in rendered) + "\n  ]") if rendered else "[]"
+    history = '{\n  "columns": ' + header + ',\n  "rows": ' + body + "\n}\n"
     return [(run_dir / "training_log.csv", ("\n".join(lines) + "\n").encode("utf-8")),
-            (run_dir / "metric_history.json", json_text(history).encode("utf-8"))]
+            (run_dir / "metric_history.json", history.encode("utf-8"))]
 
 
 def write_history(run_dir: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:

@@ -308,7 +308,10 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
     n = int(params.get("samples") or 16)
     source = "random inputs"
     inputs: Any = None
-    if params.get("model") and not (run.format == "engine" and _is_engine_checkpoint(ckpt)):
+    target = params.get("model")
+    if target and not _is_import_target(*str(target).partition(":")[::2]):
+        raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
+    if target and not (run.format == "engine" and _is_engine_checkpoint(ckpt)):
         model = foreign_model(ckpt, params, shown)
         shape = params.get("input_shape")
         if not shape:
