@@ -304,3 +304,10 @@ def test_run_format_option_in_a_session(tmp_path: Path, pytester: pytest.Pyteste
     bad = pytester.runpytest_subprocess(*common, "--run-format", "keras")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--run-format*invalid choice*keras*"])
+
+
+def test_best_checkpoints_without_metrics_on_a_run_that_tracks_none(tmp_path: Path) -> None:
+    from pytest_mlgates.errors import GateFailure
+
+    with pytest.raises(GateFailure, match=r"out: a huggingface run with no best_model_checkpoint .* give metrics:"):
+        run_gate(hf_dir(tmp_path, null_best=True), "best_checkpoints")

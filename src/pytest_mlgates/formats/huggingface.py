@@ -184,7 +184,7 @@ class HuggingFaceRun(Run):
     def _eval_entry(self, step: int) -> dict[str, Any] | None:
         history = self.state.get("log_history")
         if not isinstance(history, list):
-            return None
+            raise RunDirError(f"{self.shown(self._state_path())}: no 'log_history' list")
         for entry in history:
             if isinstance(entry, dict) and entry.get("step") == step and any(k.startswith("eval_") for k in entry):
                 return entry
@@ -192,7 +192,11 @@ class HuggingFaceRun(Run):
 
     def _best_metric_name(self) -> str | None:
         """The metric ``best_metric`` belongs to: the one eval value equal to it at the best step."""
-        value = _float_or_none(self.state.get("best_metric"))
+        raw = self.state.get("best_metric")
+        value = _float_or_none(raw) if not isinstance(raw, (str, bool)) else None
+        if raw is not None and value is None:
+            raise RunDirError(f"{self.shown(self._state_path())}: best_metric {str(raw)[:40]!r} "
+                              f"is a {type(raw).__name__}, expected a number")
         step = self._best_step()
         if value is None or step is None:
             return None
@@ -205,15 +209,17 @@ class HuggingFaceRun(Run):
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
-        try:
-            name = self._best_metric_name()
-        except RunDirError:
-            return []
+        """The metric of best_metric; a RunDirError when trainer_state.json cannot be read
+        (the gates then name it, not a missing config)."""
+        name = self._best_metric_name()
         return [(name, default_mode(name))] if name else []
 
     @property
     def monitor(self) -> tuple[str, str]:
-        tracked = self.tracked
+        try:
+            tracked = self.tracked
+        except RunDirError:
+            tracked = []
         return tracked[0] if tracked else ("eval_loss", "min")
 
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
@@ -234,8 +240,9 @@ class HuggingFaceRun(Run):
                 f"{state_shown}: best_model_checkpoint {base} is the best of {got}, not '{metric}'; "
                 "the Trainer keeps one best checkpoint (metric_for_best_model)"))
         if folder is None:
+            what = "a file, not a checkpoint folder" if (self.path / base).exists() else "not found"
             return BestRecord(metric, shown, problem=(
-                f"{shown}: not found; {state_shown} names it as best_model_checkpoint"))
+                f"{shown}: {what}; {state_shown} names it as best_model_checkpoint"))
         epoch: int | None = None
         inner = folder / "trainer_state.json"
         if inner.is_file():

@@ -38,6 +38,8 @@ from pytest_mlgates.rundir import (
 __all__ = ["LightningRun"]
 
 _MODE = re.compile(r"'mode':\s*'(min|max)'")
+#: The callbacks whose state names a monitored metric.
+_MONITORING = ("ModelCheckpoint", "EarlyStopping")
 
 
 def _callback_args(key: str) -> dict[str, Any]:
@@ -130,13 +132,23 @@ class LightningRun(Run):
                 out: list[tuple[str, str, dict[str, Any]]] = []
                 if isinstance(callbacks, dict):
                     for key, state in callbacks.items():
-                        if not isinstance(key, str) or not isinstance(state, dict):
+                        if not isinstance(key, str):
                             continue
                         kind = key.split("{", 1)[0]
+                        if kind not in _MONITORING:
+                            continue
+                        # a malformed state of the callbacks that name the best checkpoint is a
+                        # broken file, not a run without them: say so instead of skipping it
+                        if not isinstance(state, dict):
+                            raise RunDirError(f"{shown}: callbacks[{kind}] is a {type(state).__name__}, "
+                                              "expected the callback's state dict")
                         args = _callback_args(key)
                         monitor = state.get("monitor", args.get("monitor"))
-                        if not isinstance(monitor, str):
+                        if monitor is None:  # ModelCheckpoint(monitor=None) keeps only the last
                             continue
+                        if not isinstance(monitor, str):
+                            raise RunDirError(f"{shown}: callbacks[{kind}] monitor {str(monitor)[:40]!r} "
+                                              f"({type(monitor).__name__}) is not a metric name")
                         mode = args.get("mode")
                         out.append((kind, mode if mode in ("min", "max") else default_mode(monitor), state))
                 return shown, out
@@ -150,14 +162,13 @@ class LightningRun(Run):
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
+        """The ModelCheckpoint monitors; a RunDirError when no checkpoint can be read."""
         out: list[tuple[str, str]] = []
-        try:
-            for mode, state in self._model_checkpoints():
-                item = (str(state["monitor"]), mode)
-                if item not in out:
-                    out.append(item)
-        except RunDirError:
-            return []
+        # an unreadable checkpoint raises: the gates then name it, not a missing config
+        for mode, state in self._model_checkpoints():
+            item = (str(state["monitor"]), mode)
+            if item not in out:
+                out.append(item)
         return out
 
     @property
@@ -180,17 +191,30 @@ class LightningRun(Run):
     # -- checkpoints -------------------------------------------------------------------------
 
     def _best_path_for(self, metric: str) -> tuple[Path | None, str, dict[str, Any] | None]:
-        """(file, how it is named, ModelCheckpoint state) of the best checkpoint of ``metric``."""
+        """(file, basename, ModelCheckpoint state) of the best checkpoint of ``metric``; a
+        RunDirError naming the checkpoint that holds the state when best_model_path is unusable."""
         for _mode, state in self._model_checkpoints():
             if state.get("monitor") != metric:
                 continue
             best = state.get("best_model_path")
-            if not isinstance(best, str) or not best:
-                return None, f"ModelCheckpoint(monitor='{metric}') has no best_model_path", state
-            path = self._by_basename(best)
-            base = best.replace("\\", "/").rsplit("/", 1)[-1]
-            return path, base, state
+            if not isinstance(best, str) or not best.strip() or "\x00" in best:
+                got = "empty" if best in ("", None) else f"{str(best)[:60]!r} ({type(best).__name__})"
+                raise RunDirError(f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') "
+                                  f"best_model_path is {got}, not a checkpoint file")
+            base = best.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+            if base in ("", ".", ".."):
+                raise RunDirError(f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') "
+                                  f"best_model_path {best[:120]!r} names no checkpoint file")
+            return self._by_basename(base), base, state
         return None, "", None
+
+    def _inside(self, path: Path) -> Path:
+        """``path`` (found by listing the run dir) after symlinks, refusing one that leaves it."""
+        try:
+            rel = str(path.relative_to(self.path))
+        except ValueError:
+            rel = str(path)
+        return self.resolve(rel)
 
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (that ModelCheckpoint's best_model_path), ``last`` or
@@ -200,7 +224,7 @@ class LightningRun(Run):
                 metric = self.monitor[0] if name == "best" else name[len("best_"):]
                 path, base, state = self._best_path_for(metric)
                 if path is not None:
-                    return path.resolve()
+                    return self._inside(path)
                 if state is None:
                     monitors = ", ".join(m for m, _ in self.tracked) or "none"
                     raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no ModelCheckpoint monitors "
@@ -210,15 +234,17 @@ class LightningRun(Run):
             files = self.checkpoint_files()
             if not files:
                 raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no .ckpt files")
-            return files[0].resolve()
+            return self._inside(files[0])
         return self.resolve(name)
 
     def default_checkpoint(self) -> str:
-        tracked = self.tracked
-        if tracked:
-            path, _, _ = self._best_path_for(tracked[0][0])
-            if path is not None:
-                return f"best_{tracked[0][0]}"
+        try:
+            tracked = self.tracked
+            path = self._best_path_for(tracked[0][0])[0] if tracked else None
+        except RunDirError:  # no readable best: the newest checkpoint is still worth opening
+            tracked, path = [], None
+        if path is not None:
+            return f"best_{tracked[0][0]}"
         if self.checkpoint_files():
             return "last"
         raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no .ckpt files to load")
@@ -243,10 +269,16 @@ class LightningRun(Run):
         except RunDirError as exc:
             return BestRecord(metric, shown, problem=str(exc))
         epoch = ckpt.get("epoch")
+        score = _scalar(state.get("best_model_score"))
+        value = _float_or_none(score)
+        if value is None and score is not None:
+            return BestRecord(metric, shown, problem=(
+                f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') best_model_score "
+                f"{str(score)[:40]!r} is not a number"))
         return BestRecord(
             metric, shown,
             epoch=epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-            value=_float_or_none(_scalar(state.get("best_model_score"))),
+            value=value,
         )
 
 

@@ -51,6 +51,12 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
     if given is None:
         tracked = run.tracked
         if not tracked:
+            if run.format != "engine":
+                where = {"lightning": "no ModelCheckpoint callback with a monitor",
+                         "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
+                         }.get(run.format, "no checkpoints/best_<metric>.pt")
+                raise GateFailure(f"{run.shown(run.path)}: a {run.format} run with {where}, so no tracked "
+                                  "metrics; give metrics: explicitly")
             raise GateFailure(f"{run.shown(run.path / 'config.yaml')}: no checkpoint.tracked metrics "
                               "(and training_results.json names none); give metrics: explicitly")
         return tracked
