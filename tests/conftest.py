@@ -131,6 +131,8 @@ TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "mlflow-sqlite": ("mlflow_run.py", ("--store", "sqlite"), "mlflow"),
     "mlflow-file": ("mlflow_run.py", ("--store", "file"), "mlflow"),
     "tensorboard": ("tb_run.py", (), "tensorboard"),
+    # Lightning logging to MLflow by global step (MLFlowLogger), not to CSV
+    "lightning-mlflow": ("lightning_run.py", ("--mlflow",), "lightning"),
 }
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from gate_helpers import BASE_LOG, make_run, write_log
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_mlgates.errors import MlgatesError, RunDirError
 from pytest_mlgates.rundir import MissingColumnError, load_checkpoint_file, open_run
@@ -285,3 +287,55 @@ def test_huggingface_trainer_state_is_read_per_epoch(tmp_path: Path) -> None:
 def test_every_error_is_an_mlgates_error() -> None:
     assert issubclass(RunDirError, MlgatesError)
     assert issubclass(MissingColumnError, RunDirError)
+
+
+# --------------------------------------------------------------------------- logs by global step
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 3), st.floats(-1e3, 1e3)), min_size=1, max_size=40),
+       st.booleans())
+def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
+        points: list[tuple[int, int, float]], zero_based: bool) -> None:
+    """Random (epoch, metric, value) points logged at increasing global steps: each epoch's
+    cell is the last value logged in it; epochs count from 1 whichever way the trainer counts."""
+    from pytest_mlgates.rundir import Log, regroup_by_logged_epoch
+
+    points = sorted(points, key=lambda p: p[0])  # epochs never go back
+    names = [f"m{k}" for k in range(1, 4)]
+    steps = list(range(10, 10 + 10 * len(points), 10))
+    columns: dict[str, list[float]] = {"epoch": [float(s) for s in steps]}
+    marks = [float(e) if zero_based else float(e) + 0.999 for e, _, _ in points]
+    columns["logged_epoch"] = marks
+    empty: dict[str, list[int]] = {}
+    for name in names:
+        columns[name] = []
+        for step, (_, k, value) in zip(steps, points):
+            columns[name].append(value if f"m{k}" == name else float("nan"))
+            if f"m{k}" != name:
+                empty.setdefault(name, []).append(step)
+    got = regroup_by_logged_epoch(Log(columns=columns, source=Path("x"), empty=empty, kind="mlflow"))
+    def epoch_of(e: int) -> float:
+        if not zero_based:
+            return float(e + 1)  # e + 0.999 epochs done: the (e+1)-th epoch
+        if min(p[0] for p in points) == 0:
+            return float(e + 1)  # Lightning's 0-based epoch index
+        return float(max(1, e))  # whole numbers not starting at 0: epochs done
+
+    expected: dict[float, dict[str, float]] = {}
+    for e, k, value in points:
+        expected.setdefault(epoch_of(e), {})[f"m{k}"] = value
+    assert got.epochs == sorted(expected)
+    for i, epoch in enumerate(got.epochs):
+        for name in names:
+            if name in expected[epoch]:
+                assert got.columns[name][i] == expected[epoch][name]
+            elif name in got.columns:
+                assert math.isnan(got.columns[name][i]) and int(epoch) in got.empty[name]
+    assert "logged_epoch" not in got.columns
+
+
+def test_regroup_leaves_a_log_without_logged_epoch_alone() -> None:
+    from pytest_mlgates.rundir import Log, regroup_by_logged_epoch
+
+    log = Log(columns={"epoch": [1.0, 2.0], "val_loss": [0.5, 0.4]}, source=Path("x"))
+    assert regroup_by_logged_epoch(log) is log

@@ -25,7 +25,7 @@ FAULTS = ("healthy", "collapsed", "nan", "no_best")
 CRITERIA = ("no_nan", "log_complete", "every_class_learned", "minority_not_collapsed",
             "best_checkpoint_per_metric", "best_model_gives_a_softmax", "val_loss_improves")
 
-TRAINERS = list(TRAINER_SCRIPTS)
+TRAINERS = ["lightning", "huggingface", "mlflow-sqlite", "mlflow-file", "tensorboard"]
 
 # fault -> (criterion that must turn RED, a piece of its one-line message)
 EXPECTED_RED = {
@@ -83,6 +83,7 @@ def test_run_format_detected_for_each_trainer(trainer: str, trainer_run: Callabl
 
     run = open_run(trainer_run(trainer, "healthy"))
     assert run.format == trainer.split("-")[0]
+    assert TRAINER_SCRIPTS[trainer]
     assert len(run.log) == TRAINER_EPOCHS
     assert run.best_checkpoint(*(("eval_loss", "min") if trainer == "huggingface" else ("val_loss", "min"))).problem is None
 
@@ -96,3 +97,19 @@ def test_engine_run_passes_the_same_gate_file(trained_run, pytester: pytest.Pyte
                                            "--rootdir", str(pytester.path), "--run-dir", "engine", timeout=300)
     verdicts = _verdicts(result.stdout.str())
     assert verdicts == {(c, "engine"): "PASSED" for c in CRITERIA}, result.stdout.str()[-4000:]
+
+
+def test_lightning_logging_to_mlflow_by_global_step_reads_as_the_csv_run(
+        trainer_run: Callable[[str, str], Path]) -> None:
+    """MLFlowLogger writes one point per global step plus an ``epoch`` metric; read back, the
+    log is the one the CSVLogger of the same seeded run has: the same epochs, the same numbers."""
+    from pytest_mlgates.rundir import open_run
+
+    by_steps = open_run(trainer_run("lightning-mlflow", "healthy"))
+    by_csv = open_run(trainer_run("lightning", "healthy"))
+    assert by_steps.format == "mlflow" and by_csv.format == "lightning"
+    assert by_steps.log.epochs == by_csv.log.epochs == [float(e) for e in range(1, TRAINER_EPOCHS + 1)]
+    shared = sorted(set(by_steps.log.columns) & set(by_csv.log.columns) - {"epoch"})
+    assert {"train_loss", "val_loss", "val_min_recall", "val_recall_3"} <= set(shared)
+    for name in shared:
+        assert by_steps.log.columns[name] == pytest.approx(by_csv.log.columns[name], rel=1e-6), name

@@ -300,6 +300,37 @@ def _merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, k
     return Log(columns=columns, source=Path(shown), empty=empty, kind=kind)
 
 
+def regroup_by_logged_epoch(log: Log) -> Log:
+    """A log of one row per *step* with a ``logged_epoch`` column -> one row per epoch.
+
+    Trainers that log to MLflow or TensorBoard by global step (Lightning's MLFlowLogger and
+    TensorBoardLogger, the HF Trainer's MLflow and TensorBoard callbacks) also log the epoch
+    as a metric. Each step's values go to the epoch logged at that step (or last logged
+    before it), later values winning, as Lightning's CSV rows are merged. Lightning counts
+    epochs from 0 (whole numbers starting at 0: +1); the HF Trainer logs the fraction of
+    epochs done (``ceil``); either way the log counts completed epochs from 1, like the
+    engine. A log without ``logged_epoch`` comes back unchanged.
+    """
+    marks = log.columns.get("logged_epoch")
+    if not marks or not any(math.isfinite(v) for v in marks):
+        return log
+    finite = [v for v in marks if math.isfinite(v)]
+    zero_based = min(finite) == 0 and all(float(v).is_integer() for v in finite)
+    steps = log.columns["epoch"]
+    empty = {name: set(cells) for name, cells in log.empty.items()}
+    first = next(v for v in marks if math.isfinite(v))
+    current = first
+    entries: list[tuple[float, dict[str, float]]] = []
+    for i, step in enumerate(steps):
+        if math.isfinite(marks[i]):
+            current = marks[i]
+        epoch = current + 1 if zero_based else max(1.0, float(math.ceil(current - 1e-9)))
+        values = {name: column[i] for name, column in log.columns.items()
+                  if name not in ("epoch", "logged_epoch") and int(step) not in empty.get(name, ())}
+        entries.append((float(epoch), values))
+    return _merge_by_epoch(entries, str(log.source), log.kind)
+
+
 def parse_lightning_csv(text: str, shown: str) -> Log:
     """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
 

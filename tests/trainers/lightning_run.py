@@ -3,7 +3,10 @@
 version_0/ holds metrics.csv (train_loss, val_loss, val_acc, val_recall_<c>, val_min_recall,
 one value per epoch, epochs counted from 0 as Lightning does), hparams.yaml and
 checkpoints/best-epoch=E-val_loss=V.ckpt plus checkpoints/last.ckpt. ``--tb`` adds a
-TensorBoardLogger writing its event file into the same version dir.
+TensorBoardLogger writing its event file into the same version dir. ``--mlflow`` logs with
+Lightning's MLFlowLogger instead of the CSVLogger (OUT/mlflow.db, by global step, with the
+epoch as a metric, as MLflow users of Lightning have it), checkpoints in OUT/lightning_ckpts/;
+the run dir printed is then OUT.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from digits_model import DigitsMLP  # type: ignore[import-not-found]
 
 def add_tb(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tb", action="store_true", help="also log to TensorBoard")
+    parser.add_argument("--mlflow", action="store_true", help="log to MLflow (sqlite) instead of CSV")
 
 
 def main() -> None:
@@ -74,10 +78,17 @@ def main() -> None:
     val = DataLoader(TensorDataset(x_va, y_va), batch_size=len(y_va))
     csv_logger = CSVLogger(save_dir=str(args.out), name="lightning_logs")
     loggers: list[Any] = [csv_logger]
+    dirpath = None
+    if args.mlflow:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers = [MLFlowLogger(experiment_name="digits", tracking_uri=f"sqlite:///{args.out}/mlflow.db",
+                                artifact_location=(args.out / "mlartifacts").as_uri(), log_model=False)]
+        dirpath = str(args.out / "lightning_ckpts")
     if args.tb:
         loggers.append(TensorBoardLogger(save_dir=str(args.out), name="lightning_logs",
                                          version=csv_logger.version, default_hp_metric=False))
-    checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=True,
+    checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=True, dirpath=dirpath,
                                  filename="best-{epoch}-{val_loss:.4f}")
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=loggers,
                          callbacks=[checkpoint], enable_progress_bar=False,
@@ -90,7 +101,7 @@ def main() -> None:
         from pathlib import Path
 
         Path(checkpoint.best_model_path).unlink()
-    print(csv_logger.log_dir)
+    print(args.out if args.mlflow else csv_logger.log_dir)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.rundir import BestRecord, Log, Run, default_mode
+from pytest_mlgates.rundir import BestRecord, Log, Run, default_mode, regroup_by_logged_epoch
 
 __all__ = ["MlflowRunDir", "TensorBoardRun", "open_format"]
 
@@ -46,7 +46,7 @@ class MlflowRunDir(Run):
     def _read_log(self) -> Log:
         from pytest_mlgates.formats import mlflow
 
-        return mlflow.to_log(self.record)
+        return regroup_by_logged_epoch(mlflow.to_log(self.record))
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -105,7 +105,7 @@ class TensorBoardRun(Run):
     def _read_log(self) -> Log:
         from pytest_mlgates.formats import tensorboard
 
-        return tensorboard.to_log(self.path)
+        return regroup_by_logged_epoch(tensorboard.to_log(self.path))
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
