@@ -453,7 +453,10 @@ def read_run(path: Path, run_id: str | None = None) -> MlflowRun:
         if len(runs) > 1:
             ids = ", ".join(r for _, r in runs[:_SHOWN_IDS])
             more = f" and {len(runs) - _SHOWN_IDS} more" if len(runs) > _SHOWN_IDS else ""
-            raise RunDirError(f"{store}: {len(runs)} runs ({ids}{more}); name one with its run id")
+            how = ("a file-store run folder mlruns/<experiment>/<run_id>/ or a store with one run"
+                   if not has_db else "a store with exactly one run (a sqlite store of several "
+                   "cannot be narrowed to one yet)")
+            raise RunDirError(f"{store}: {len(runs)} runs ({ids}{more}); --run-dir takes {how}")
         run_id = runs[0][1]
     if has_db and any(r == run_id for _, r in _sqlite_runs(db, include_deleted=True)):
         return _read_sqlite_run(db, _store_root(path), run_id)
