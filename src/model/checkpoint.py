@@ -363,7 +363,7 @@ def capture_rng() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)),  # astype copies
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys).astype(np.int64)),  # astype copies
                   int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
