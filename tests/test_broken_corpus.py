@@ -13,8 +13,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broken_runs import BREAKAGES, MARKER_NAME, build_corpus
@@ -120,21 +122,22 @@ def _normalise(line: str, root: Path, name: str) -> str:
     return line.replace(str(root / "runs" / name), "RUN").replace(f"runs/{name}", "RUN")
 
 
-def test_every_gate_meets_every_broken_run_dir_in_one_line(corpus_results: CorpusResults) -> None:
-    root, entries, items = corpus_results.root, corpus_results.entries, corpus_results.items
-    outputs, codes = corpus_results.outputs, corpus_results.codes
-
+def check_sessions(outputs: list[str], codes: list[int]) -> None:
+    """No session crashed: no INTERNALERROR, no traceback, failures only (exit code 1)."""
     for out, code in zip(outputs, codes):
         assert "INTERNALERROR" not in out, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
         assert PLUGIN_SRC not in out, out[-3000:]
         assert code == 1, (code, out[-3000:])  # failures, not a usage error or an internal one
 
-    broken = [n for n in entries if n != "healthy"]
-    tried = {(g, r) for (g, r) in items if r != "healthy"}
-    print(f"\n{len(GATE_NAMES)} gates x {len(broken)} broken run dirs = {len(tried)} combinations tried")
-    assert tried == {(g, n) for g in GATE_NAMES for n in broken}
 
+def item_problems(items: dict[tuple[str, str], dict[str, Any]], root: Path,
+                  involved_of: Callable[[str], str | None], control_of: Callable[[str], str],
+                  extra: Callable[[str, str, str], str | None] = lambda gate, run, line: None) -> list[str]:
+    """What is wrong with each item's verdict: slow, an internal error, a failure that is not
+    one line, or one that names neither the broken file (``involved_of(run)``, fragments
+    joined by ``|``) nor its run dir -- unless the healthy control (``control_of(run)``) fails
+    the same way. ``extra(gate, run, line)`` adds a check of a corpus's own."""
     problems = []
     for (gate, run), item in sorted(items.items()):
         line = str(item["line"])
@@ -142,21 +145,38 @@ def test_every_gate_meets_every_broken_run_dir_in_one_line(corpus_results: Corpu
             problems.append(f"{gate}[{run}]: took {item['time']:.2f}s")
         if "internal error" in line or "weights_only=False" in line:
             problems.append(f"{gate}[{run}]: {line}")
+        more = extra(gate, run, line)
+        if more:
+            problems.append(f"{gate}[{run}]: {more}: {line}")
         if not item["failed"]:
             continue
         text = str(item["text"]).strip()
         if "\n" in text or "Traceback" in text or PLUGIN_SRC in text:
             problems.append(f"{gate}[{run}]: failure is not one line: {text[:300]!r}")
-        involved = BREAKAGES[run][1]
+        involved = involved_of(run)
         if involved is None:
             continue
-        healthy = items[(gate, "healthy")]
+        control = control_of(run)
+        healthy = items[(gate, control)]
         same_as_healthy = healthy["failed"] and _normalise(line, root, run) == _normalise(
-            str(healthy["line"]), root, "healthy")
+            str(healthy["line"]), root, control)
         # the breakage's file, or another file of this run that the verdict rests on
         names_file = any(frag in line for frag in involved.split("|")) or f"runs/{run}/" in line
         if not same_as_healthy and not names_file:
             problems.append(f"{gate}[{run}]: does not name {involved}: {line}")
+    return problems
+
+
+def test_every_gate_meets_every_broken_run_dir_in_one_line(corpus_results: CorpusResults) -> None:
+    root, entries, items = corpus_results.root, corpus_results.entries, corpus_results.items
+    check_sessions(corpus_results.outputs, corpus_results.codes)
+
+    broken = [n for n in entries if n != "healthy"]
+    tried = {(g, r) for (g, r) in items if r != "healthy"}
+    print(f"\n{len(GATE_NAMES)} gates x {len(broken)} broken run dirs = {len(tried)} combinations tried")
+    assert tried == {(g, n) for g in GATE_NAMES for n in broken}
+
+    problems = item_problems(items, root, lambda run: BREAKAGES[run][1], lambda run: "healthy")
     assert not problems, "\n".join(problems)
 
     # A checkpoint whose pickle would run a command and a YAML python tag ran nothing.

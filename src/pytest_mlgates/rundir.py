@@ -565,21 +565,22 @@ class Run:
     def splits(self) -> dict[str, Any] | None:
         return self._cached("splits", lambda: self._optional_object("splits.json"))
 
+    def _optional_yaml_mapping(self, name: str) -> dict[str, Any] | None:
+        """A YAML mapping of the run dir (``{}`` when empty), None when the file is absent."""
+        path = self.path / name
+        if not path.exists() and not path.is_symlink():
+            return None
+        self.resolve(name)  # a symlink out of the run dir is refused, not followed
+        data = read_yaml_file(path, self.shown(path))
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
+        return data
+
     @property
     def config(self) -> dict[str, Any] | None:
-        def make() -> dict[str, Any] | None:
-            path = self.path / "config.yaml"
-            if not path.exists() and not path.is_symlink():
-                return None
-            self.resolve("config.yaml")
-            data = read_yaml_file(path, self.shown(path))
-            if data is None:
-                return {}
-            if not isinstance(data, dict):
-                raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
-            return data
-
-        return self._cached("config", make)
+        return self._cached("config", lambda: self._optional_yaml_mapping("config.yaml"))
 
     @property
     def log(self) -> Log:

@@ -32,7 +32,6 @@ from pytest_mlgates.rundir import (
     default_mode,
     parse_lightning_csv,
     read_text_file,
-    read_yaml_file,
 )
 
 __all__ = ["LightningRun"]
@@ -75,19 +74,7 @@ class LightningRun(Run):
     @property
     def config(self) -> dict[str, Any] | None:
         """``hparams.yaml`` (Lightning's record of the run's hyper-parameters)."""
-        def make() -> dict[str, Any] | None:
-            path = self.path / "hparams.yaml"
-            if not path.exists():
-                return None
-            self.resolve("hparams.yaml")
-            data = read_yaml_file(path, self.shown(path))
-            if data is None:
-                return {}
-            if not isinstance(data, dict):
-                raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
-            return data
-
-        return self._cached("config", make)
+        return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))
 
     def checkpoint_files(self) -> list[Path]:
         """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first."""
