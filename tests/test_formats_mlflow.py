@@ -459,3 +459,26 @@ def test_to_log_cells_are_last_logged(raw: dict[str, list[tuple[int, int, float]
                 assert same(cell, logged[-1])
             else:
                 assert math.isnan(cell) and step in log.empty[name]
+
+
+def test_one_run_of_a_sqlite_store_by_its_artifact_folder(stores: dict[str, Any], tmp_path: Path) -> None:
+    """A store of many runs (the usual ./mlflow.db): --run-dir names one by the folder its
+    artifacts live in, mlruns/<exp>/<run_id>/ -- the store root is found above it."""
+    default = copy_store(stores["default"], tmp_path / "project")
+    rid = stores["default_run"]
+    folder = default / "mlruns" / "0" / rid
+    assert mf.detect(folder)
+    run = mf.read_run(folder)
+    assert run.run_id == rid and run.status == "KILLED"
+    assert run.artifact_dir == (folder / "artifacts").resolve()
+    sql: Path = stores["sql"]  # an experiment with its own artifact_location
+    run = mf.read_run(sql / "artifacts" / stores["sql_run"])
+    assert run.run_id == stores["sql_run"]
+    # a hex-named folder the store does not know is not a run
+    stranger = default / "mlruns" / "0" / ("ab" * 16)
+    stranger.mkdir()
+    assert not mf.detect(stranger)
+    from pytest_mlgates.rundir import open_run
+
+    opened = open_run(folder)
+    assert opened.format == "mlflow" and len(opened.log) > 0

@@ -113,3 +113,15 @@ def test_lightning_logging_to_mlflow_by_global_step_reads_as_the_csv_run(
     assert {"train_loss", "val_loss", "val_min_recall", "val_recall_3"} <= set(shared)
     for name in shared:
         assert by_steps.log.columns[name] == pytest.approx(by_csv.log.columns[name], rel=1e-6), name
+
+
+def test_mlflow_run_named_by_its_artifact_folder(trainer_run: Callable[[str, str], Path]) -> None:
+    """One run of a SQLite store, named by the folder of its artifacts (how a store of many
+    runs is narrowed to one): the same log and the same best checkpoint as the store root."""
+    from pytest_mlgates.rundir import open_run
+
+    store = trainer_run("mlflow-sqlite", "healthy")
+    (folder,) = [p for p in (store / "mlartifacts").iterdir() if p.is_dir()]
+    by_store, by_folder = open_run(store), open_run(folder)
+    assert by_folder.format == "mlflow" and by_folder.log.columns == by_store.log.columns
+    assert by_folder.best_checkpoint("val_loss", "min").problem is None

@@ -97,7 +97,9 @@ def detect(path: Path) -> bool:
     if (path / "mlflow.db").is_file() or _is_run_folder(path):
         return True
     base = _file_store_base(path)
-    return base is not None and (base.name == "mlruns" or bool(_file_run_folders(path)))
+    if base is not None and (base.name == "mlruns" or bool(_file_run_folders(path))):
+        return True
+    return _sqlite_owner(path) is not None
 
 
 # --------------------------------------------------------------------------- SQLite store
@@ -150,6 +152,29 @@ def _sqlite_runs(db: Path, include_deleted: bool) -> list[tuple[str, str]]:
     finally:
         con.close()
     return [(str(e), str(r)) for e, r in rows]
+
+
+def _sqlite_owner(path: Path) -> tuple[Path, str] | None:
+    """A run's own folder under a SQLite store's artifact root (``mlruns/<exp>/<run_id>/``,
+    ``mlartifacts/<exp>/<run_id>/``, ``<artifact_location>/<run_id>/``): the store root holding
+    ``mlflow.db`` a few levels up, and the run id, when that database has the run.
+
+    This is how one run of a store that holds many is named: by the folder its artifacts
+    (checkpoints) live in."""
+    name = path.name
+    if len(name) < 8 or any(c not in "0123456789abcdef" for c in name.lower()):
+        return None  # MLflow run ids are hex
+    for parent in list(path.parents)[:3]:
+        db = parent / "mlflow.db"
+        if not db.is_file():
+            continue
+        try:
+            runs = _sqlite_runs(db, include_deleted=True)
+        except RunDirError:
+            return None
+        if any(r == name for _, r in runs):
+            return parent, name
+    return None
 
 
 def _sqlite_value(value: Any, is_nan: Any, where: str) -> float:
@@ -443,6 +468,10 @@ def read_run(path: Path, run_id: str | None = None) -> MlflowRun:
         raise RunDirError(f"{path}: not a directory (expected an MLflow store or run folder)")
     db = path / "mlflow.db"
     has_db = db.is_file()
+    if not has_db and _file_store_base(path) is None and not _is_run_folder(path):
+        owner = _sqlite_owner(path)
+        if owner is not None and run_id in (None, owner[1]):
+            return _read_sqlite_run(owner[0] / "mlflow.db", owner[0], owner[1])
     if run_id is None:
         runs = find_runs(path)
         store = db if has_db else path
@@ -454,8 +483,8 @@ def read_run(path: Path, run_id: str | None = None) -> MlflowRun:
             ids = ", ".join(r for _, r in runs[:_SHOWN_IDS])
             more = f" and {len(runs) - _SHOWN_IDS} more" if len(runs) > _SHOWN_IDS else ""
             how = ("a file-store run folder mlruns/<experiment>/<run_id>/ or a store with one run"
-                   if not has_db else "a store with exactly one run (a sqlite store of several "
-                   "cannot be narrowed to one yet)")
+                   if not has_db else "a store with one run, or one run's own artifact folder "
+                   "(e.g. mlruns/<experiment>/<run_id>/)")
             raise RunDirError(f"{store}: {len(runs)} runs ({ids}{more}); --run-dir takes {how}")
         run_id = runs[0][1]
     if has_db and any(r == run_id for _, r in _sqlite_runs(db, include_deleted=True)):
