@@ -311,3 +311,33 @@ def test_best_checkpoints_without_metrics_on_a_run_that_tracks_none(tmp_path: Pa
 
     with pytest.raises(GateFailure, match=r"out: a huggingface run with no best_model_checkpoint .* give metrics:"):
         run_gate(hf_dir(tmp_path, null_best=True), "best_checkpoints")
+
+
+def test_resume_point_of_a_lightning_run(tmp_path: Path) -> None:
+    run = lightning_dir(tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt.update(optimizer_states=[{"state": {}, "param_groups": []}], loops={"fit_loop": {}})
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    r = run_gate(run, "resume_point")
+    assert r.passed and "last.ckpt: epoch 3 with model, optimizer, loops state (no RNG state" in r.message, r.message
+    del ckpt["optimizer_states"]
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    r = run_gate(run, "resume_point")
+    assert not r.passed and "last.ckpt: no optimizer state" in r.message
+    ckpt.update(optimizer_states=[{"state": {}}], epoch=1)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    r = run_gate(run, "resume_point")
+    assert not r.passed and "epoch = 2; needs 3" in r.message
+
+
+def test_resume_point_of_an_hf_run_never_opens_its_pickles(tmp_path: Path) -> None:
+    out = hf_dir(tmp_path)
+    marker = tmp_path / "unpickled"
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (out / "checkpoint-30" / name).write_bytes(pickle.dumps(Boom(str(marker))))
+    r = run_gate(out, "resume_point")
+    assert r.passed and "checkpoint-30: epoch 3 with model, optimizer, scheduler, rng, trainer state" in r.message
+    (out / "checkpoint-30" / "rng_state.pth").unlink()
+    r = run_gate(out, "resume_point")
+    assert not r.passed and "checkpoint-30: no rng state" in r.message
+    assert not marker.exists()

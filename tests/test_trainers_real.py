@@ -125,3 +125,12 @@ def test_mlflow_run_named_by_its_artifact_folder(trainer_run: Callable[[str, str
     by_store, by_folder = open_run(store), open_run(folder)
     assert by_folder.format == "mlflow" and by_folder.log.columns == by_store.log.columns
     assert by_folder.best_checkpoint("val_loss", "min").problem is None
+
+
+@pytest.mark.parametrize("trainer", ["lightning", "huggingface"])
+def test_resume_point_of_real_lightning_and_hf_runs(trainer: str, trainer_run: Callable[[str, str], Path]) -> None:
+    from gate_helpers import run_gate
+
+    r = run_gate(trainer_run(trainer, "healthy"), "resume_point")
+    assert r.passed and f"epoch {TRAINER_EPOCHS} with model, optimizer" in r.message, r.message
+    assert ("no RNG state" in r.message) == (trainer == "lightning")  # the HF Trainer saves rng_state.pth

@@ -740,6 +740,12 @@ class Run:
                 return name
         raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no best_*.pt, final.pt or last.pt to load")
 
+    def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        """The run's resume point: (shown name, epoch in the log's numbering, the kinds of
+        state it holds, the kinds a resume needs that it lacks).  Other trainers override
+        this; the engine's gate reads ``checkpoints/last.pt`` itself."""
+        raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
+
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
         """``checkpoints/best_<metric>.pt`` and the epoch and value its ``monitor`` records."""
         rel = f"checkpoints/best_{metric}.pt"

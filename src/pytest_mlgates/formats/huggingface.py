@@ -301,6 +301,31 @@ class HuggingFaceRun(Run):
                     out["global_step"] = data["global_step"]
         return out
 
+    def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        """The newest ``checkpoint-N/``: weights, ``optimizer.pt``, ``scheduler.pt``,
+        ``rng_state.pth`` and ``trainer_state.json`` -- by their presence: the pickles among
+        them are never opened."""
+        dirs = self.checkpoint_dirs()
+        if not dirs:
+            raise RunDirError(f"{self.shown(self.path)}: no checkpoint-N/ folder to resume from")
+        folder = dirs[-1]
+        self.resolve(folder.name)
+        shown = self.shown(folder)
+        held: list[str] = []
+        missing: list[str] = []
+        present = {p.name for p in folder.iterdir()}
+        for kind, names in (("model", _WEIGHT_FILES), ("optimizer", ("optimizer.pt",)),
+                            ("scheduler", ("scheduler.pt",)), ("rng", ("rng_state.pth",)),
+                            ("trainer state", ("trainer_state.json",))):
+            (held if present.intersection(names) else missing).append(kind)
+        epoch: int | None = None
+        if "trainer_state.json" in present:
+            data = read_json_file(folder / "trainer_state.json", f"{shown}/trainer_state.json")
+            raw = _float_or_none(data.get("epoch")) if isinstance(data, dict) else None
+            if raw is not None and math.isfinite(raw):
+                epoch = max(1, math.ceil(raw - 1e-9))
+        return shown, epoch, held, missing
+
     def default_checkpoint(self) -> str:
         folder, _ = self._best_dir()
         if folder is not None:

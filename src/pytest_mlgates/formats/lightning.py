@@ -224,6 +224,21 @@ class LightningRun(Run):
             return self._inside(files[0])
         return self.resolve(name)
 
+    def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        """``last.ckpt`` (else the newest ``.ckpt``): model, optimizer, scheduler and loop
+        state. Lightning saves no RNG state, so a resume is never bit-exact; not required."""
+        name = "last"
+        shown = self.checkpoint_shown(name)
+        ckpt = self.checkpoint(name)
+        held: list[str] = []
+        missing: list[str] = []
+        for kind, key in (("model", "state_dict"), ("optimizer", "optimizer_states"), ("loops", "loops")):
+            (held if ckpt.get(key) else missing).append(kind)
+        if ckpt.get("lr_schedulers"):
+            held.append("scheduler")
+        epoch = ckpt.get("epoch")
+        return shown, (epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None), held, missing
+
     def default_checkpoint(self) -> str:
         try:
             tracked = self.tracked

@@ -120,7 +120,28 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
 # --------------------------------------------------------------------------- resume_point
 
 
+def _foreign_resume_point(run: Run) -> GateResult:
+    """Another trainer's resume point, found by the run format (``Run.resume_state``)."""
+    shown, epoch, held, missing = run.resume_state()
+    threshold = "model and optimizer state at the last logged epoch"
+    if missing:
+        return GateResult(False, f"no {missing[0]}", threshold,
+                          f"{shown}: no {', '.join(missing)} state; needs {', '.join(held + missing)} to resume")
+    log = run.log
+    if len(log) == 0:
+        raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
+    last_epoch = int(log.epochs[-1])
+    if epoch != last_epoch:
+        return GateResult(False, f"epoch {epoch}", f"epoch {last_epoch}",
+                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}")
+    note = "" if "rng" in held else f" (no RNG state: {run.format} does not save it, so a resume is not bit-exact)"
+    return GateResult(True, f"epoch {last_epoch}", threshold,
+                      f"{shown}: epoch {last_epoch} with {', '.join(held)} state{note}")
+
+
 def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    if run.format != "engine" and params["path"] == "checkpoints/last.pt":  # the default: ask the format
+        return _foreign_resume_point(run)
     rel = params["path"]
     shown = run.shown(run.path / rel)
     threshold = "full state at the last logged epoch"
