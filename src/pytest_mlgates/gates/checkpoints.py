@@ -120,20 +120,29 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
 # --------------------------------------------------------------------------- resume_point
 
 
-def _foreign_resume_point(run: Run) -> GateResult:
-    """Another trainer's resume point, found by the run format (``Run.resume_state``)."""
-    shown, epoch, held, missing = run.resume_state()
-    threshold = "model and optimizer state at the last logged epoch"
+def _resume_red(run: Run, shown: str, epoch: Any, needed: list[str], missing: list[str],
+                threshold: str) -> tuple[GateResult | None, int]:
+    """(a RED result or None, the last logged epoch): state missing, or not at that epoch."""
     if missing:
         return GateResult(False, f"no {missing[0]}", threshold,
-                          f"{shown}: no {', '.join(missing)} state; needs {', '.join(held + missing)} to resume")
+                          f"{shown}: no {', '.join(missing)} state; needs {', '.join(needed)} to resume"), -1
     log = run.log
     if len(log) == 0:
         raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
     last_epoch = int(log.epochs[-1])
     if epoch != last_epoch:
         return GateResult(False, f"epoch {epoch}", f"epoch {last_epoch}",
-                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}")
+                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"), last_epoch
+    return None, last_epoch
+
+
+def _foreign_resume_point(run: Run) -> GateResult:
+    """Another trainer's resume point, found by the run format (``Run.resume_state``)."""
+    shown, epoch, held, missing = run.resume_state()
+    threshold = "model and optimizer state at the last logged epoch"
+    red, last_epoch = _resume_red(run, shown, epoch, held + missing, missing, threshold)
+    if red is not None:
+        return red
     note = "" if "rng" in held else f" (no RNG state: {run.format} does not save it, so a resume is not bit-exact)"
     return GateResult(True, f"epoch {last_epoch}", threshold,
                       f"{shown}: epoch {last_epoch} with {', '.join(held)} state{note}")
@@ -148,17 +157,12 @@ def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     if not run.resolve(rel).exists():
         return GateResult(False, "missing", threshold, f"{shown}: not found; needs a resume point")
     ckpt = run.checkpoint(rel)
-    missing = [k for k in ("model", "optimizer", "scheduler", "rng") if not ckpt.get(k)]
-    if missing:
-        return GateResult(False, f"no {missing[0]}", threshold,
-                          f"{shown}: no {', '.join(missing)} state; needs model, optimizer, scheduler and rng to resume")
+    needed = ["model", "optimizer", "scheduler", "rng"]
+    red, last_epoch = _resume_red(run, shown, ckpt.get("epoch"), needed,
+                                  [k for k in needed if not ckpt.get(k)], threshold)
+    if red is not None:
+        return red
     log = run.log
-    if len(log) == 0:
-        raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
-    last_epoch = int(log.epochs[-1])
-    if ckpt.get("epoch") != last_epoch:
-        return GateResult(False, f"epoch {ckpt.get('epoch')}", f"epoch {last_epoch}",
-                          f"{shown}: epoch = {ckpt.get('epoch')}; needs {last_epoch}, the last epoch in {run.shown(log.source)}")
     history = ckpt.get("history")
     if history is not None and (not isinstance(history, list) or len(history) != len(log)):
         n = len(history) if isinstance(history, list) else type(history).__name__
