@@ -15,13 +15,21 @@ DEMO_RUN   ?= runs/demo
 
 install: $(VENV)/.installed
 
+# the package with the test tools and the test-only trainers: what make test needs
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-demo: install
+# the package alone: all make demo needs (a newcomer's first command skips the trainers)
+$(VENV)/.installed-core: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+demo: $(VENV)/.installed-core
 	$(PY) -m model train --config configs/default.yaml --run-dir $(DEMO_RUN) --fresh
 	$(PY) -m pytest acceptance/ --run-dir $(DEMO_RUN) -p no:cacheprovider -q || true
 	$(VENV)/bin/mlgates verdict $(DEMO_RUN)
