@@ -46,6 +46,8 @@ from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, fingerprint
 
 LEDGER_NAME = "ledger.jsonl"
 PLUGIN_NAME = "mlgates-archive"
+#: workeroutput key under which an xdist worker reports the criteria -k/-m left out
+WORKER_KEY = "mlgates_deselected"
 PROP = "mlgates."
 STATUSES = ("GREEN", "RED", "UNVERIFIED", "ERROR", "SKIPPED")
 _GIT_TIMEOUT_S = 5.0
@@ -84,14 +86,42 @@ def pytest_configure(config: pytest.Config) -> None:
 def register(config: pytest.Config) -> None:
     """Register the archive plugin for this session; ``plugin.py``'s ``pytest_configure``
     calls this.  Does nothing on xdist workers, with ``--mlgates-archive=off``, or twice."""
-    if hasattr(config, "workerinput"):
-        return
     if config.pluginmanager.has_plugin(PLUGIN_NAME):
         return
     setting = str(config.getoption("mlgates_archive", default="on") or "on")
     if setting.lower() == "off":
         return
+    if hasattr(config, "workerinput"):  # a worker only reports what -k/-m left out
+        config.pluginmanager.register(DeselectionReporter(config), PLUGIN_NAME)
+        return
     config.pluginmanager.register(ArchivePlugin(config), PLUGIN_NAME)
+
+
+def deselected_criteria(items: Iterable[Any]) -> list[tuple[str, str]]:
+    """(node id, run label) of every gate-file criterion among deselected items."""
+    out = []
+    for item in items:
+        run = getattr(item, "run", None)
+        if getattr(item, "criterion", None) is not None and run is not None:
+            out.append((str(item.nodeid), str(getattr(run, "label", run))))
+    return out
+
+
+class DeselectionReporter:
+    """On an xdist worker: the criteria ``-k``/``-m``/``--deselect`` left out, sent to the
+    controller in ``workeroutput`` so that a subset session is archived as partial."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.deselected: list[tuple[str, str]] = []
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += deselected_criteria(items)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        output = getattr(self.config, "workeroutput", None)
+        if output is not None:
+            output[WORKER_KEY] = [list(pair) for pair in self.deselected]
 
 
 def archive_root(run_dir: Path, setting: str) -> Path:
@@ -198,6 +228,7 @@ class ArchivePlugin:
         self.config = config
         self.setting = str(config.getoption("mlgates_archive", default="on") or "on")
         self.records: dict[tuple[str, str], CriterionRecord] = {}
+        self.deselected: set[tuple[str, str]] = set()  # (node id, run) left out by -k/-m
         self.collection_errors = 0
         self.gate_file_errors = 0
         self.interrupted = False
@@ -234,6 +265,15 @@ class ArchivePlugin:
         self._teed = True
 
     # -- collect -------------------------------------------------------------------------
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected.update(deselected_criteria(items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: each worker collected the same items; any one's deselection counts."""
+        for pair in (getattr(node, "workeroutput", None) or {}).get(WORKER_KEY, []):
+            self.deselected.add((str(pair[0]), str(pair[1])))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = {name: value for name, value in report.user_properties if isinstance(name, str)}
@@ -279,7 +319,10 @@ class ArchivePlugin:
         terminalreporter.write_sep("-", "mlgates archive")
         for run, (root, name) in plans.items():
             verdict = "GREEN" if name.endswith("-green") else "RED"
-            terminalreporter.write_line(f"{verdict}: {run} -> {root / name}")
+            left_out = sum(1 for _, r in self.deselected if r == run)
+            note = (f" (partial: {left_out} criteria deselected; mlgates verdict counts a partial "
+                    "session only when it is RED)") if left_out else ""
+            terminalreporter.write_line(f"{verdict}: {run} -> {root / name}{note}")
 
     # -- write ---------------------------------------------------------------------------
 
@@ -308,6 +351,8 @@ class ArchivePlugin:
             now = _dt.datetime.now(_dt.timezone.utc)
             for run, records in sorted(self._runs().items()):
                 criteria = [r.as_dict() for r in records]
+                # a partial session is judged on what it ran: its GREEN proves only those
+                # criteria, and `mlgates verdict` does not count it (its RED does count)
                 verdict = session_verdict(criteria, complete=self._complete())
                 root = archive_root(self._run_path(run), self.setting)
                 self._planned[run] = (root, archive_dir_name(now, verdict, self._uid()))
@@ -354,6 +399,7 @@ class ArchivePlugin:
         verdict = "GREEN" if name.endswith("-green") else "RED"
         counts = count_statuses(criteria)
         counts["collection_errors"] = self.collection_errors
+        counts["deselected"] = sum(1 for _, r in self.deselected if r == run)
         digest, files = fingerprint(run_path) if run_path.is_dir() else ("", {})
         now = _dt.datetime.now(_dt.timezone.utc)
         results = {
@@ -363,6 +409,7 @@ class ArchivePlugin:
             "started": iso_time(self.started),
             "verdict": verdict,
             "complete": self._complete(),
+            "partial": counts["deselected"] > 0,
             "counts": counts,
             "fingerprint": digest,
             "criteria": criteria,
@@ -386,6 +433,7 @@ class ArchivePlugin:
                 for c in criteria
             ],
             "counts": counts,
+            "partial": counts["deselected"] > 0,
             "pytest_args": [str(a) for a in self.config.invocation_params.args],
             "plugin_version": __version__,
             "git": git,

@@ -99,7 +99,16 @@ def compute_verdict(run: Path, archive: str | None = None) -> dict[str, Any]:
     if not sessions:
         return {**result, "verdict": "UNCHECKED",
                 "reason": f"no acceptance session archived ({path} missing or empty)"}
-    newest = sessions[-1]
+    # A partial session (-k/-m/--deselect left criteria out) proves nothing when GREEN, so
+    # the verdict rests on the newest session that is complete or RED.
+    counted = [s for s in sessions if not (s.get("partial") and s.get("verdict") == "GREEN")]
+    if not counted:
+        return {**result, "verdict": "UNCHECKED",
+                "reason": "only partial sessions archived (criteria deselected with -k/-m); "
+                          "run every criterion once"}
+    newest = counted[-1]
+    if newest is not sessions[-1]:
+        result["skipped_partial"] = len(sessions) - 1 - sessions.index(newest)
     criteria = [c for c in newest.get("criteria", []) if isinstance(c, dict)]
     not_green = [c for c in criteria if c.get("status") != "GREEN"]
     result["session"] = {k: newest.get(k) for k in ("time", "verdict", "fingerprint",
@@ -108,14 +117,18 @@ def compute_verdict(run: Path, archive: str | None = None) -> dict[str, Any]:
     if newest.get("verdict") != "GREEN" or not_green or not criteria:
         reason = "the newest session is RED" if newest.get("verdict") != "GREEN" else \
             "the newest session has criteria that are not GREEN"
+        if newest.get("partial"):
+            reason += f" (a partial session: {(newest.get('counts') or {}).get('deselected', '?')} criteria deselected)"
         return {**result, "verdict": "REJECTED", "reason": reason}
     digest, files = fingerprint(run)
     if digest != newest.get("fingerprint"):
         changes = diff_files(newest.get("files") or {}, files)
         return {**result, "verdict": "STALE", "changes": changes,
                 "reason": "files of the run changed since the newest GREEN session"}
+    later = result.get("skipped_partial")
+    tail = f" ({later} later partial GREEN session{'s' if later != 1 else ''} not counted)" if later else ""
     return {**result, "verdict": "ACCEPTED",
-            "reason": f"GREEN session of {newest.get('time')} matches the files now"}
+            "reason": f"GREEN session of {newest.get('time')} matches the files now{tail}"}
 
 
 def print_verdict(result: dict[str, Any]) -> None:
