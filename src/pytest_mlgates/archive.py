@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, fingerprint
+from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, file_sha256, fingerprint
 
 LEDGER_NAME = "ledger.jsonl"
 PLUGIN_NAME = "mlgates-archive"
@@ -358,6 +358,21 @@ class ArchivePlugin:
                 self._planned[run] = (root, archive_dir_name(now, verdict, self._uid()))
         return self._planned
 
+    def _gate_files(self, records: list[CriterionRecord]) -> dict[str, str]:
+        """sha256 of each gate file the session's criteria came from (rootdir-relative): the
+        criteria are part of what was accepted, so editing them makes the verdict STALE."""
+        out: dict[str, str] = {}
+        root = Path(str(self.config.rootpath))
+        for record in records:
+            rel = record.id.split("::", 1)[0]
+            if rel in out or not self._is_gate_file(rel):
+                continue
+            try:
+                out[rel] = file_sha256(root / rel)
+            except OSError:
+                continue
+        return out
+
     def _uid(self) -> str:
         uid = os.environ.get("PYTEST_XDIST_TESTRUNUID") or ""
         return (uid[:6] + secrets.token_hex(2)) if uid else secrets.token_hex(4)
@@ -401,6 +416,7 @@ class ArchivePlugin:
         counts["collection_errors"] = self.collection_errors
         counts["deselected"] = sum(1 for _, r in self.deselected if r == run)
         digest, files = fingerprint(run_path) if run_path.is_dir() else ("", {})
+        gate_files = self._gate_files(records)
         now = _dt.datetime.now(_dt.timezone.utc)
         results = {
             "run": run,
@@ -434,6 +450,8 @@ class ArchivePlugin:
             ],
             "counts": counts,
             "partial": counts["deselected"] > 0,
+            "gate_files": gate_files,
+            "rootdir": str(self.config.rootpath),
             "pytest_args": [str(a) for a in self.config.invocation_params.args],
             "plugin_version": __version__,
             "git": git,

@@ -125,10 +125,36 @@ def compute_verdict(run: Path, archive: str | None = None) -> dict[str, Any]:
         changes = diff_files(newest.get("files") or {}, files)
         return {**result, "verdict": "STALE", "changes": changes,
                 "reason": "files of the run changed since the newest GREEN session"}
+    edited = changed_gate_files(newest)
+    if edited:
+        return {**result, "verdict": "STALE", "changes": {"gate file": edited},
+                "reason": "gate files changed since the newest GREEN session: the criteria it "
+                          "passed are not the ones there now"}
     later = result.get("skipped_partial")
     tail = f" ({later} later partial GREEN session{'s' if later != 1 else ''} not counted)" if later else ""
     return {**result, "verdict": "ACCEPTED",
             "reason": f"GREEN session of {newest.get('time')} matches the files now{tail}"}
+
+
+def changed_gate_files(session: dict[str, Any]) -> list[str]:
+    """Gate files of a session whose content differs now (rootdir-relative). A file that is
+    no longer there (the verdict runs in another checkout) cannot be compared and is not
+    counted."""
+    from pytest_mlgates.fingerprint import file_sha256
+
+    recorded = session.get("gate_files")
+    if not isinstance(recorded, dict):
+        return []  # written before gate files were recorded
+    root = Path(str(session.get("rootdir") or "."))
+    edited = []
+    for rel, sha in sorted(recorded.items()):
+        try:
+            now = file_sha256(root / str(rel))
+        except OSError:
+            continue
+        if now != sha:
+            edited.append(str(rel))
+    return edited
 
 
 def print_verdict(result: dict[str, Any]) -> None:

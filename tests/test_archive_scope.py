@@ -1,4 +1,7 @@
-"""A session that ran only some criteria (-k, -m, --deselect) cannot make a run ACCEPTED.
+"""What a GREEN session vouches for: the criteria it ran, as the gate files said them.
+
+A session that ran only some criteria (-k, -m, --deselect) cannot make a run ACCEPTED, and
+editing a gate file after a GREEN session makes the verdict STALE.
 
 Real pytest sessions on a synthetic engine-format run with a three-criterion gate file;
 under xdist the workers do the deselecting, so their report must reach the controller.
@@ -6,6 +9,7 @@ under xdist the workers do the deselecting, so their report must reach the contr
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +86,19 @@ def test_the_deselect_option_makes_a_session_partial(setup: tuple[Path, Path]) -
     proc = session(run, gates, "--deselect", f"{node}[{run}]")
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert entries(run)[-1]["counts"]["deselected"] == 1
+
+
+def test_editing_a_gate_file_after_a_green_session_makes_the_verdict_stale(setup: tuple[Path, Path]) -> None:
+    run, gates = setup
+    assert session(run, gates).returncode == 0
+    assert entries(run)[-1]["gate_files"] == {gates.name: hashlib.sha256(gates.read_bytes()).hexdigest()}
+    assert compute_verdict(run)["verdict"] == "ACCEPTED"
+    original = gates.read_text()
+    gates.write_text(original.replace("min(val_loss) < first(val_loss)", "min(val_loss) < 0"))
+    verdict = compute_verdict(run)
+    assert verdict["verdict"] == "STALE" and verdict["changes"] == {"gate file": [gates.name]}
+    assert "gate files changed" in verdict["reason"]
+    gates.write_text(original)
+    assert compute_verdict(run)["verdict"] == "ACCEPTED"
+    gates.unlink()  # checked from another checkout: nothing to compare, not STALE
+    assert compute_verdict(run)["verdict"] == "ACCEPTED"
