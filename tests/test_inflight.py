@@ -146,3 +146,34 @@ def test_hook_evaluates_with_the_plugin_gate_code(tmp_path: Path) -> None:
         red = hook(run, 2)
     assert red is not None and red.startswith("criterion improving: ")
     assert "1.8" in red
+
+
+@pytest.mark.slow
+def test_a_resumed_run_checks_its_last_epoch_before_training_more(tmp_path: Path) -> None:
+    """A kill between an epoch's files and its gate check leaves a run whose last epoch was
+    never checked; the resume checks it first. Simulated: the gate file turns RED for the
+    two epochs on disk between the run and its resume."""
+    passing = """
+        exit_criteria:
+          - name: at_most_one_epoch
+            check: "len(epoch) < 9"
+        """
+    proc, run_dir = train(tmp_path, passing, epochs=2)
+    assert proc.returncode == 0, proc.stderr
+    # what a kill leaves: the results still say running
+    res = results(run_dir)
+    res["status"] = "running"
+    (run_dir / "training_results.json").write_text(json.dumps(res), encoding="utf-8")
+    gates = tmp_path / "inflight.gates.yaml"
+    gates.write_text(textwrap.dedent(passing).replace("< 9", "< 2"), encoding="utf-8")
+    cmd = [sys.executable, "-m", "model", "train", "--config", str(CONFIG), "--run-dir", str(run_dir),
+           "--override", "train.epochs=4", "--override", "train.progress_bar=false",
+           "--override", f"gates.inflight={gates}", "--override", "gates.after_epoch=1"]
+    proc = subprocess.run(cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == EXIT_GATE, proc.stderr
+    res = results(run_dir)
+    assert res["status"] == "aborted_by_gate" and res["epochs_completed"] == 2
+    assert res["reason"].startswith("criterion at_most_one_epoch: ")
+    assert last_epoch(run_dir) == 2
+    assert "in-flight gate RED after epoch 2 (checked on resume)" in (run_dir / "train.log").read_text(encoding="utf-8")

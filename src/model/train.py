@@ -202,6 +202,17 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
     try:
         if state.early_stopped(config):
             status, reason = "early_stopped", state.early_stop_reason(config)
+        if (writer is not None and inflight_hook is not None and status == "completed"
+                and state.epoch and state.epoch >= config.gates.after_epoch):
+            # Resumed: a kill between the last epoch's files and its gate check would let
+            # a doomed run go on, so the last epoch is checked again before training more.
+            rng = capture_rng()
+            red = inflight_hook(run_dir, state.epoch)
+            restore_rng(rng)  # the check must not shift the RNG streams of a bit-exact resume
+            if red:
+                status, reason = "aborted_by_gate", " ".join(str(red).split())
+                log.warning("in-flight gate RED after epoch %d (checked on resume): %s", state.epoch, reason)
+        status, reason = distributed.broadcast_object(dist, (status, reason))
         for epoch in range(state.epoch + 1, tc.epochs + 1):
             if status != "completed":
                 break
