@@ -133,6 +133,8 @@ TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "tensorboard": ("tb_run.py", (), "tensorboard"),
     # Lightning logging to MLflow by global step (MLFlowLogger), not to CSV
     "lightning-mlflow": ("lightning_run.py", ("--mlflow",), "lightning"),
+    # two ModelCheckpoint callbacks: val_loss (min) and val_min_recall (max)
+    "lightning-2ckpt": ("lightning_run.py", ("--track-recall",), "lightning"),
 }
 
 

@@ -134,3 +134,24 @@ def test_resume_point_of_real_lightning_and_hf_runs(trainer: str, trainer_run: C
     r = run_gate(trainer_run(trainer, "healthy"), "resume_point")
     assert r.passed and f"epoch {TRAINER_EPOCHS} with model, optimizer" in r.message, r.message
     assert ("no RNG state" in r.message) == (trainer == "lightning")  # the HF Trainer saves rng_state.pth
+
+
+def test_lightning_run_with_two_model_checkpoints_tracks_both(trainer_run: Callable[[str, str], Path],
+                                                              tmp_path: Path) -> None:
+    """Two ModelCheckpoint callbacks are two tracked metrics, each with its own best file;
+    deleting one best file turns best_checkpoints RED naming that file and that metric."""
+    import shutil
+
+    from gate_helpers import run_gate
+
+    from pytest_mlgates.rundir import open_run
+
+    run = trainer_run("lightning-2ckpt", "healthy")
+    assert open_run(run).tracked == [("val_loss", "min"), ("val_min_recall", "max")]
+    r = run_gate(run, "best_checkpoints")  # no metrics: the run's own monitors
+    assert r.passed and "2 files" in r.value and "best-recall-" in r.message, r.message
+    copy = shutil.copytree(run, tmp_path / "version_0")
+    for best in (copy / "checkpoints").glob("best-recall-*.ckpt"):
+        best.unlink()
+    r = run_gate(copy, "best_checkpoints")
+    assert not r.passed and "ModelCheckpoint(monitor='val_min_recall') names it" in r.message

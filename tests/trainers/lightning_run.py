@@ -6,7 +6,8 @@ checkpoints/best-epoch=E-val_loss=V.ckpt plus checkpoints/last.ckpt. ``--tb`` ad
 TensorBoardLogger writing its event file into the same version dir. ``--mlflow`` logs with
 Lightning's MLFlowLogger instead of the CSVLogger (OUT/mlflow.db, by global step, with the
 epoch as a metric, as MLflow users of Lightning have it), checkpoints in OUT/lightning_ckpts/;
-the run dir printed is then OUT.
+the run dir printed is then OUT. ``--track-recall`` adds a second ModelCheckpoint, for
+val_min_recall (mode max): two tracked metrics, two best files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from digits_model import DigitsMLP  # type: ignore[import-not-found]
 def add_tb(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tb", action="store_true", help="also log to TensorBoard")
     parser.add_argument("--mlflow", action="store_true", help="log to MLflow (sqlite) instead of CSV")
+    parser.add_argument("--track-recall", action="store_true",
+                        help="a second ModelCheckpoint, for val_min_recall (max)")
 
 
 def main() -> None:
@@ -90,8 +93,12 @@ def main() -> None:
                                          version=csv_logger.version, default_hp_metric=False))
     checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=True, dirpath=dirpath,
                                  filename="best-{epoch}-{val_loss:.4f}")
+    callbacks: list[Any] = [checkpoint]
+    if args.track_recall:  # one best checkpoint per tracked metric, as the engine keeps them
+        callbacks.append(ModelCheckpoint(monitor="val_min_recall", mode="max", dirpath=dirpath,
+                                         filename="best-recall-{epoch}-{val_min_recall:.4f}"))
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=loggers,
-                         callbacks=[checkpoint], enable_progress_bar=False,
+                         callbacks=callbacks, enable_progress_bar=False,
                          enable_model_summary=False, deterministic=True, log_every_n_steps=1,
                          num_sanity_val_steps=0)
     module = DigitsModule(lr=common.LR, epochs=args.epochs, seed=args.seed, hidden=common.HIDDEN,
