@@ -149,7 +149,7 @@ def test_lightning_run_with_two_model_checkpoints_tracks_both(trainer_run: Calla
     run = trainer_run("lightning-2ckpt", "healthy")
     assert open_run(run).tracked == [("val_loss", "min"), ("val_min_recall", "max")]
     r = run_gate(run, "best_checkpoints")  # no metrics: the run's own monitors
-    assert r.passed and "2 files" in r.value and "best-recall-" in r.message, r.message
+    assert r.passed and "2 files" == r.value and "best-recall-" in r.message, r.message
     copy = shutil.copytree(run, tmp_path / "version_0")
     for best in (copy / "checkpoints").glob("best-recall-*.ckpt"):
         best.unlink()
