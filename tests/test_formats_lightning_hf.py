@@ -341,3 +341,22 @@ def test_resume_point_of_an_hf_run_never_opens_its_pickles(tmp_path: Path) -> No
     r = run_gate(out, "resume_point")
     assert not r.passed and "checkpoint-30: no rng state" in r.message
     assert not marker.exists()
+
+
+def test_hf_sharded_safetensors_are_joined(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    out = hf_dir(tmp_path)
+    folder = out / "checkpoint-20"
+    state = _tiny_state("")
+    (folder / "model.safetensors").unlink()
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[:1], "model-00002-of-00002.safetensors": names[1:]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(folder / shard))
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    loaded = open_run(out).checkpoint("best")["state_dict"]
+    assert sorted(loaded) == names and all(torch.equal(loaded[k], state[k]) for k in names)
+    params = {"model": "torch.nn:Linear", "kwargs": {"in_features": 4, "out_features": 3}, "input_shape": [5, 4]}
+    assert run_gate(out, "checkpoint_softmax", {"checkpoint": "best", **params}).passed
