@@ -360,3 +360,16 @@ def test_hf_sharded_safetensors_are_joined(tmp_path: Path) -> None:
     assert sorted(loaded) == names and all(torch.equal(loaded[k], state[k]) for k in names)
     params = {"model": "torch.nn:Linear", "kwargs": {"in_features": 4, "out_features": 3}, "input_shape": [5, 4]}
     assert run_gate(out, "checkpoint_softmax", {"checkpoint": "best", **params}).passed
+
+
+def test_artifact_loads_an_hf_checkpoint_folder(tmp_path: Path) -> None:
+    out = hf_dir(tmp_path)
+    loads = {"softmax": True, "model": "torch.nn:Linear", "kwargs": {"in_features": 4, "out_features": 3},
+             "input_shape": [5, 4]}
+    r = run_gate(out, "artifact", {"path": "checkpoint-20", "loads": loads})
+    assert r.passed and "checkpoint-20: loads and gives a valid softmax over 3 classes" in r.message
+    from pytest_mlgates.errors import GateFailure
+
+    with pytest.raises(GateFailure, match=r"checkpoint-20: weights do not fit torch.nn:Linear"):
+        run_gate(out, "artifact", {"path": "checkpoint-20",
+                                   "loads": {**loads, "kwargs": {"in_features": 5, "out_features": 3}}})
