@@ -71,26 +71,23 @@ class CorpusResults:
     codes: list[int]
 
 
-@pytest.fixture(scope="module")
-def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> CorpusResults:
-    root = tmp_path_factory.mktemp("corpus")
-    runs = root / "runs"
-    entries = build_corpus(runs)
-    (root / "acc.gates.yaml").write_text(gate_file_text())
-    (root / "conftest.py").write_text(CONFTEST)
-    (root / "src").mkdir()
-    (root / "src" / "train.py").write_text("def save_checkpoint(): ...\n")
-    items: dict[tuple[str, str], dict[str, object]] = {}
+def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[str, str] | None = None,
+                 ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str], list[int]]:
+    """Run ``acc.gates.yaml`` in ``root`` once per (run names, baseline) side by side -- each
+    session one pytest process with one ``--run-dir runs/<name>`` per entry -- and read
+    every item's verdict from its JUnit XML: ({(gate, run): item}, outputs, exit codes)."""
+    items: dict[tuple[str, str], dict[str, Any]] = {}
     outputs: list[str] = []
     codes: list[int] = []
-    # The sessions run side by side: each is one pytest process (startup, imports, archive).
     procs = []
-    for k, names in enumerate(_session_halves(list(entries))):
+    for k, (names, baseline) in enumerate(sessions):
         args = [sys.executable, "-m", "pytest", "acc.gates.yaml", "-p", "no:cacheprovider", "-p", "no:xdist",
-                "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}", "--baseline-run", "runs/healthy"]
+                "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}", "--baseline-run",
+                f"runs/{baseline}"]
         for name in names:
             args += ["--run-dir", f"runs/{name}"]
-        procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=env))
     for k, proc in enumerate(procs):
         try:
             out, _ = proc.communicate(timeout=SESSION_TIMEOUT_S)
@@ -100,14 +97,15 @@ def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> CorpusResults:
             pytest.fail(f"session {k} hung: no result in {SESSION_TIMEOUT_S}s")
         outputs.append(out)
         codes.append(proc.returncode)
-        for case in ET.parse(root / f"junit{k}.xml").getroot().iter("testcase"):
+        junit = root / f"junit{k}.xml"
+        assert junit.exists(), out[-3000:]
+        for case in ET.parse(junit).getroot().iter("testcase"):
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
             failure = case.find("failure")
             if failure is None:
                 failure = case.find("error")
             run = str(props.get("mlgates.run") or "").removeprefix("runs/")
-            gate = str(props.get("mlgates.gate"))
-            items[(gate, run)] = {
+            items[(str(props.get("mlgates.gate")), run)] = {
                 "time": float(case.get("time") or 0),
                 "failed": failure is not None,
                 "message": (failure.get("message") or "") if failure is not None else "",
@@ -115,6 +113,20 @@ def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> CorpusResults:
                 "status": props.get("mlgates.status"),
                 "line": props.get("mlgates.message") or "",
             }
+    return items, outputs, codes
+
+
+@pytest.fixture(scope="module")
+def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> CorpusResults:
+    root = tmp_path_factory.mktemp("corpus")
+    runs = root / "runs"
+    entries = build_corpus(runs)
+    (root / "acc.gates.yaml").write_text(gate_file_text())
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "src").mkdir()
+    (root / "src" / "train.py").write_text("def save_checkpoint(): ...\n")
+    groups = _session_halves(list(entries))
+    items, outputs, codes = run_sessions(root, [(names, "healthy") for names in groups])
     return CorpusResults(root, list(entries), items, outputs, codes)
 
 

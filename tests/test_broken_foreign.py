@@ -12,9 +12,6 @@ INTERNALERROR, a traceback into the plugin, a hang, a slow item, or code run fro
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ import pytest
 from broken_foreign import BREAKAGES, HEALTHY_OF, SOURCES, build_foreign_corpus
 from broken_runs import MARKER_NAME
 from conftest import TRAINER_SCRIPTS, need_package, trainer_env
-from test_broken_corpus import CONFTEST, check_sessions, item_problems
+from test_broken_corpus import CONFTEST, check_sessions, item_problems, run_sessions
 
 from pytest_mlgates.gates import GATE_NAMES
 
@@ -93,42 +90,8 @@ class ForeignResults:
 
 
 def _run_sessions(root: Path, entries: list[str]) -> ForeignResults:
-    items: dict[tuple[str, str], dict[str, object]] = {}
-    outputs: list[str] = []
-    codes: list[int] = []
-    procs = []
-    for k, names in enumerate(_sessions(entries)):
-        baseline = next(n for n in names if n.endswith("_healthy"))
-        args = [sys.executable, "-m", "pytest", "acc.gates.yaml", "-p", "no:cacheprovider", "-p", "no:xdist",
-                "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}", "--baseline-run",
-                f"runs/{baseline}"]
-        for name in names:
-            args += ["--run-dir", f"runs/{name}"]
-        procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=trainer_env()))
-    for k, proc in enumerate(procs):
-        try:
-            out, _ = proc.communicate(timeout=SESSION_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"session {k} hung: no result in {SESSION_TIMEOUT_S}s")
-        outputs.append(out)
-        codes.append(proc.returncode)
-        junit = root / f"junit{k}.xml"
-        assert junit.exists(), out[-3000:]
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            props = {p.get("name"): p.get("value") for p in case.iter("property")}
-            failure = case.find("failure")
-            if failure is None:
-                failure = case.find("error")
-            run = str(props.get("mlgates.run") or "").removeprefix("runs/")
-            items[(str(props.get("mlgates.gate")), run)] = {
-                "time": float(case.get("time") or 0),
-                "failed": failure is not None,
-                "text": (failure.text or "") if failure is not None else "",
-                "line": props.get("mlgates.message") or "",
-            }
+    sessions = [(names, next(n for n in names if n.endswith("_healthy"))) for names in _sessions(entries)]
+    items, outputs, codes = run_sessions(root, sessions, env=trainer_env())
     return ForeignResults(root, entries, items, outputs, codes)
 
 
