@@ -24,6 +24,12 @@ from pathlib import Path
 
 import pytest
 
+# Imported here, before any in-process ``pytester.runpytest``: pytester drops the modules an
+# inner session imported when it ends, and PyYAML's C extension cannot be loaded twice -- a
+# re-imported ``yaml`` then builds nodes its new constructor does not know ("could not
+# determine a constructor for the tag None"). Modules loaded before the inner run are kept.
+import yaml  # noqa: F401  # isort: skip
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/default.yaml"
 
