@@ -482,3 +482,29 @@ def test_one_run_of_a_sqlite_store_by_its_artifact_folder(stores: dict[str, Any]
 
     opened = open_run(folder)
     assert opened.format == "mlflow" and len(opened.log) > 0
+
+
+def test_fingerprint_of_an_artifact_folder_run_covers_its_rows_in_the_db(
+        stores: dict[str, Any], tmp_path: Path) -> None:
+    """The run's metrics live in mlflow.db above its folder: editing them changes the
+    folder's fingerprint; another run logging to the same db does not."""
+    import sqlite3
+
+    from pytest_mlgates.fingerprint import diff_files, fingerprint
+
+    default = copy_store(stores["default"], tmp_path / "project")
+    rid = stores["default_run"]
+    folder = default / "mlruns" / "0" / rid
+    digest, files = fingerprint(folder)
+    assert f"mlflow.db#{rid}" in files
+    con = sqlite3.connect(default / "mlflow.db")
+    with con:  # another run in the same store
+        con.execute("INSERT INTO runs (run_uuid, name, status, lifecycle_stage, experiment_id, artifact_uri) "
+                    "VALUES ('ff' || ?, 'other', 'RUNNING', 'active', 0, '')", (rid[2:],))
+    assert fingerprint(folder)[0] == digest
+    with con:  # this run's numbers edited after the fact
+        con.execute("UPDATE metrics SET value = value + 1 WHERE run_uuid = ?", (rid,))
+    con.close()
+    digest2, files2 = fingerprint(folder)
+    assert digest2 != digest
+    assert diff_files(files, files2)["changed"] == [f"mlflow.db#{rid}"]

@@ -206,9 +206,9 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
                 and state.epoch and state.epoch >= config.gates.after_epoch):
             # Resumed: a kill between the last epoch's files and its gate check would let
             # a doomed run go on, so the last epoch is checked again before training more.
-            rng = capture_rng()
+            rng_before = capture_rng()
             red = inflight_hook(run_dir, state.epoch)
-            restore_rng(rng)  # the check must not shift the RNG streams of a bit-exact resume
+            restore_rng(rng_before)  # the check must not shift the RNG streams of a bit-exact resume
             if red:
                 status, reason = "aborted_by_gate", " ".join(str(red).split())
                 log.warning("in-flight gate RED after epoch %d (checked on resume): %s", state.epoch, reason)

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def fingerprint(run_dir: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
     The total digest covers names as well as contents, so a renamed file changes it.
     """
     files = {rel: entry_sha256(run_dir, rel) for rel in run_files(run_dir)}
+    files.update(_outside_entries(run_dir))
     total = hashlib.sha256()
     for rel in sorted(files):
         total.update(rel.encode("utf-8", "surrogateescape"))
@@ -81,6 +83,25 @@ def fingerprint(run_dir: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
         total.update(files[rel].encode())
         total.update(b"\n")
     return total.hexdigest(), files
+
+
+def _outside_entries(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """What a run keeps outside its dir: an MLflow run named by its artifact folder has its
+    metrics, params, tags and status in the store's ``mlflow.db`` above it. That run's rows
+    (not the whole database, which other runs write to) are one entry, ``mlflow.db#<run id>``."""
+    from pytest_mlgates.formats import mlflow
+
+    owner = mlflow._sqlite_owner(Path(run_dir))
+    if owner is None:
+        return {}
+    root, run_id = owner
+    try:
+        run = mlflow._read_sqlite_run(root / "mlflow.db", root, run_id)
+        content = json.dumps({"metrics": run.metrics, "params": run.params, "tags": run.tags,
+                              "status": run.status}, sort_keys=True, default=str)
+    except Exception as exc:  # noqa: BLE001 - a broken db is a state too: hash its one line
+        content = f"unreadable: {exc}"
+    return {f"mlflow.db#{run_id}": hashlib.sha256(content.encode()).hexdigest()}
 
 
 def diff_files(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
