@@ -1,8 +1,5 @@
 """The engine's per-epoch fast paths (bench/engine_overhead.py) change no byte of meaning.
 
-* ``checkpoint_variants`` pickles an epoch's checkpoint once for last.pt and every
-  best_<metric>.pt: each file must open with ``weights_only=True`` as exactly the dict a
-  plain ``torch.save({**ckpt, "monitor": m})`` gives, and must really take the fast path.
 * ``atomic_write_bytes`` no longer goes through ``tempfile.mkstemp``: the temp file must
   still be ``.<name>.<...>.tmp`` in the same directory, private (0600), and gone after a
   failed write.
@@ -10,97 +7,14 @@
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-import model.checkpoint as checkpoint_module
-from model.checkpoint import atomic_write_bytes, checkpoint_bytes, checkpoint_variants
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-                and a.stride() == b.stride() and torch.equal(a, b))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    return type(a) is type(b) and a == b
-
-
-def _checkpoint() -> dict[str, Any]:
-    """A checkpoint shaped like the engine's: model, optimizer state, RNG, history, views."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 6 * 6, 3))
-    opt = torch.optim.AdamW(net.parameters(), lr=0.01)
-    for _ in range(2):
-        net(torch.randn(5, 1, 8, 8)).sum().backward()
-        opt.step()
-    weight = net.state_dict()["3.weight"]
-    return {
-        "format": "model-checkpoint/1",
-        "model": net.state_dict(),
-        "ema": None,
-        "optimizer": opt.state_dict(),
-        "monitor": None,
-        "metrics": {"val_loss": 0.25, "val_auroc": float("nan")},
-        "history": [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": float("nan")}],
-        "rng": {"torch": torch.get_rng_state(), "python": [3, torch.arange(5), None]},
-        "a_view": weight[1:],  # shares its storage with model["3.weight"]
-        "class_names": ["a", "b", "c"],
-    }
-
-
-MONITORS = [{"metric": "val_loss", "mode": "min", "value": 0.25},
-            {"metric": "val_macro_f1", "mode": "max", "value": 0.75},
-            None]
-
-
-def test_variants_load_as_the_plain_torch_save_of_each_file() -> None:
-    ckpt = _checkpoint()
-    blobs = checkpoint_variants(ckpt, MONITORS)
-    assert len(blobs) == len(MONITORS)
-    for blob, monitor in zip(blobs, MONITORS):
-        got = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        want = torch.load(io.BytesIO(checkpoint_bytes({**ckpt, "monitor": monitor})),
-                          map_location="cpu", weights_only=True)
-        assert got["monitor"] == monitor
-        assert _same(got, want), f"variant for monitor {monitor} differs from torch.save's"
-        # a view still shares the loaded storage of the tensor it views, as torch.save keeps it
-        assert got["a_view"].untyped_storage().data_ptr() == \
-            got["model"]["3.weight"].untyped_storage().data_ptr()
-
-
-def test_variants_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def plain(obj: dict[str, Any]) -> bytes:
-        raise AssertionError("checkpoint_variants fell back to one torch.save per file")
-
-    monkeypatch.setattr(checkpoint_module, "checkpoint_bytes", plain)
-    blobs = checkpoint_variants(_checkpoint(), MONITORS)
-    assert [torch.load(io.BytesIO(b), weights_only=True)["monitor"] for b in blobs] == MONITORS
-
-
-def test_variants_fall_back_when_torch_does_not_call_the_pickler(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    def dump_plainly(self: Any, obj: Any) -> None:  # a torch.save that pickles obj itself
-        raise checkpoint_module._SharedPickleUnsupported("simulated")
-
-    monkeypatch.setattr(checkpoint_module._SharedPickle, "dump_into", dump_plainly)
-    ckpt = _checkpoint()
-    blobs = checkpoint_variants(ckpt, MONITORS[:1])
-    got = torch.load(io.BytesIO(blobs[0]), weights_only=True)
-    assert _same(got, torch.load(io.BytesIO(checkpoint_bytes({**ckpt, "monitor": MONITORS[0]})),
-                                 weights_only=True))
+from model.checkpoint import atomic_write_bytes
 
 
 def test_atomic_write_temp_file_naming_and_mode(tmp_path: Path,

@@ -24,12 +24,10 @@ import contextlib
 import io
 import itertools
 import os
-import pickle
 import queue
 import random
 import threading
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,131 +198,6 @@ def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-def checkpoint_variants(payload: dict[str, Any],
-                        monitors: list[Any]) -> list[bytes]:
-    """``checkpoint_bytes({**payload, "monitor": m})`` for each m, pickling `payload` once.
-
-    An epoch writes last.pt and a best_<metric>.pt per improved metric: the same checkpoint
-    but for ``monitor``. torch.save costs ~25 us per tensor in Python (persistent ids,
-    tensor reductions), so pickling the payload once and reusing that pickle -- with the
-    ``monitor`` item appended to the top-level dict -- makes each further file cost only
-    its zip records. Each result is a torch.save archive (written by torch.save itself,
-    through its public ``pickle_module`` argument) that ``torch.load(weights_only=True)``
-    reads as the dict above. Should torch ever save without calling the given pickler as
-    expected, every file is serialized the plain way instead.
-    """
-    if "monitor" in payload:
-        payload = {k: v for k, v in payload.items() if k != "monitor"}
-    shared = _SharedPickle(payload)
-    try:
-        out = [shared.save(monitor) for monitor in monitors]
-    except _SharedPickleUnsupported:
-        out = [checkpoint_bytes({**payload, "monitor": monitor}) for monitor in monitors]
-    return out
-
-
-class _SharedPickleUnsupported(Exception):
-    """torch.save did not drive our pickler the way the fast path relies on."""
-
-
-def _fast_pickle_ops(obj: Any) -> bytes:
-    """Protocol-2 pickle opcodes for `obj` without memo entries (so they can be spliced)."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=2)
-    pickler.fast = True  # no BINPUT: the splice must not shift the payload's memo indices
-    pickler.dump(obj)
-    data = buffer.getvalue()
-    if data[:2] != b"\x80\x02" or data[-1:] != pickle.STOP:
-        raise _SharedPickleUnsupported("unexpected pickle framing")
-    return data[2:-1]
-
-
-class _SharedPickle:
-    """The payload pickled once (with torch's persistent ids), replayed for each file."""
-
-    def __init__(self, payload: dict[str, Any]) -> None:
-        self.payload = payload
-        self.pickled: bytes | None = None
-        self.storages: list[tuple[str, Any]] = []  # (torch's storage key, storage), key order
-        self.tail = b""
-        self.written = False
-
-    def save(self, monitor: Any) -> bytes:
-        import torch
-
-        # the pickled payload ends with STOP, the top-level dict on the unpickler's stack:
-        # SETITEM adds "monitor" to it, then STOP again
-        self.tail = _fast_pickle_ops("monitor") + _fast_pickle_ops(monitor) + pickle.SETITEM \
-            + pickle.STOP
-        self.written = False
-        buffer = io.BytesIO()
-        torch.save(_SharedPickleRef(self), buffer, pickle_module=_PICKLE_MODULE)
-        if not self.written:
-            raise _SharedPickleUnsupported("torch.save did not call the pickler's dump")
-        return buffer.getvalue()
-
-    def dump_into(self, torch_pickler: Any) -> None:
-        """Called from inside torch.save: register the storages, write the pickle."""
-        if self.pickled is None:
-            import torch
-
-            records: dict[str, Any] = {}
-            storage_types = (torch.storage.TypedStorage, torch.UntypedStorage)
-
-            class _Recording(pickle.Pickler):
-                def persistent_id(self, obj: Any) -> Any:
-                    # called for every object pickled: only storages get an id (as in torch)
-                    if not isinstance(obj, storage_types):
-                        return None
-                    pid = torch_pickler.persistent_id(obj)
-                    if pid is not None:
-                        if not (isinstance(pid, tuple) and len(pid) > 2 and isinstance(pid[2], str)):
-                            raise _SharedPickleUnsupported(f"unexpected persistent id {pid!r}")
-                        records.setdefault(pid[2], obj)
-                    return pid
-
-            buffer = io.BytesIO()
-            _Recording(buffer, protocol=torch_pickler.protocol_).dump(self.payload)
-            self.pickled = buffer.getvalue()
-            if self.pickled[-1:] != pickle.STOP:
-                raise _SharedPickleUnsupported("unexpected pickle framing")
-            self.storages = list(records.items())  # dicts keep insertion (= key) order
-        else:  # a fresh torch.save: register the same storages under the same keys, in order
-            for key, storage in self.storages:
-                pid = torch_pickler.persistent_id(storage)
-                if not isinstance(pid, tuple) or len(pid) < 3 or pid[2] != key:
-                    raise _SharedPickleUnsupported(f"storage key {pid!r} is not {key!r}")
-        torch_pickler.output_.write(self.pickled[:-1] + self.tail)
-        self.written = True
-
-
-class _SharedPickleRef:
-    """The object handed to torch.save; our pickler recognises it (never pickled itself)."""
-
-    def __init__(self, shared: _SharedPickle) -> None:
-        self.shared = shared
-
-
-class _SharedPickler(pickle.Pickler):
-    """torch.save subclasses this (adding its persistent_id); dump() splices the payload."""
-
-    def __init__(self, file: Any, protocol: int | None = None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(file, protocol, *args, **kwargs)
-        self.output_ = file
-        self.protocol_ = protocol
-
-    def dump(self, obj: Any) -> None:
-        if isinstance(obj, _SharedPickleRef):
-            obj.shared.dump_into(self)
-        else:
-            super().dump(obj)
-
-
-_PICKLE_MODULE = types.ModuleType("model_checkpoint_pickle")
-_PICKLE_MODULE.Pickler = _SharedPickler  # type: ignore[attr-defined]
-
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:

@@ -50,7 +50,7 @@ from model.checkpoint import (
     CheckpointError,
     atomic_write_text,
     capture_rng,
-    checkpoint_variants,
+    checkpoint_bytes,
     load_checkpoint,
     remove_stale_temp_files,
     restore_rng,
@@ -504,15 +504,12 @@ def epoch_files(paths: RunPaths, columns: list[str], config: Config, state: Trai
     Order matters for a kill between two writes: a resume restarts from last.pt and the
     logs are rewritten from its history, so the logs never run ahead of last.pt for long.
     """
-    targets: list[tuple[Path, dict[str, Any] | None]] = []
+    files = []
     for metric in newly_best:
         best = state.best[metric]
-        targets.append((paths.best(metric),
-                        {"metric": metric, "mode": best["mode"], "value": best["value"]}))
-    targets.append((paths.last, None))
-    # one pickle of the checkpoint for all of them (they differ only in `monitor`)
-    blobs = checkpoint_variants(ckpt, [monitor for _, monitor in targets])
-    files = [(path, blob) for (path, _), blob in zip(targets, blobs)]
+        monitor = {"metric": metric, "mode": best["mode"], "value": best["value"]}
+        files.append((paths.best(metric), checkpoint_bytes({**ckpt, "monitor": monitor})))
+    files.append((paths.last, checkpoint_bytes(ckpt)))
     files += render_history(paths.root, columns, state.history)
     results = results_dict(config, state, class_names, status="running",
                            reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
