@@ -604,8 +604,14 @@ def prove(run: Path, gates: list[Path], *, jobs: int = 2, timeout_s: float = 300
     mutation in one go; each later tier retries, with the next mutation, only the
     criteria that stayed GREEN."""
     run = run.resolve()
+    from pytest_mlgates.errors import RunDirError
     from pytest_mlgates.formats import detect
+    from pytest_mlgates.rundir import _require_safe_torch
 
+    try:  # the checkpoint mutations open the run's checkpoints (weights_only=True)
+        _require_safe_torch()
+    except RunDirError as err:
+        raise ProveError(str(err)) from None
     fmt = detect(run) if run.is_dir() else None
     if fmt not in (None, "engine"):
         raise ProveError(f"{run}: a {fmt} run; mlgates prove mutates this engine's run-dir files "

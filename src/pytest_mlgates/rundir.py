@@ -791,6 +791,22 @@ class Run:
         )
 
 
+def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:
+    """Equal within a relative ``tol`` (NaN equals NaN): a number as written down and read back."""
+    if math.isnan(a) and math.isnan(b):
+        return True
+    return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def epochs_done(value: Any) -> int | None:
+    """A fractional epoch count (the HF Trainer's ``epoch``) as the epoch it completes, from 1;
+    None when it is not a finite number."""
+    raw = _float_or_none(value)
+    if raw is None or not math.isfinite(raw):
+        return None
+    return max(1, math.ceil(raw - 1e-9))
+
+
 def _float_or_none(value: Any) -> float | None:
     try:
         return float(value)

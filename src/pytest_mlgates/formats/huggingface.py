@@ -19,7 +19,6 @@ holds exactly ``best_metric`` for that metric.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from pytest_mlgates.rundir import (
     Run,
     _float_or_none,
     default_mode,
+    epochs_done,
     load_checkpoint_file,
+    numbers_close,
     parse_trainer_state,
     read_json_file,
 )
@@ -202,7 +203,7 @@ class HuggingFaceRun(Run):
             return None
         entry = self._eval_entry(step) or {}
         matches = [k for k, v in entry.items() if k not in ("epoch", "step")
-                   and isinstance(v, (int, float)) and not isinstance(v, bool) and _same(float(v), value)]
+                   and isinstance(v, (int, float)) and not isinstance(v, bool) and numbers_close(float(v), value)]
         if "eval_loss" in matches:
             return "eval_loss"
         return matches[0] if matches else None
@@ -248,15 +249,12 @@ class HuggingFaceRun(Run):
         if inner.is_file():
             try:
                 data = read_json_file(inner, self.shown(self.path / base / "trainer_state.json"))
-                raw = _float_or_none(data.get("epoch")) if isinstance(data, dict) else None
-                if raw is not None and math.isfinite(raw):
-                    epoch = max(1, math.ceil(raw - 1e-9))
+                epoch = epochs_done(data.get("epoch")) if isinstance(data, dict) else None
             except RunDirError as exc:
                 return BestRecord(metric, shown, problem=str(exc))
         if epoch is None:
             entry = self._eval_entry(self._best_step() or -1)
-            raw = _float_or_none((entry or {}).get("epoch"))
-            epoch = max(1, math.ceil(raw - 1e-9)) if raw is not None and math.isfinite(raw) else None
+            epoch = epochs_done((entry or {}).get("epoch"))
         return BestRecord(metric, shown, epoch=epoch, value=_float_or_none(self.state.get("best_metric")))
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -294,9 +292,9 @@ class HuggingFaceRun(Run):
         if inner.is_file():
             data = read_json_file(inner, f"{shown}/trainer_state.json")
             if isinstance(data, dict):
-                raw = _float_or_none(data.get("epoch"))
-                if raw is not None and math.isfinite(raw):
-                    out["epoch"] = max(1, math.ceil(raw - 1e-9))
+                epoch = epochs_done(data.get("epoch"))
+                if epoch is not None:
+                    out["epoch"] = epoch
                 if isinstance(data.get("global_step"), int):
                     out["global_step"] = data["global_step"]
         return out
@@ -321,9 +319,7 @@ class HuggingFaceRun(Run):
         epoch: int | None = None
         if "trainer_state.json" in present:
             data = read_json_file(folder / "trainer_state.json", f"{shown}/trainer_state.json")
-            raw = _float_or_none(data.get("epoch")) if isinstance(data, dict) else None
-            if raw is not None and math.isfinite(raw):
-                epoch = max(1, math.ceil(raw - 1e-9))
+            epoch = epochs_done(data.get("epoch")) if isinstance(data, dict) else None
         return shown, epoch, held, missing
 
     def default_checkpoint(self) -> str:
@@ -333,7 +329,3 @@ class HuggingFaceRun(Run):
         if any((self.path / f).is_file() for f in _WEIGHT_FILES) or self.checkpoint_dirs():
             return "final"
         raise RunDirError(f"{self.shown(self.path)}: no model weights and no checkpoint-N/ to load")
-
-
-def _same(a: float, b: float) -> bool:
-    return a == b or abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
-from pytest_mlgates.rundir import Run, best_index
+from pytest_mlgates.rundir import Run, best_index, numbers_close
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -26,12 +26,6 @@ def _gist(exc: BaseException, limit: int = 240) -> str:
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     text = text or exc.__class__.__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _close(a: float, b: float, tol: float = 1e-9) -> bool:
-    if math.isnan(a) and math.isnan(b):
-        return True
-    return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
 def _as_float(value: Any) -> float | None:
@@ -101,7 +95,7 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
                             f"({mode}) epoch in {src}")
             continue
-        if record.value is None or not _close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
+        if record.value is None or not numbers_close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
             got_value = fmt(record.value) if record.value is not None else "not recorded"
             what = "monitor.value" if run.format == "engine" else f"best {column}"
             problems.append(f"{shown}: {what} = {got_value}; "
