@@ -33,12 +33,18 @@ ITEM_LIMIT_S = 1.0
 PLUGIN_SRC = str(Path("src") / "pytest_mlgates")
 
 
-def gate_file_text() -> str:
-    lines = ["title: every gate against the broken corpus", "exit_criteria:"]
+def gate_file_text(params: dict[str, dict[str, Any]] | None = None, metrics: dict[str, str] | None = None,
+                   title: str = "every gate against the broken corpus") -> str:
+    """One criterion ``g_<gate>`` per built-in gate, with ``params`` (default ``PARAMS``)."""
+    params = PARAMS if params is None else params
+    lines = [f"title: {title}"]
+    if metrics:
+        lines += ["metrics:", *(f"  {k!r}: {v!r}" for k, v in metrics.items())]
+    lines.append("exit_criteria:")
     for gate in GATE_NAMES:
         lines.append(f"  - name: g_{gate}")
         lines.append(f"    gate: {gate}")
-        for key, value in PARAMS.get(gate, {}).items():
+        for key, value in params.get(gate, {}).items():
             lines.append(f"    {key}: {value!r}")
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ import pytest
 from broken_foreign import BREAKAGES, HEALTHY_OF, SOURCES, build_foreign_corpus
 from broken_runs import MARKER_NAME
 from conftest import TRAINER_SCRIPTS, need_package, trainer_env
-from test_broken_corpus import CONFTEST, check_sessions, item_problems, run_sessions
+from test_broken_corpus import CONFTEST, check_sessions, gate_file_text, item_problems, run_sessions
 
 from pytest_mlgates.gates import GATE_NAMES
 
@@ -62,18 +62,6 @@ FOREIGN_CONFTEST = CONFTEST + """
 """
 
 
-def gate_file_text() -> str:
-    lines = ["title: every gate against the broken foreign corpus", "metrics:"]
-    lines += [f"  {k!r}: {v!r}" for k, v in METRICS_MAP.items()]
-    lines.append("exit_criteria:")
-    for gate in GATE_NAMES:
-        lines.append(f"  - name: g_{gate}")
-        lines.append(f"    gate: {gate}")
-        for key, value in PARAMS.get(gate, {}).items():
-            lines.append(f"    {key}: {value!r}")
-    return "\n".join(lines) + "\n"
-
-
 def _sessions(names: list[str]) -> list[list[str]]:
     """Lightning + TensorBoard in one session, HF + MLflow in the other (about half each)."""
     first = [n for n in names if BREAKAGES[n][0] in ("lightning", "tensorboard")]
@@ -103,7 +91,8 @@ def foreign_results(tmp_path_factory: pytest.TempPathFactory,
     sources = {trainer: trainer_run(trainer, "healthy") for trainer in SOURCES}
     root = tmp_path_factory.mktemp("foreign")
     entries = build_foreign_corpus(root / "runs", sources)
-    (root / "acc.gates.yaml").write_text(gate_file_text())
+    (root / "acc.gates.yaml").write_text(
+        gate_file_text(PARAMS, METRICS_MAP, "every gate against the broken foreign corpus"))
     (root / "conftest.py").write_text(FOREIGN_CONFTEST)
     (root / "src").mkdir()
     (root / "src" / "train.py").write_text("def save_checkpoint(): ...\n")
