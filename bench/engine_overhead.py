@@ -4,19 +4,30 @@ Same model, data, data order, initial weights, batch size, optimizer and lr sche
 bare loop is the textbook one (forward, loss, backward, step, zero_grad, scheduler step,
 then a validation pass that computes what any loop logging val loss and accuracy does:
 the val loss, accuracy and per-class recall, as a few torch ops on the val logits -- not
-the engine's F1/AUROC, and no checkpoint or log file). The engine is measured as users run it: its epoch time
-includes metrics, the best/last checkpoints (atomic, fsync'd), the CSV/JSON logs and
-train.log -- everything between the end of one epoch and the end of the next (timed with
-the in-flight hook, which the engine calls after each epoch's files are written).
+the engine's F1/AUROC, and no checkpoint or log file). The engine is measured as users
+run it: its epoch includes its metrics, the best/last checkpoints (serialized on the
+training thread; atomic, fsync'd writes on its writer thread), the CSV/JSON logs and
+train.log.
 
-Each side runs in its own subprocess (so peak memory, ``ru_maxrss``, is not shared), the
-pair is repeated ``--repeats`` times alternately (who goes first alternates too), and the
-first epoch of every run is dropped as warm-up. The time ratio is the median over pairs of
-(engine median epoch / bare median epoch): on a shared machine whole runs drift by 20%,
-and a back-to-back pair sees the same drift. The final train losses must agree to 5 decimals -- the self-check
-PyTorch Lightning's parity benchmark uses against plain PyTorch -- or the script exits 1.
+**Lock-step.** Whole runs on this shared 2-core machine drift by 20% from one minute to
+the next, far more than the 5% being measured. So the two loops run at the same time in
+two processes (peak memory, ``ru_maxrss``, is each one's own) and take turns, one epoch
+each: engine epoch 2, bare epoch 2, engine epoch 3, ... -- while one trains, the other
+waits on a pipe. Each pair of epochs sees the same machine, and the time ratio is the
+median over all pairs of (engine epoch / bare epoch); the first epoch is warm-up and
+dropped. The engine's epoch runs from the moment it is let go until it logs the epoch's
+line (its files are handed to the writer just before that line).
 
-    python bench/engine_overhead.py [--epochs 12] [--repeats 8] [--override model.width=128]
+The writer thread does one epoch's writes while the next epoch trains (as in any run).
+To keep that true in lock-step -- the writes must overlap the engine's own next epoch,
+not the bare loop's turn -- the bench holds the writer back while the engine waits; its
+work is timed and printed too, with the ratio it would give if it did not overlap at
+all (an upper bound).
+
+The final train losses must agree to 5 decimals -- the self-check PyTorch Lightning's
+parity benchmark uses against plain PyTorch -- or the script exits 1.
+
+    python bench/engine_overhead.py [--epochs 12] [--repeats 4] [--override model.width=128]
 
 Goals: time ratio <= 1.05, memory ratio <= 1.05.
 """
@@ -24,7 +35,6 @@ Goals: time ratio <= 1.05, memory ratio <= 1.05.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import resource
@@ -32,8 +42,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -54,37 +66,101 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+# --------------------------------------------------------------------------- the baton
+
+
+class Baton:
+    """A child's side of the lock-step: report an epoch's end, wait to be let go again.
+
+    Protocol on the child's stdin/stdout, one line each: the child writes ``ready`` or
+    ``done``; the parent answers ``go``. Times are the child's own ``perf_counter``.
+    """
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.resumes: list[float] = []
+        self.cpu_ends: list[float] = []
+        self.cpu_resumes: list[float] = []
+        self.resumed = threading.Condition()
+        self.n_resumed = 0
+
+    def _wait_go(self) -> None:
+        line = sys.stdin.readline()
+        if line.strip() != "go":
+            raise SystemExit(f"baton: expected 'go' from the parent, got {line!r}")
+        self.resumes.append(time.perf_counter())
+        self.cpu_resumes.append(time.process_time())
+        with self.resumed:
+            self.n_resumed += 1
+            self.resumed.notify_all()
+
+    def start(self) -> None:
+        self._say("ready")
+        self._wait_go()
+
+    def epoch_done(self) -> None:
+        self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
+        self._say("done")
+        self._wait_go()
+
+    def wait_resumed(self, n: int) -> None:
+        with self.resumed:
+            self.resumed.wait_for(lambda: self.n_resumed >= n)
+
+    @staticmethod
+    def _say(word: str) -> None:
+        sys.__stdout__.write(word + "\n")
+        sys.__stdout__.flush()
+
+    def epoch_times(self) -> tuple[list[float], list[float]]:
+        """Wall and CPU seconds of each epoch, from its go to its done."""
+        return ([e - r for r, e in zip(self.resumes, self.ends)],
+                [e - r for r, e in zip(self.cpu_resumes, self.cpu_ends)])
+
+
 # --------------------------------------------------------------------------- engine child
 
 
 def run_engine(epochs: int) -> dict:
     import logging
 
+    import model.checkpoint as checkpoint_module
     from model.config import load_config
     from model.train import train
 
     config = load_config(CONFIG, bench_overrides(epochs))
-    marks: list[float] = []
-    cpu_marks: list[float] = []  # process CPU time (all threads: the writer's work counts)
+    baton = Baton()
+    writer_busy: list[float] = []
+    write_files = checkpoint_module.write_files_atomically
+    batches = iter(range(1, 10**9))
 
-    class EpochTimer(logging.Handler):  # the engine logs "epoch N/M ..." once an epoch is done
+    def held_back_writes(files: Any) -> None:
+        # the writer thread's k-th batch is epoch k's files: write them while epoch k+1
+        # trains, as in a run, not while the bare loop has its turn
+        if threading.current_thread().name == "model-writer" and not os.environ.get("BENCH_NOHOLD"):
+            baton.wait_resumed(next(batches) + 1)
+        started = time.perf_counter()
+        write_files(files)
+        writer_busy.append(time.perf_counter() - started)
+
+    checkpoint_module.write_files_atomically = held_back_writes
+
+    class EpochBaton(logging.Handler):  # the engine logs "epoch N/M ..." once an epoch is done
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage().startswith("epoch "):
-                marks.append(time.perf_counter())
-                cpu_marks.append(time.process_time())
+                baton.epoch_done()
 
-    logging.getLogger("model").addHandler(EpochTimer())
+    logging.getLogger("model").addHandler(EpochBaton())
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        baton.start()
         results = train(config, Path(tmp) / "run", fresh=True, config_path=str(CONFIG),
                         allow_defaults=True)
-        ended = time.perf_counter()
         log_rows = json.loads((Path(tmp) / "run" / "metric_history.json").read_text())["rows"]
-    epoch_times = [b - a for a, b in itertools.pairwise(marks)]  # epoch 2..N, I/O included
-    compute = [float(r["epoch_seconds"]) for r in log_rows[1:]]
-    return {"epoch_times": epoch_times, "compute_times": compute,
-            "epoch_cpu": [b - a for a, b in itertools.pairwise(cpu_marks)],
-            "finish_seconds": ended - marks[-1], "total_seconds": ended - started,
+    wall, cpu = baton.epoch_times()
+    return {"epoch_times": wall, "epoch_cpu": cpu,
+            "compute_times": [float(r["epoch_seconds"]) for r in log_rows],
+            "writer_busy": writer_busy[-epochs:],
             "final_train_loss": results["final"]["train_loss"], "peak_rss_mib": peak_rss_mib()}
 
 
@@ -119,9 +195,10 @@ def run_bare(epochs: int) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / total))))
 
-    epoch_times, epoch_cpu, train_loss = [], [], math.nan
+    baton = Baton()
+    baton.start()
+    train_loss = math.nan
     for epoch in range(1, epochs + 1):
-        started, cpu_started = time.perf_counter(), time.process_time()
         model.train()
         loss_sum, count = 0.0, 0
         for x, y in data.loader("train", tc.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
@@ -143,32 +220,73 @@ def run_bare(epochs: int) -> dict:
             per_class = torch.bincount(targets[hits], minlength=n_classes).double() \
                 / torch.bincount(targets, minlength=n_classes).clamp(min=1).double()
             val_recall = per_class.tolist()
-        epoch_times.append(time.perf_counter() - started)
-        epoch_cpu.append(time.process_time() - cpu_started)
         del val_loss, val_accuracy, val_recall
-    return {"epoch_times": epoch_times[1:], "epoch_cpu": epoch_cpu[1:], "final_train_loss": train_loss,
+        baton.epoch_done()
+    wall, cpu = baton.epoch_times()
+    return {"epoch_times": wall, "epoch_cpu": cpu, "final_train_loss": train_loss,
             "peak_rss_mib": peak_rss_mib()}
 
 
 # --------------------------------------------------------------------------- parent
 
 
-def child(kind: str, epochs: int, threads: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
-    extra = [a for o in EXTRA_OVERRIDES for a in ("--override", o)]
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--epochs", str(epochs), *extra],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} child failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Child:
+    def __init__(self, kind: str, epochs: int, threads: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+        extra = [a for o in EXTRA_OVERRIDES for a in ("--override", o)]
+        self.kind = kind
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", kind, "--epochs", str(epochs), *extra],
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=env)
+
+    def expect(self, word: str) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            self.fail(f"said {line!r}, expected {word!r}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        if self.proc.wait() != 0:
+            self.fail(f"exited {self.proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def fail(self, why: str) -> None:
+        self.proc.kill()
+        self.stderr.seek(0)
+        raise SystemExit(f"{self.kind} child {why}: {self.stderr.read().strip()[-2000:]}")
+
+
+def lockstep(epochs: int, threads: int, engine_first: bool) -> tuple[dict, dict]:
+    """One engine run and one bare run, taking turns epoch by epoch."""
+    engine, bare = Child("engine", epochs, threads), Child("bare", epochs, threads)
+    engine.expect("ready")
+    bare.expect("ready")  # both set up (imports, data) before either trains
+    order = [engine, bare] if engine_first else [bare, engine]
+    for _ in range(epochs):
+        for child in order:
+            child.go()
+            child.expect("done")
+    for child in order:
+        child.go()  # let both finish (the engine's last files, final.pt, plots)
+    return engine.result(), bare.result()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="lock-step runs; (epochs - 1) epoch pairs each")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per side (1: least disturbed by other load)")
+                        help="torch threads per side (1: the other core is the writer's)")
     parser.add_argument("--override", action="append", default=[],
                         help="config override for both sides, e.g. model.width=128")
     parser.add_argument("--child", choices=["engine", "bare"])
@@ -179,50 +297,53 @@ def main() -> int:
         print(json.dumps(out))
         return 0
 
-    engine_runs, bare_runs = [], []
-    pair_ratios, cpu_ratios = [], []
-    for i in range(args.repeats):  # alternate (and swap who goes first), so drifting load hits both alike
-        order = ("bare", "engine") if i % 2 == 0 else ("engine", "bare")
-        got = {kind: child(kind, args.epochs, args.threads) for kind in order}
-        bare_runs.append(got["bare"])
-        engine_runs.append(got["engine"])
-        pair_ratios.append(statistics.median(got["engine"]["epoch_times"])
-                           / statistics.median(got["bare"]["epoch_times"]))
-        cpu_ratios.append(statistics.median(got["engine"]["epoch_cpu"])
-                          / statistics.median(got["bare"]["epoch_cpu"]))
-    engine_epoch = statistics.median(t for r in engine_runs for t in r["epoch_times"])
-    engine_compute = statistics.median(t for r in engine_runs for t in r["compute_times"])
-    bare_epoch = statistics.median(t for r in bare_runs for t in r["epoch_times"])
-    engine_mem = max(r["peak_rss_mib"] for r in engine_runs)
-    bare_mem = max(r["peak_rss_mib"] for r in bare_runs)
-    engine_loss = engine_runs[0]["final_train_loss"]
-    bare_loss = bare_runs[0]["final_train_loss"]
-    # On a shared machine one run's epochs can all be 20% slow; a ratio per back-to-back pair,
-    # then the median over pairs, cancels most of that drift.
+    pair_ratios, cpu_ratios, upper_ratios = [], [], []
+    engine_epochs, bare_epochs, writer_busy, compute = [], [], [], []
+    engine_mem, bare_mem, losses = 0.0, 0.0, []
+    for i in range(args.repeats):  # who goes first in each pair alternates between runs
+        eng, bare = lockstep(args.epochs, args.threads, engine_first=i % 2 == 0)
+        # epoch 1 is warm-up; the writer's batch k overlaps epoch k+1
+        for k in range(1, args.epochs):
+            e, b = eng["epoch_times"][k], bare["epoch_times"][k]
+            pair_ratios.append(e / b)
+            cpu_ratios.append(eng["epoch_cpu"][k] / bare["epoch_cpu"][k])
+            upper_ratios.append((e + eng["writer_busy"][k - 1]) / b)
+            engine_epochs.append(e)
+            bare_epochs.append(b)
+            writer_busy.append(eng["writer_busy"][k - 1])
+            compute.append(eng["compute_times"][k])
+        engine_mem, bare_mem = max(engine_mem, eng["peak_rss_mib"]), max(bare_mem, bare["peak_rss_mib"])
+        losses.append((eng["final_train_loss"], bare["final_train_loss"]))
+
     time_ratio, mem_ratio = statistics.median(pair_ratios), engine_mem / bare_mem
-    quartiles = statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else [time_ratio] * 3
-    losses_agree = round(engine_loss, 5) == round(bare_loss, 5)
+    q1, _, q3 = statistics.quantiles(pair_ratios, n=4)
+    engine_loss, bare_loss = losses[0]
+    losses_agree = all(round(a, 5) == round(b, 5) for a, b in losses)
+    engine_epoch, bare_epoch = statistics.median(engine_epochs), statistics.median(bare_epochs)
 
     print(f"engine overhead on {CONFIG.relative_to(REPO_ROOT)} {' '.join(args.override)} "
-          f"({args.epochs} epochs, "
-          f"{args.repeats} runs each, {args.threads} torch thread(s), first epoch dropped, medians)")
+          f"({args.epochs} epochs, {args.repeats} lock-step runs, {args.threads} torch "
+          f"thread(s) per side, first epoch dropped)")
     print("    (bare: train pass + val loss, accuracy and per-class recall; no checkpoints, "
           "no files)")
     print(f"  epoch time   engine {engine_epoch * 1000:8.1f} ms   bare {bare_epoch * 1000:8.1f} ms"
           f"   ratio {time_ratio:.3f}  (goal <= 1.05) {'OK' if time_ratio <= 1.05 else 'MISSED'}")
-    print(f"    ratio = median over {len(pair_ratios)} back-to-back pairs; quartiles "
-          f"{quartiles[0]:.3f} .. {quartiles[2]:.3f}, range {min(pair_ratios):.3f} .. {max(pair_ratios):.3f}")
-    cpu_ratio = statistics.median(cpu_ratios)
-    print(f"  CPU time per epoch (all threads, so the writer's fsyncs count; time the process "
-          f"was not running does not): ratio {cpu_ratio:.3f}, range {min(cpu_ratios):.3f} .. {max(cpu_ratios):.3f}")
-    print(f"    engine breakdown: train+eval {engine_compute * 1000:.1f} ms, checkpoints+logs "
-          f"{(engine_epoch - engine_compute) * 1000:.1f} ms; once at the end (final.pt, test "
-          f"split, plots): {statistics.median(r['finish_seconds'] for r in engine_runs):.2f} s")
+    print(f"    ratio = median over {len(pair_ratios)} epoch pairs taken in turn; quartiles "
+          f"{q1:.3f} .. {q3:.3f}; sum of engine epochs / sum of bare epochs "
+          f"{sum(engine_epochs) / sum(bare_epochs):.3f}")
+    print(f"  CPU time per epoch (all threads: the writer's share counts): ratio "
+          f"{statistics.median(cpu_ratios):.3f}")
+    print(f"    engine breakdown (medians): train+eval {statistics.median(compute) * 1000:.1f} ms, "
+          f"metrics, checkpoint serialization and log rows {(engine_epoch - statistics.median(compute)) * 1000:.1f} ms; "
+          f"writer thread {statistics.median(writer_busy) * 1000:.1f} ms (fsync'd writes, "
+          f"overlapping the next epoch)")
+    print(f"    if the writes did not overlap training at all: ratio "
+          f"{statistics.median(upper_ratios):.3f} (upper bound)")
     print(f"  peak memory  engine {engine_mem:8.1f} MiB  bare {bare_mem:8.1f} MiB  "
           f"ratio {mem_ratio:.3f}  (goal <= 1.05) {'OK' if mem_ratio <= 1.05 else 'MISSED'}")
     print("    (the plots are drawn once at the end by a child process, python -m model.plots)")
     print(f"  final train loss  engine {engine_loss:.8f}  bare {bare_loss:.8f}  "
-          f"{'agree to 5 decimals' if losses_agree else 'DISAGREE'}")
+          f"{'agree to 5 decimals' if losses_agree else 'DISAGREE'} ({len(losses)} runs)")
     return 0 if losses_agree else 1
 
 

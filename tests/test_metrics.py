@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from model.metrics import average_ranks, binary_auroc, classification_metrics, softmax
+from model.metrics import (average_ranks, average_ranks_columns, binary_auroc, classification_metrics,
+                           softmax)
 
 
 @st.composite
@@ -123,3 +124,48 @@ def test_shape_mismatch_is_a_clear_error() -> None:
 
 def test_binary_auroc_of_constant_scores_is_one_half() -> None:
     assert binary_auroc(np.array([1, 0, 1, 0], dtype=bool), np.zeros(4)) == 0.5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30).flatmap(lambda n: st.lists(
+    st.lists(st.integers(0, 4), min_size=n, max_size=n), min_size=1, max_size=6)))
+def test_column_ranks_are_each_columns_ranks(columns: list[list[int]]) -> None:
+    values = np.asarray(columns, dtype=np.float64).T  # (n, k)
+    got = average_ranks_columns(values)
+    for c in range(values.shape[1]):
+        assert np.array_equal(got[:, c], average_ranks(values[:, c])), c
+
+
+def _metrics_one_class_at_a_time(logits: np.ndarray, y: np.ndarray, k: int) -> dict[str, float]:
+    """The plain per-class loop the engine's vectorized metrics must equal bit for bit (the
+    gates compare re-evaluated values with logged ones at 1e-9)."""
+    probs = softmax(logits)
+    pred = np.argmax(logits, axis=1)
+    recalls, f1s, aucs = [], [], []
+    for c in range(k):
+        tp = float(np.sum((y == c) & (pred == c)))
+        support = float(np.sum(y == c))
+        fp = float(np.sum((pred == c) & (y != c)))
+        fn = support - tp
+        recalls.append(tp / support if support > 0 else 0.0)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else 0.0)
+        auc = binary_auroc(y == c, probs[:, c])
+        if not math.isnan(auc):
+            aucs.append(auc)
+    return {"macro_f1": float(np.mean(f1s)), "min_recall": min(recalls),
+            "auroc": float(np.mean(aucs)) if aucs else math.nan,
+            **{f"recall_c{c}": r for c, r in enumerate(recalls)}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems(min_classes=3, max_classes=12))
+def test_vectorized_metrics_equal_the_per_class_loop_exactly(
+        problem: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    logits, y, names = problem
+    got = classification_metrics(logits, y, names)
+    want = _metrics_one_class_at_a_time(logits, y, len(names))
+    for key, value in want.items():
+        if math.isnan(value):
+            assert math.isnan(got[f"val_{key}"]), key
+        else:
+            assert got[f"val_{key}"] == value, key  # exactly, not approximately
