@@ -64,7 +64,7 @@ def test_every_checkpoint_opens_with_weights_only_and_has_the_contract_keys(trai
     for path in sorted((run / "checkpoints").glob("*.pt")):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         assert keys <= set(ckpt), (path.name, keys - set(ckpt))
-        assert ckpt["format"] == "model-checkpoint/1"
+        assert ckpt["format"] == "model-checkpoint/2"
         assert set(ckpt["rng"]) >= {"python", "numpy", "torch", "cuda"}
     from model.nets import model_from_checkpoint
 
@@ -84,7 +84,7 @@ def test_each_best_checkpoint_holds_the_epoch_and_value_where_the_log_is_best(tr
         best_value = pick(v for v in values if not math.isnan(v))
         best_epoch = int(rows[values.index(best_value)]["epoch"])  # first epoch reaching it
         ckpt = torch.load(run / f"checkpoints/best_{metric}.pt", weights_only=True)
-        assert ckpt["monitor"] == {"metric": metric, "mode": mode, "value": best_value}
+        assert ckpt["monitor"][metric] == {"mode": mode, "value": best_value}
         assert ckpt["epoch"] == best_epoch
         assert ckpt["metrics"][metric] == best_value
         assert results["best"][metric]["epoch"] == best_epoch
@@ -210,3 +210,30 @@ def test_a_crash_mid_training_is_recorded_as_failed(tmp_path, in_repo):
     assert results["status"] == "failed"
     assert results["reason"] == "RuntimeError: disk on fire second line"
     assert "Traceback" in (tmp_path / "run" / "train.log").read_text()  # the details stay in train.log
+
+
+def test_one_checkpoint_per_epoch_serves_every_metric_that_improved(trained_run):
+    """An epoch's checkpoint is serialized once: best_<metric>.pt of each metric that
+    improved that epoch is byte for byte its last.pt, and ``monitor`` names them all."""
+    run = trained_run(ENGINE_OVERRIDES)
+    results = json.loads((run / "training_results.json").read_text())
+    final_epoch = results["final"]["epoch"]
+    last = (run / "checkpoints/last.pt").read_bytes()
+    last_ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    best_now = {m for m, b in results["best"].items() if b["epoch"] == final_epoch}
+    assert set(last_ckpt["monitor"] or {}) == best_now
+    by_epoch: dict[int, list[str]] = {}
+    for metric in TRACKED:
+        by_epoch.setdefault(results["best"][metric]["epoch"], []).append(metric)
+        data = (run / f"checkpoints/best_{metric}.pt").read_bytes()
+        ckpt = torch.load(run / f"checkpoints/best_{metric}.pt", weights_only=True)
+        # it names every metric that was the best so far at its epoch, with that epoch's value
+        assert {m for m, b in results["best"].items() if b["epoch"] == ckpt["epoch"]} \
+            <= set(ckpt["monitor"])
+        for name, record in ckpt["monitor"].items():
+            assert record == {"mode": TRACKED[name], "value": ckpt["metrics"][name]}, name
+        if metric in best_now:
+            assert data == last, metric
+    for epoch, metrics in by_epoch.items():  # same epoch, same bytes
+        blobs = {(run / f"checkpoints/best_{m}.pt").read_bytes() for m in metrics}
+        assert len(blobs) == 1, (epoch, metrics)

@@ -3,6 +3,9 @@
 * ``atomic_write_bytes`` no longer goes through ``tempfile.mkstemp``: the temp file must
   still be ``.<name>.<...>.tmp`` in the same directory, private (0600), and gone after a
   failed write.
+* An epoch's files are written as one batch (every temp file written and fsync'd, then
+  renamed in order): a failure anywhere leaves every target as it was, and a kill between
+  two renames can only have renamed a prefix of the list.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from model.checkpoint import atomic_write_bytes
+from model.checkpoint import atomic_write_bytes, write_files_atomically
 
 
 def test_atomic_write_temp_file_naming_and_mode(tmp_path: Path,
@@ -53,6 +56,56 @@ def test_failed_atomic_write_leaves_old_file_and_no_temp(tmp_path: Path,
     with pytest.raises(OSError, match="No space"):
         atomic_write_bytes(target, b"new\n")
     assert target.read_bytes() == b"old\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_batch_renames_in_order_only_after_every_file_is_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    targets = [tmp_path / "checkpoints" / "best_val_loss.pt", tmp_path / "checkpoints" / "last.pt",
+               tmp_path / "training_log.csv"]
+    events: list[str] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(f"rename {os.path.basename(os.fspath(dst))}")
+        real_replace(src, dst)
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    same = b"checkpoint bytes" * 1000
+    write_files_atomically([(targets[0], same), (targets[1], same), (targets[2], b"epoch\n1\n")])
+    renames = [e for e in events if e.startswith("rename")]
+    assert renames == ["rename best_val_loss.pt", "rename last.pt", "rename training_log.csv"]
+    first_rename = events.index(renames[0])
+    assert events[:first_rename].count("fsync") == 3  # each temp file fsync'd before any rename
+    assert targets[0].read_bytes() == targets[1].read_bytes() == same
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_failed_batch_changes_no_target_and_names_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "last.pt", tmp_path / "training_log.csv"
+    write_files_atomically([(first, b"old checkpoint"), (second, b"old log")])
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second file of the batch: the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError) as info:
+        write_files_atomically([(first, b"new checkpoint"), (second, b"new log")])
+    assert info.value.errno == 28 and info.value.filename == str(second)
+    assert first.read_bytes() == b"old checkpoint"  # not renamed: the batch failed first
+    assert second.read_bytes() == b"old log"
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -58,7 +58,15 @@ def test_best_checkpoints_wrong_epoch_value_and_monitor(copy: Path) -> None:
     r = run_gate(copy, "best_checkpoints")
     assert not r.passed and "best_val_loss.pt: monitor.value = 0.500; needs 0.450" in r.message
     _resave(copy / "checkpoints" / "best_val_loss.pt", lambda c: c.update(monitor=None))
-    assert "monitor.metric = None; needs 'val_loss'" in run_gate(copy, "best_checkpoints").message
+    assert "monitor names no metric; needs 'val_loss'" in run_gate(copy, "best_checkpoints").message
+    # model-checkpoint/2: the monitor maps every metric the checkpoint is the best for
+    _resave(copy / "checkpoints" / "best_val_loss.pt",
+            lambda c: c.update(monitor={"val_macro_f1": {"mode": "max", "value": 0.9}}))
+    assert "monitor names val_macro_f1; needs 'val_loss'" in run_gate(copy, "best_checkpoints").message
+    _resave(copy / "checkpoints" / "best_val_loss.pt",
+            lambda c: c.update(monitor={"val_macro_f1": {"mode": "max", "value": 0.9},
+                                        "val_loss": {"mode": "min", "value": 0.45}}))
+    assert run_gate(copy, "best_checkpoints").passed
 
 
 def test_best_checkpoints_tracked_name_not_logged(good: Path) -> None:

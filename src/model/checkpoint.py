@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import os
@@ -28,11 +27,14 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_FORMAT = "model-checkpoint/1"
+# /2: ``monitor`` maps every tracked metric the checkpoint is the best for to its mode and
+# value (one epoch's checkpoint is written once, to last.pt and to each best_<metric>.pt);
+# /1 had one ``{"metric", "mode", "value"}`` per best file. Readers accept both.
+CHECKPOINT_FORMAT = "model-checkpoint/2"
 
 # Test-only hook: seconds to sleep between writing the temp file and renaming it over the
 # target, so a test can SIGKILL the process in the middle of a checkpoint write.
@@ -62,58 +64,80 @@ def _fsync_dir(directory: Path) -> None:
 
 _temp_counter = itertools.count()
 
-# Directories whose fsync is deferred to the end of a `batched_dir_fsync()` block.
-_deferred_dirs: list[set[Path]] = []
+
+def _with_filename(exc: OSError, path: Path) -> OSError:
+    """`exc` naming `path` (a failed ``write()`` or ``fsync()`` on an fd names no file)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))  # the errno's subclass, as raised
 
 
-@contextlib.contextmanager
-def batched_dir_fsync() -> Iterator[None]:
-    """Fsync each directory once at the end of the block instead of after every rename.
+def write_files_atomically(files: Sequence[tuple[str | Path, bytes]]) -> None:
+    """Replace each path with its data so that a kill at any instant leaves it old or new.
 
-    The engine writes ~6 files per epoch into two directories; one directory fsync each
-    keeps the durability and halves the fsyncs. (A SIGKILL needs no fsync at all --
-    ``os.replace`` is atomic either way; fsync is for a power cut.)
+    The batch is one pass: every temp file (``.<name>.<pid>-<n>.tmp`` next to its target,
+    created exclusively, mode 0600) is written, then each is fsync'd, then they are
+    renamed over their targets in list order, then each directory is fsync'd once. So a
+    failure while writing (a full disk) changes no target at all, and a kill between two
+    renames has renamed a prefix of the list: the engine lists an epoch's best
+    checkpoints, then ``last.pt``, then the logs, and the logs never run ahead of
+    ``last.pt``. One fsync pass lets the filesystem commit its journal once for the batch
+    rather than once per file. (A SIGKILL needs no fsync -- ``os.replace`` is atomic
+    either way; fsync is for a power cut.) The same bytes object may be given for several
+    paths: the engine writes one epoch's checkpoint to ``last.pt`` and each
+    ``best_<metric>.pt`` it is the best for.
+
+    ``MODEL_TEST_SLOW_SAVE`` (tests only) sleeps before each ``.pt`` rename, so a test can
+    SIGKILL the process while a checkpoint is written but not yet in place.
     """
-    _deferred_dirs.append(set())
+    staged: list[tuple[str, Path]] = []
     try:
-        yield
-    finally:
-        for directory in sorted(_deferred_dirs.pop()):
-            _fsync_dir(directory)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, slow_ok: bool = False) -> None:
-    """Write `data` to `path` so that a kill at any instant leaves the old or the new file.
-
-    `slow_ok` lets the test-only ``MODEL_TEST_SLOW_SAVE`` delay apply (checkpoints only).
-    """
-    path = Path(path)
-    # ``.<name>.<pid>-<n>.tmp``, created exclusively, mode 0600 (as tempfile.mkstemp would,
-    # minus its Python-level name search: this runs on the writer thread, and every
-    # Python step there is time it holds the GIL the training thread needs)
-    tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_temp_counter)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
+        fds: list[int] = []
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            for target, data in files:
+                path = Path(target)
+                tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_temp_counter)}.tmp")
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                except OSError as exc:
+                    raise _with_filename(exc, path) from None
+                fds.append(fd)
+                staged.append((tmp, path))
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError as exc:
+                    raise _with_filename(exc, path) from None
+            for fd, (_, path) in zip(fds, staged):
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise _with_filename(exc, path) from None
         finally:
-            os.close(fd)
-        if slow_ok and os.environ.get(SLOW_SAVE_ENV):
-            time.sleep(float(os.environ[SLOW_SAVE_ENV]))
-        os.replace(tmp, path)
+            for fd in fds:
+                os.close(fd)
+        slow = os.environ.get(SLOW_SAVE_ENV)
+        while staged:
+            tmp, path = staged[0]
+            if slow and path.suffix == ".pt":
+                time.sleep(float(slow))
+            os.replace(tmp, path)
+            staged.pop(0)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
-    if _deferred_dirs:
-        _deferred_dirs[-1].add(path.parent)
-    else:
-        _fsync_dir(path.parent)
+    for directory in sorted({Path(target).parent for target, _ in files}):
+        _fsync_dir(directory)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a kill at any instant leaves the old or the new file."""
+    write_files_atomically([(path, data)])
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -130,13 +154,6 @@ def remove_stale_temp_files(directory: str | Path) -> None:
             tmp.unlink()
         except OSError:
             pass
-
-
-def write_files_atomically(files: list[tuple[Path, bytes]]) -> None:
-    """Atomically write each (path, data) in order, fsyncing each directory once."""
-    with batched_dir_fsync():
-        for path, data in files:
-            atomic_write_bytes(path, data, slow_ok=path.suffix == ".pt")
 
 
 class BackgroundWriter:
@@ -202,7 +219,7 @@ def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """Serialize `obj` with torch.save into memory, then write it atomically to `path`."""
-    atomic_write_bytes(path, checkpoint_bytes(obj), slow_ok=True)
+    atomic_write_bytes(path, checkpoint_bytes(obj))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -235,7 +252,7 @@ def capture_rng() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "python": [version, torch.from_numpy(np.array(internal, dtype=np.int64)), gauss],
         "numpy": [str(kind), torch.from_numpy(np.asarray(keys).astype(np.int64)),  # astype copies
                   int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),

@@ -99,18 +99,8 @@ def _disk_full_line(exc: OSError) -> str:
 
 
 def _file_being_written(exc: OSError) -> str | None:
-    """The file a write failed on: the error's own filename, else the ``path`` of the atomic
-    write it came from (a failed ``write()`` on an open file names no file)."""
-    if exc.filename:
-        return str(exc.filename)
-    tb = exc.__traceback__
-    path = None
-    while tb is not None:  # innermost last: the deepest atomic write wins
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "atomic_write_bytes" and "path" in frame.f_locals:
-            path = str(frame.f_locals["path"])
-        tb = tb.tb_next
-    return path
+    """The file a write failed on (the engine's atomic writes name it on the error)."""
+    return str(exc.filename) if exc.filename else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -129,7 +129,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     """
     for key in ("config", "input_shape", "class_names", "model"):
         if key not in ckpt:
-            raise ConfigError(f"checkpoint: missing key '{key}' (not a model-checkpoint/1 file?)")
+            raise ConfigError(f"checkpoint: missing key '{key}' (not a model-checkpoint file?)")
     config = ckpt["config"]
     model_section = config.get("model", {}) if isinstance(config, Mapping) else {}
     model = build_model(model_section, tuple(ckpt["input_shape"]), len(ckpt["class_names"]))

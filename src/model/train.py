@@ -501,15 +501,14 @@ def epoch_files(paths: RunPaths, columns: list[str], config: Config, state: Trai
     """This epoch's files, in write order: best_<metric>.pt for each metric that improved,
     last.pt, then the logs and results.
 
-    Order matters for a kill between two writes: a resume restarts from last.pt and the
-    logs are rewritten from its history, so the logs never run ahead of last.pt for long.
+    The checkpoint is serialized once: each best_<metric>.pt written now is byte for byte
+    this epoch's last.pt, whose ``monitor`` names every metric it is the best for.
+    Order matters for a kill between two renames: a resume restarts from last.pt and the
+    logs are rewritten from its history, so the logs never run ahead of last.pt.
     """
-    files = []
-    for metric in newly_best:
-        best = state.best[metric]
-        monitor = {"metric": metric, "mode": best["mode"], "value": best["value"]}
-        files.append((paths.best(metric), checkpoint_bytes({**ckpt, "monitor": monitor})))
-    files.append((paths.last, checkpoint_bytes(ckpt)))
+    data = checkpoint_bytes(ckpt)
+    files = [(paths.best(metric), data) for metric in newly_best]
+    files.append((paths.last, data))
     files += render_history(paths.root, columns, state.history)
     results = results_dict(config, state, class_names, status="running",
                            reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
@@ -531,7 +530,10 @@ def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
         "epoch": state.epoch,
         "global_step": state.global_step,
         "metrics": dict(row),
-        "monitor": None,
+        # the tracked metrics whose best so far is this epoch: what the best_<metric>.pt
+        # files written from this checkpoint are the best for
+        "monitor": {metric: {"mode": best["mode"], "value": best["value"]}
+                    for metric, best in state.best.items() if best["epoch"] == state.epoch} or None,
         "best": {metric: dict(best) for metric, best in state.best.items()},  # flat dicts
         "early_stopping": {"best": state.es_best, "bad_epochs": state.bad_epochs},
         "config": config.to_dict(),

@@ -204,6 +204,19 @@ def nan_weights(names: Iterable[str] | None = None) -> Callable[[Path], None]:
     return apply
 
 
+def _own_monitor(ckpt: Any, path: Path) -> tuple[str, dict[str, Any] | None]:
+    """The metric ``best_<metric>.pt`` is named for, and its (mutable) monitor record in the
+    checkpoint: ``monitor[metric]`` (model-checkpoint/2) or ``monitor`` itself (/1)."""
+    monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
+    if not isinstance(monitor, dict):
+        return "", None
+    if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
+        return monitor["metric"], monitor
+    metric = path.stem[len("best_"):] if path.stem.startswith("best_") else ""
+    record = monitor.get(metric)
+    return metric, record if isinstance(record, dict) else None
+
+
 def perturb_monitor(names: Iterable[str] | None = None) -> Callable[[Path], None]:
     """The value a best checkpoint says it was best at moves by 0.5 (log untouched)."""
     chosen = list(names) if names else None
@@ -217,10 +230,9 @@ def perturb_monitor(names: Iterable[str] | None = None) -> Callable[[Path], None
             if not path.exists():
                 continue
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
-            if isinstance(monitor, dict) and isinstance(monitor.get("value"), (int, float)):
-                monitor["value"] = float(monitor["value"]) + 0.5
-                metric = monitor.get("metric")
+            metric, record = _own_monitor(ckpt, path)
+            if record is not None and isinstance(record.get("value"), (int, float)):
+                record["value"] = float(record["value"]) + 0.5
                 metrics = ckpt.get("metrics")
                 if isinstance(metrics, dict) and metric in metrics:
                     metrics[metric] = float(metrics[metric]) + 0.5
@@ -244,9 +256,9 @@ def perturb_logged_best(names: Iterable[str] | None = None) -> Callable[[Path], 
             if not path.exists():
                 continue
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
-            if isinstance(monitor, dict) and isinstance(ckpt.get("epoch"), int):
-                changes.append((str(monitor.get("metric")), int(ckpt["epoch"])))
+            metric, record = _own_monitor(ckpt, path)
+            if record is not None and isinstance(ckpt.get("epoch"), int):
+                changes.append((metric, int(ckpt["epoch"])))
         columns, rows = _read_log(run)
         for metric, epoch in changes:
             for row in rows:

@@ -757,13 +757,13 @@ class Run:
             ckpt = self.checkpoint(rel)
         except RunDirError as exc:
             return BestRecord(metric, shown, problem=str(exc))
-        monitor = ckpt.get("monitor")
-        if not isinstance(monitor, dict) or monitor.get("metric") != metric:
-            got = monitor.get("metric") if isinstance(monitor, dict) else monitor
-            return BestRecord(metric, shown, problem=f"{shown}: monitor.metric = {got!r}; needs '{metric}'")
+        monitors = checkpoint_monitors(ckpt)
+        if metric not in monitors:
+            got = ", ".join(monitors) if monitors else "no metric"
+            return BestRecord(metric, shown, problem=f"{shown}: monitor names {got}; needs '{metric}'")
         epoch = ckpt.get("epoch")
         return BestRecord(metric, shown, epoch=epoch if isinstance(epoch, int) else None,
-                          value=_float_or_none(monitor.get("value")))
+                          value=_float_or_none(monitors[metric].get("value")))
 
     # -- expressions ---------------------------------------------------------------------
 
@@ -789,6 +789,19 @@ class Run:
         raise RunDirError(
             f"{self.shown(log.source)}: no column '{real}' (columns: {', '.join(log.columns)[:200]})"
         )
+
+
+def checkpoint_monitors(ckpt: Any) -> dict[str, dict[str, Any]]:
+    """The tracked metrics an engine checkpoint says it is the best for, each with its
+    ``mode`` and ``value``. ``model-checkpoint/2`` maps them all (``{"val_loss": {"mode":
+    "min", "value": 0.23}, ...}``: one epoch's checkpoint serves every metric that improved
+    then); ``/1`` held one ``{"metric", "mode", "value"}``. Anything else: none."""
+    monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
+    if not isinstance(monitor, dict):
+        return {}
+    if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
+        return {monitor["metric"]: {"mode": monitor.get("mode"), "value": monitor.get("value")}}
+    return {k: v for k, v in monitor.items() if isinstance(k, str) and isinstance(v, dict)}
 
 
 def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:

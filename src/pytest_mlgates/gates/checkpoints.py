@@ -16,7 +16,7 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
-from pytest_mlgates.rundir import Run, best_index, numbers_close
+from pytest_mlgates.rundir import Run, best_index, checkpoint_monitors, numbers_close
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -432,8 +432,8 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
         path = run.checkpoint_path(name)
         shown = run.shown(run.path / path.relative_to(run.path.resolve())) if path.is_relative_to(run.path.resolve()) else str(path)
         ckpt = run.checkpoint(name)
-        monitor = ckpt.get("monitor") if isinstance(ckpt.get("monitor"), dict) else None
-        metrics = [monitor["metric"]] if monitor and isinstance(monitor.get("metric"), str) else [f"{split}_loss", f"{split}_accuracy"]
+        monitors = checkpoint_monitors(ckpt)  # every metric it was the best for
+        metrics = list(monitors) or [f"{split}_loss", f"{split}_accuracy"]
         got = reevaluate(run, ckpt, shown, split)
         epoch = ckpt.get("epoch")
         for metric in metrics:
@@ -442,8 +442,8 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
             if metric in log.columns and isinstance(epoch, int) and float(epoch) in log.epochs:
                 logged = log.columns[metric][log.epochs.index(float(epoch))]
                 where = f"{run.shown(log.source)} epoch {epoch}"
-            elif monitor and monitor.get("metric") == metric:
-                logged = _as_float(monitor.get("value"))
+            elif metric in monitors:
+                logged = _as_float(monitors[metric].get("value"))
                 where = f"{shown} monitor.value"
             elif isinstance(ckpt.get("metrics"), dict) and metric in ckpt["metrics"]:
                 logged = _as_float(ckpt["metrics"][metric])
