@@ -16,8 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from model.metrics import (average_ranks, average_ranks_columns, binary_auroc, classification_metrics,
-                           softmax)
+from model.metrics import (
+    average_ranks,
+    average_ranks_columns,
+    binary_auroc,
+    classification_metrics,
+    softmax,
+)
 
 
 @st.composite
