@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.checkpoint import atomic_write_bytes, write_files_atomically
 
@@ -142,3 +144,72 @@ def test_rendered_history_is_the_plain_rendering(tmp_path: Path, n_rows: int) ->
         rows[0]["train_loss"] = 12345.5
         _, (_, again) = render_history(tmp_path, columns, rows)
         assert json.loads(again)["rows"][0]["train_loss"] == 12345.5
+
+
+# --------------------------------------------------------------------------- history
+
+_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(-2**53, 2**53))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 6).flatmap(lambda n_cols: st.lists(
+    st.lists(_values, min_size=n_cols, max_size=n_cols), min_size=0, max_size=8)))
+def test_packed_history_round_trips_exactly_through_a_checkpoint(table: list[list[Any]]) -> None:
+    """A checkpoint holds the log rows as one float64 tensor; a resume must get back the
+    very same rows (ints as ints, every float bit for bit, NaN and inf included)."""
+    import io
+
+    import torch
+
+    from model.checkpoint import pack_history, unpack_history
+
+    columns = ["epoch", "train_loss", "val_loss", "lr", "val_recall_3", "x"][:len(table[0]) if table else 0]
+    rows = [dict(zip(columns, values)) for values in table]
+    buffer = io.BytesIO()
+    torch.save({"history": pack_history(rows)}, buffer)
+    buffer.seek(0)
+    back = unpack_history(torch.load(buffer, weights_only=True)["history"])
+    assert [list(r) for r in back] == [list(r) for r in rows]  # same keys, same order
+    for got, want in zip(back, rows):
+        for key in want:
+            assert type(got[key]) is type(want[key]), key
+            assert repr(got[key]) == repr(want[key]), key  # exact, NaN included
+
+
+def test_rows_that_are_not_all_numbers_stay_rows() -> None:
+    from model.checkpoint import pack_history, unpack_history
+
+    for rows in ([{"epoch": 1, "note": None}], [{"epoch": 1, "ok": True}],
+                 [{"epoch": 1, "a": 0.5}, {"epoch": 2}]):
+        packed = pack_history(rows)
+        assert packed == rows and packed is not rows
+        assert unpack_history(packed) == rows
+
+
+def test_a_checkpoints_history_costs_the_same_at_any_epoch() -> None:
+    """torch.save calls a Python hook for every pickled object: rows of dicts made each
+    save O(epochs) (1.3 ms at 12 epochs, 4.3 ms at 300); the packed history does not grow."""
+    import pickle
+
+    from model.checkpoint import pack_history
+
+    row = {c: 0.25 for c in ["epoch", "train_loss", "val_loss", "lr", *[f"r{i}" for i in range(18)]]}
+    row["epoch"] = 1
+
+    def pickled_objects(n_epochs: int) -> int:
+        count = 0
+
+        class Counter(pickle.Pickler):
+            def persistent_id(self, obj: Any) -> None:
+                nonlocal count
+                count += 1
+
+        import io
+        packed = pack_history([dict(row, epoch=e) for e in range(1, n_epochs + 1)])
+        assert tuple(packed["rows"].shape) == (n_epochs, len(row))
+        packed["rows"] = "tensor"  # one object (one storage), whatever its size
+        Counter(io.BytesIO()).dump(packed)
+        return count
+
+    assert pickled_objects(300) == pickled_objects(12)

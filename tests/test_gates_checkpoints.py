@@ -94,8 +94,17 @@ def test_resume_point(copy: Path) -> None:
     _resave(copy / "checkpoints" / "last.pt", lambda c: c.update(optimizer={"state": {}, "param_groups": [{}]}, epoch=4))
     r = run_gate(copy, "resume_point")
     assert not r.passed and "last.pt: epoch = 4; needs 5, the last epoch" in r.message
+    import torch
+
+    rows = torch.load(copy / "checkpoints" / "last.pt", weights_only=True)["history"]
     _resave(copy / "checkpoints" / "last.pt", lambda c: c.update(epoch=5, history=c["history"][:3]))
     assert "history has 3 rows; needs 5" in run_gate(copy, "resume_point").message
+    # model-checkpoint/2 keeps the rows as one tensor
+    from model.checkpoint import pack_history
+    _resave(copy / "checkpoints" / "last.pt", lambda c: c.update(history=pack_history(rows[:3])))
+    assert "history has 3 rows; needs 5" in run_gate(copy, "resume_point").message
+    _resave(copy / "checkpoints" / "last.pt", lambda c: c.update(history=pack_history(rows)))
+    assert run_gate(copy, "resume_point").passed
     (copy / "checkpoints" / "last.pt").unlink()
     assert run_gate(copy, "resume_point").message.endswith("last.pt: not found; needs a resume point")
 

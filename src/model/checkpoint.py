@@ -241,6 +241,41 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+# --------------------------------------------------------------------------- history
+
+
+def pack_history(rows: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """The log rows as ``{"columns", "rows": float64 tensor (epochs, columns), "int_columns"}``.
+
+    torch.save calls a Python hook for every object it pickles, so rows kept as dicts made
+    every checkpoint cost O(epochs) (1.3 ms a save at 12 epochs of history, 4.3 ms at 300);
+    one tensor costs the same at any epoch. Every float round-trips bit for bit; ints up to
+    2**53 too (``int_columns`` says which columns to give back as ints). Rows that are not
+    all ints and floats under the same keys are kept as they are (a list of dicts).
+    """
+    import numpy as np
+    import torch
+
+    keys = rows[0].keys() if rows else {}.keys()
+    columns = list(keys)
+    if any(r.keys() != keys or any(type(v) not in (int, float) for v in r.values()) for r in rows):
+        return [dict(r) for r in rows]
+    ints = [c for c in columns if all(type(r[c]) is int and abs(r[c]) <= 2**53 for r in rows)]
+    if any(type(r[c]) is int and c not in ints for r in rows for c in columns):
+        return [dict(r) for r in rows]  # an int too big for a float64, or ints and floats mixed
+    values = np.array([[r[c] for c in columns] for r in rows], dtype=np.float64).reshape(len(rows), len(columns))
+    return {"columns": columns, "rows": torch.from_numpy(values), "int_columns": ints}
+
+
+def unpack_history(history: Any) -> list[dict[str, Any]]:
+    """Inverse of :func:`pack_history`; also takes the rows of a model-checkpoint/1 file."""
+    if isinstance(history, dict):
+        columns, ints = list(history["columns"]), set(history.get("int_columns") or [])
+        return [{c: int(v) if c in ints else v for c, v in zip(columns, values)}
+                for values in history["rows"].tolist()]
+    return [dict(r) for r in history or []]
+
+
 # --------------------------------------------------------------------------- RNG state
 
 

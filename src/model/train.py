@@ -52,9 +52,11 @@ from model.checkpoint import (
     capture_rng,
     checkpoint_bytes,
     load_checkpoint,
+    pack_history,
     remove_stale_temp_files,
     restore_rng,
     save_checkpoint,
+    unpack_history,
 )
 from model.config import Config, ConfigError, dump_yaml, file_sha256
 from model.data import Dataset, build_dataset
@@ -541,7 +543,7 @@ def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
         "input_shape": list(dataset.input_shape),
         "normalization": {k: list(v) for k, v in dataset.normalization.items()},
         "rng": {**rng[0], "ranks": rng} if len(rng) > 1 else rng[0],
-        "history": [dict(r) for r in state.history],
+        "history": pack_history(state.history),  # one tensor: a save costs the same at any epoch
         "world_size": len(rng),
     }
 
@@ -586,7 +588,7 @@ def resume_from(ckpt: dict[str, Any], config: Config, dataset: Dataset,
     es = ckpt.get("early_stopping") or {}
     return TrainState(
         epoch=int(ckpt["epoch"]), global_step=int(ckpt["global_step"]),
-        history=[dict(r) for r in ckpt.get("history", [])],
+        history=unpack_history(ckpt.get("history")),
         best={k: dict(v) for k, v in (ckpt.get("best") or {}).items()},
         es_best=es.get("best"), bad_epochs=int(es.get("bad_epochs", 0)))
 

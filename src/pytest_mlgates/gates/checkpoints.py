@@ -142,6 +142,18 @@ def _foreign_resume_point(run: Run) -> GateResult:
                       f"{shown}: epoch {last_epoch} with {', '.join(held)} state{note}")
 
 
+def _history_rows(history: Any) -> int | None:
+    """How many log rows a checkpoint's ``history`` holds: a list of rows
+    (model-checkpoint/1) or ``{"columns", "rows": (epochs, columns) tensor}`` (/2)."""
+    if isinstance(history, list):
+        return len(history)
+    shape = getattr(history.get("rows"), "shape", None) if isinstance(history, dict) else None
+    if shape is not None and len(shape) == 2 and isinstance(history.get("columns"), list) \
+            and shape[1] == len(history["columns"]):
+        return int(shape[0])
+    return None
+
+
 def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     if run.format != "engine" and params["path"] == "checkpoints/last.pt":  # the default: ask the format
         return _foreign_resume_point(run)
@@ -158,8 +170,9 @@ def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
         return red
     log = run.log
     history = ckpt.get("history")
-    if history is not None and (not isinstance(history, list) or len(history) != len(log)):
-        n = len(history) if isinstance(history, list) else type(history).__name__
+    rows = _history_rows(history)
+    if history is not None and rows != len(log):
+        n = rows if rows is not None else type(history).__name__
         return GateResult(False, f"{n} rows", f"{len(log)} rows",
                           f"{shown}: history has {n} rows; needs {len(log)}, the rows of {run.shown(log.source)}")
     return GateResult(True, f"epoch {last_epoch}", threshold,
