@@ -207,14 +207,14 @@ def nan_weights(names: Iterable[str] | None = None) -> Callable[[Path], None]:
 def _own_monitor(ckpt: Any, path: Path) -> tuple[str, dict[str, Any] | None]:
     """The metric ``best_<metric>.pt`` is named for, and its (mutable) monitor record in the
     checkpoint: ``monitor[metric]`` (model-checkpoint/2) or ``monitor`` itself (/1)."""
-    monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
-    if not isinstance(monitor, dict):
-        return "", None
-    if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
-        return monitor["metric"], monitor
+    from pytest_mlgates.rundir import checkpoint_monitors
+
+    monitors = checkpoint_monitors(ckpt)
+    for metric, record in monitors.items():
+        if record.get("metric") == metric:  # model-checkpoint/1: the one record names its metric
+            return metric, record
     metric = path.stem[len("best_"):] if path.stem.startswith("best_") else ""
-    record = monitor.get(metric)
-    return metric, record if isinstance(record, dict) else None
+    return metric, monitors.get(metric)
 
 
 def perturb_monitor(names: Iterable[str] | None = None) -> Callable[[Path], None]:

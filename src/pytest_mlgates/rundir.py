@@ -795,12 +795,13 @@ def checkpoint_monitors(ckpt: Any) -> dict[str, dict[str, Any]]:
     """The tracked metrics an engine checkpoint says it is the best for, each with its
     ``mode`` and ``value``. ``model-checkpoint/2`` maps them all (``{"val_loss": {"mode":
     "min", "value": 0.23}, ...}``: one epoch's checkpoint serves every metric that improved
-    then); ``/1`` held one ``{"metric", "mode", "value"}``. Anything else: none."""
+    then); ``/1`` held one ``{"metric", "mode", "value"}``. Anything else: none. The records
+    are the checkpoint's own dicts (editing one edits the checkpoint: ``mlgates prove``)."""
     monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
     if not isinstance(monitor, dict):
         return {}
     if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
-        return {monitor["metric"]: {"mode": monitor.get("mode"), "value": monitor.get("value")}}
+        return {monitor["metric"]: monitor}
     return {k: v for k, v in monitor.items() if isinstance(k, str) and isinstance(v, dict)}
 
 
