@@ -258,11 +258,15 @@ def pack_history(rows: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, 
 
     keys = rows[0].keys() if rows else {}.keys()
     columns = list(keys)
-    if any(r.keys() != keys or any(type(v) not in (int, float) for v in r.values()) for r in rows):
+    if any(r.keys() != keys for r in rows):
         return [dict(r) for r in rows]
-    ints = [c for c in columns if all(type(r[c]) is int and abs(r[c]) <= 2**53 for r in rows)]
-    if any(type(r[c]) is int and c not in ints for r in rows for c in columns):
-        return [dict(r) for r in rows]  # an int too big for a float64, or ints and floats mixed
+    ints = []
+    for c in columns:
+        kinds = {type(r[c]) for r in rows}
+        if kinds == {int} and all(abs(r[c]) <= 2**53 for r in rows):
+            ints.append(c)
+        elif kinds != {float}:  # None, bools, text, ints beyond a float64, ints and floats mixed
+            return [dict(r) for r in rows]
     values = np.array([[r[c] for c in columns] for r in rows], dtype=np.float64).reshape(len(rows), len(columns))
     return {"columns": columns, "rows": torch.from_numpy(values), "int_columns": ints}
 
