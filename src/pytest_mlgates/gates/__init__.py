@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlgates.errors import GateFailure, MlgatesError
+from pytest_mlgates.errors import GateFailure, MlgatesError, _one_line
 
 if TYPE_CHECKING:
     from pytest_mlgates.rundir import Run
@@ -40,6 +40,15 @@ class GateResult:
     value: str | None
     threshold: str | None
     message: str
+
+    def __post_init__(self) -> None:
+        # text from a run dir (a split named by a line break, a metric name) must not split
+        # the user's line, as MlgatesError already ensures for errors
+        self.message = _one_line(self.message)
+        if self.value is not None:
+            self.value = _one_line(self.value)
+        if self.threshold is not None:
+            self.threshold = _one_line(self.threshold)
 
 
 @dataclass
