@@ -84,9 +84,31 @@ def test_a_batch_renames_in_order_only_after_every_file_is_on_disk(
     renames = [e for e in events if e.startswith("rename")]
     assert renames == ["rename best_val_loss.pt", "rename last.pt", "rename training_log.csv"]
     first_rename = events.index(renames[0])
-    assert events[:first_rename].count("fsync") == 3  # each temp file fsync'd before any rename
+    # each file fsync'd before any rename: the checkpoint once (best and last are one file,
+    # two names), the log once
+    assert events[:first_rename].count("fsync") == 2
     assert targets[0].read_bytes() == targets[1].read_bytes() == same
+    assert os.stat(targets[0]).st_ino == os.stat(targets[1]).st_ino
     assert not list(tmp_path.rglob(".*.tmp"))
+
+    # the next epoch replaces last.pt only: the best file keeps its bytes
+    write_files_atomically([(targets[1], b"next epoch"), (targets[2], b"epoch\n2\n")])
+    assert targets[0].read_bytes() == same and targets[1].read_bytes() == b"next epoch"
+    assert os.stat(targets[0]).st_nlink == 1
+
+
+def test_same_bytes_are_copied_where_hard_links_fail(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: Any, dst: Any) -> None:
+        raise OSError(1, "Operation not permitted")  # as on a FAT or some network mounts
+
+    monkeypatch.setattr(os, "link", no_links)
+    same = b"checkpoint" * 100
+    first, second = tmp_path / "best_val_loss.pt", tmp_path / "last.pt"
+    write_files_atomically([(first, same), (second, same)])
+    assert first.read_bytes() == second.read_bytes() == same
+    assert os.stat(first).st_ino != os.stat(second).st_ino
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_failed_batch_changes_no_target_and_names_the_file(

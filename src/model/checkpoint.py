@@ -23,9 +23,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import queue
 import random
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,38 +82,51 @@ def write_files_atomically(files: Sequence[tuple[str | Path, bytes]]) -> None:
     ``last.pt``. One fsync pass lets the filesystem commit its journal once for the batch
     rather than once per file. (A SIGKILL needs no fsync -- ``os.replace`` is atomic
     either way; fsync is for a power cut.) The same bytes object may be given for several
-    paths: the engine writes one epoch's checkpoint to ``last.pt`` and each
-    ``best_<metric>.pt`` it is the best for.
+    paths (the engine writes one epoch's checkpoint to ``last.pt`` and each
+    ``best_<metric>.pt`` it is the best for): it is written and fsync'd once, and the other
+    paths are hard links to that file (a copy where the filesystem has no hard links). A
+    later rename over one of those paths replaces that name only, so ``best_x.pt`` keeps
+    its bytes when ``last.pt`` moves on.
 
     ``MODEL_TEST_SLOW_SAVE`` (tests only) sleeps before each ``.pt`` rename, so a test can
     SIGKILL the process while a checkpoint is written but not yet in place.
     """
     staged: list[tuple[str, Path]] = []
     try:
-        fds: list[int] = []
+        fds: list[tuple[int, Path]] = []
+        written: dict[int, str] = {}  # id(data) -> the temp file that holds it
         try:
             for target, data in files:
                 path = Path(target)
                 tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_temp_counter)}.tmp")
+                same = written.get(id(data))
+                if same is not None and os.path.dirname(same) == os.path.dirname(tmp):
+                    try:  # the same bytes again: one more name for the file just written
+                        os.link(same, tmp)
+                        staged.append((tmp, path))
+                        continue
+                    except OSError:  # no hard links here (some network or FAT mounts)
+                        pass
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-                except OSError as exc:
-                    raise _with_filename(exc, path) from None
-                fds.append(fd)
+                except OSError as exc:  # named by its target, not by the temp file's name
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
+                fds.append((fd, path))
                 staged.append((tmp, path))
+                written[id(data)] = tmp
                 try:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
                 except OSError as exc:
                     raise _with_filename(exc, path) from None
-            for fd, (_, path) in zip(fds, staged):
+            for fd, path in fds:
                 try:
                     os.fsync(fd)
                 except OSError as exc:
                     raise _with_filename(exc, path) from None
         finally:
-            for fd in fds:
+            for fd, _ in fds:
                 os.close(fd)
         slow = os.environ.get(SLOW_SAVE_ENV)
         while staged:
@@ -154,55 +165,6 @@ def remove_stale_temp_files(directory: str | Path) -> None:
             tmp.unlink()
         except OSError:
             pass
-
-
-class BackgroundWriter:
-    """One thread that performs the epoch's atomic writes, in order, while training goes on.
-
-    fsync and rename wait on the disk, not the CPU, and cost more than a small model's
-    epoch; on this thread they overlap the next epoch instead of adding to it. The main
-    thread hands over finished bytes (tensors are already serialized), so nothing written
-    can change underneath. :meth:`flush` waits for every queued write -- the engine calls
-    it before anything reads the run dir (the in-flight hook, the end of the run) -- and
-    re-raises a write error there.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[list[tuple[Path, bytes]] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="model-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, files: list[tuple[Path, bytes]]) -> None:
-        self._raise_pending()
-        self._queue.put(files)
-
-    def flush(self) -> None:
-        self._queue.join()
-        self._raise_pending()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._raise_pending()
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _run(self) -> None:
-        while True:
-            files = self._queue.get()
-            try:
-                if files is None:
-                    return
-                if self._error is None:
-                    write_files_atomically(files)
-            except BaseException as exc:  # noqa: BLE001 -- surfaced on the main thread by flush/submit
-                self._error = exc
-            finally:
-                self._queue.task_done()
 
 
 # --------------------------------------------------------------------------- save / load

@@ -46,11 +46,9 @@ from torch import nn
 from model import distributed, runlog
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
-    BackgroundWriter,
     CheckpointError,
     atomic_write_text,
     capture_rng,
-    checkpoint_bytes,
     load_checkpoint,
     pack_history,
     remove_stale_temp_files,
@@ -70,6 +68,7 @@ from model.runlog import (
     write_history,
     write_json,
 )
+from model.writer import open_writer
 
 InflightHook = Callable[[Path, int], "str | None"]
 
@@ -200,7 +199,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
 
     # ---- 6. the epochs (rank 0's file writes run on a background thread, in order)
     status, reason = "completed", f"trained all {tc.epochs} epochs"
-    writer = BackgroundWriter() if dist.is_main else None
+    writer = open_writer() if dist.is_main else None
     try:
         if state.early_stopped(config):
             status, reason = "early_stopped", state.early_stop_reason(config)
@@ -238,8 +237,8 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             if writer is not None:  # rank 0
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
-                writer.submit(epoch_files(paths, columns, config, state, ckpt, newly_best,
-                                          class_names))
+                writer.submit(ckpt, *epoch_files(paths, columns, config, state, newly_best,
+                                                 class_names))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
@@ -498,24 +497,23 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 def epoch_files(paths: RunPaths, columns: list[str], config: Config, state: TrainState,
-                ckpt: dict[str, Any], newly_best: list[str],
-                class_names: list[str]) -> list[tuple[Path, bytes]]:
-    """This epoch's files, in write order: best_<metric>.pt for each metric that improved,
-    last.pt, then the logs and results.
+                newly_best: list[str],
+                class_names: list[str]) -> tuple[list[Path], list[tuple[Path, bytes]]]:
+    """This epoch's files, in write order: the checkpoint's paths (best_<metric>.pt for
+    each metric that improved, then last.pt), then the logs and results, rendered.
 
-    The checkpoint is serialized once: each best_<metric>.pt written now is byte for byte
-    this epoch's last.pt, whose ``monitor`` names every metric it is the best for.
+    The writer serializes the checkpoint once: each best_<metric>.pt written now is byte
+    for byte this epoch's last.pt, whose ``monitor`` names every metric it is the best for.
     Order matters for a kill between two renames: a resume restarts from last.pt and the
     logs are rewritten from its history, so the logs never run ahead of last.pt.
     """
-    data = checkpoint_bytes(ckpt)
-    files = [(paths.best(metric), data) for metric in newly_best]
-    files.append((paths.last, data))
-    files += render_history(paths.root, columns, state.history)
+    pt_paths = [paths.best(metric) for metric in newly_best]
+    pt_paths.append(paths.last)
+    files = render_history(paths.root, columns, state.history)
     results = results_dict(config, state, class_names, status="running",
                            reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
     files.append((paths.results, json_text(results).encode("utf-8")))
-    return files
+    return pt_paths, files
 
 
 def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
