@@ -29,6 +29,13 @@ loop's turn -- the bench hands the epoch's job to the writer only after the bare
 turn; the hand-over's own cost is then counted in the engine's next epoch. The writer
 process's CPU time is printed too, and counted in the CPU ratio.
 
+**What the files cost.** Each repeat also runs the same pair with the engine's per-epoch
+files switched off (a diagnostic the engine has no switch for: the bench swaps its writer
+for one that keeps the job and writes nothing). The difference between the two ratios,
+paired run by run, is what the durable per-epoch checkpoint and logs cost -- the
+hand-over on the training thread and the writer's work beside it; the rest of the
+overhead is the engine's metrics, RNG state and bookkeeping.
+
 **Peak memory** needs each loop alone: one engine-only and one bare-only process
 (``ru_maxrss``), and the engine's figure adds its writer process's peak (``VmHWM``).
 
@@ -142,8 +149,29 @@ class BareLoop:
 # --------------------------------------------------------------------------- children
 
 
-def run_engine(epochs: int, bare: BareLoop | None) -> dict:
-    """The engine's run; with `bare`, the bare loop takes its turn after each epoch line."""
+class NoFiles:
+    """A writer that writes nothing (the floor diagnostic): it keeps the last job's log
+    files, so the run's epoch_seconds can still be read back."""
+
+    cpu_seconds = None
+    peak_rss_kib = None
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Any, bytes]] = []
+
+    def submit(self, ckpt: Any, pt_paths: Any, files: Any) -> None:
+        self.files = list(files)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_engine(epochs: int, bare: BareLoop | None, *, files: bool = True) -> dict:
+    """The engine's run; with `bare`, the bare loop takes its turn after each epoch line;
+    without `files`, nothing is written per epoch (the floor diagnostic)."""
     import logging
 
     import model.writer as writer_module
@@ -157,7 +185,7 @@ def run_engine(epochs: int, bare: BareLoop | None) -> dict:
     real_open, real_submit = writer_module.open_writer, {}
 
     def open_writer() -> Any:
-        writer = real_open()
+        writer = real_open() if files else NoFiles()
         writers.append(writer)
         real_submit["submit"] = writer.submit
         if bare is not None:  # hand the epoch's job over after the bare loop's turn
@@ -186,8 +214,10 @@ def run_engine(epochs: int, bare: BareLoop | None) -> dict:
         started = (time.perf_counter(), time.process_time())
         results = train(config, Path(tmp) / "run", fresh=True, config_path=str(CONFIG),
                         allow_defaults=True)
-        log_rows = json.loads((Path(tmp) / "run" / "metric_history.json").read_text())["rows"]
-    writer = writers[0]
+        writer = writers[0]
+        history = (Path(tmp) / "run" / "metric_history.json").read_bytes() if files else \
+            {Path(p).name: data for p, data in writer.files}["metric_history.json"]
+        log_rows = json.loads(history)["rows"]
     resumes = [started] + [(m[2], m[3]) for m in marks[:-1]]
     return {"engine_epochs": [m[0] - r[0] for m, r in zip(marks, resumes)],
             "engine_cpu": [m[1] - r[1] for m, r in zip(marks, resumes)],
@@ -206,6 +236,8 @@ def run_engine(epochs: int, bare: BareLoop | None) -> dict:
 def run_child(kind: str, epochs: int) -> dict:
     if kind == "interleaved":
         return run_engine(epochs, BareLoop(epochs))
+    if kind == "interleaved-nofiles":
+        return run_engine(epochs, BareLoop(epochs), files=False)
     if kind == "engine":
         return run_engine(epochs, None)
     bare = BareLoop(epochs)
@@ -237,7 +269,9 @@ def main() -> int:
     parser.add_argument("--override", action="append", default=[],
                         help="config override for both loops, e.g. model.width=128")
     parser.add_argument("--verbose", action="store_true", help="print each run's ratio")
-    parser.add_argument("--child", choices=["interleaved", "engine", "bare"])
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the runs with the per-epoch files off (half the time)")
+    parser.add_argument("--child", choices=["interleaved", "interleaved-nofiles", "engine", "bare"])
     args = parser.parse_args()
     EXTRA_OVERRIDES.extend(args.override)
     if args.child:
@@ -246,6 +280,7 @@ def main() -> int:
 
     run_ratios, pair_ratios, cpu_ratios, compute_ratios = [], [], [], []
     engine_epochs, bare_epochs, compute, losses, writer_cpu = [], [], [], [], []
+    floor_ratios: list[float] = []
     writer_kind = "?"
     for i in range(args.repeats):
         got = child("interleaved", args.epochs, args.threads)
@@ -265,8 +300,14 @@ def main() -> int:
         pair_ratios += ratios
         run_ratios.append(statistics.median(ratios))
         losses.append((got["final_train_loss"], got["bare_final_train_loss"]))
+        if not args.no_floor:
+            floor = child("interleaved-nofiles", args.epochs, args.threads)
+            floor_ratios.append(statistics.median(
+                floor["engine_epochs"][k] / floor["bare_epochs"][k] for k in range(1, args.epochs)))
+            losses.append((floor["final_train_loss"], floor["bare_final_train_loss"]))
         if args.verbose:
-            print(f"  run {i + 1}: median pair ratio {run_ratios[-1]:.3f}", flush=True)
+            print(f"  run {i + 1}: median pair ratio {run_ratios[-1]:.3f}"
+                  + (f", files off {floor_ratios[-1]:.3f}" if floor_ratios else ""), flush=True)
     alone = {kind: child(kind, args.epochs, args.threads) for kind in ("engine", "bare")}
     losses.append((alone["engine"]["final_train_loss"], alone["bare"]["final_train_loss"]))
 
@@ -291,13 +332,22 @@ def main() -> int:
           f"{min(run_ratios):.3f} .. {max(run_ratios):.3f}")
     print(f"    all {len(pair_ratios)} pairs pooled: median {statistics.median(pair_ratios):.3f}; "
           f"sum of engine epochs / sum of bare epochs {sum(engine_epochs) / sum(bare_epochs):.3f}")
+    fixed = statistics.median(e - b for e, b in zip(engine_epochs, bare_epochs))
+    print(f"    the engine's cost per epoch: {fixed * 1000:.1f} ms (median of engine - bare "
+          f"over the pairs), {fixed / bare_epoch:.1%} of this bare epoch")
+    if floor_ratios:
+        paired = [r - f for r, f in zip(run_ratios, floor_ratios)]
+        print(f"  with the per-epoch files off (diagnostic): ratio "
+              f"{statistics.median(floor_ratios):.3f}; the durable checkpoint and logs of each "
+              f"epoch cost {statistics.median(paired):+.3f} of it (median of the {len(paired)} "
+              f"runs' paired differences)")
     print(f"  CPU time per epoch (every thread, and the writer process's): ratio "
           f"{statistics.median(cpu_ratios):.3f}")
     print(f"    engine breakdown (medians): train+eval {statistics.median(compute) * 1000:.1f} ms, "
           f"then the checkpoint hand-over and the log rows "
           f"{(engine_epoch - statistics.median(compute)) * 1000:.1f} ms; writer process "
-          f"{statistics.median(writer_cpu) * 1000:.1f} ms CPU per epoch (serialize, fsync'd "
-          f"writes; overlapping the next epoch)")
+          f"{statistics.median(writer_cpu) * 1000:.1f} ms CPU per epoch (its start-up included; "
+          f"serialize, fsync'd writes, overlapping the next epoch)")
     print(f"    the engine's train+eval alone over the bare epoch: {statistics.median(compute_ratios):.3f}"
           f" (pooled median; its train loop, its val metrics, and the writer's overlap)")
     print(f"  peak memory  engine {engine_mem:8.1f} MiB  bare {bare_mem:8.1f} MiB  "
