@@ -197,7 +197,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    # ---- 6. the epochs (rank 0's file writes run on a background thread, in order)
+    # ---- 6. the epochs (rank 0's files are written, in order, by its writer process)
     status, reason = "completed", f"trained all {tc.epochs} epochs"
     writer = open_writer() if dist.is_main else None
     try:
