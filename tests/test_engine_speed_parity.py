@@ -235,3 +235,24 @@ def test_a_checkpoints_history_costs_the_same_at_any_epoch() -> None:
         return count
 
     assert pickled_objects(300) == pickled_objects(12)
+
+
+def test_a_file_given_as_chunks_is_their_concatenation_even_after_short_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer process hands a checkpoint over as the zip's parts (no joined copy of a
+    model-sized buffer): they land as one file, in order, and a short ``writev`` (a
+    signal, a pipe, a nearly full disk) is resumed where it stopped."""
+    chunks = [b"PK\x03\x04", b"", memoryview(b"0123456789")[3:], bytearray(b"x" * 5000), b"end"]
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: Any) -> int:  # at most 7 bytes a call
+        first = bytes(buffers[0])[:7] if buffers else b""
+        return real_writev(fd, [first]) if first else real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    link_a, link_b = tmp_path / "best_val_loss.pt", tmp_path / "last.pt"
+    write_files_atomically([(link_a, chunks), (link_b, chunks), (tmp_path / "log.csv", b"epoch\n")])
+    want = b"".join(bytes(c) for c in chunks)
+    assert link_a.read_bytes() == link_b.read_bytes() == want
+    assert os.stat(link_a).st_ino == os.stat(link_b).st_ino  # one file, two names
+    assert (tmp_path / "log.csv").read_bytes() == b"epoch\n"

@@ -214,3 +214,41 @@ def test_an_archive_past_the_zip64_limits_is_built_by_zipfile(monkeypatch) -> No
     records = [("data/0", b"x" * 1000)]
     assert torchfile._zip(records) == real(records) and calls == [1]
     assert torchfile._zip([("data/0", b"x" * 10)]) == real([("data/0", b"x" * 10)]) and calls == [1]
+
+
+def test_the_serialized_parts_join_to_the_archive() -> None:
+    """The writer process writes the archive from its parts (views into the tensor bytes
+    it read from the pipe), never a joined copy: the parts are the archive, in order."""
+    from model.torchfile import serialize, serialize_parts
+
+    ckpt = {"model": OrderedDict(w=torch.arange(6.0), b=torch.ones(2, dtype=torch.int64)),
+            "epoch": 3}
+    pickler_buffer = io.BytesIO()
+    from model.writer import _Payload
+
+    payload = _Payload(pickler_buffer)
+    payload.dump(ckpt)
+    raw = b"".join(bytes(view) for view in payload.views)
+    skeleton = __import__("pickle").loads(pickler_buffer.getvalue())
+    parts = serialize_parts(skeleton, raw)
+    assert len(parts) > 3 and any(isinstance(part, memoryview) for part in parts)
+    joined = b"".join(bytes(part) for part in parts)
+    assert joined == serialize(skeleton, raw)
+    assert zipfile.ZipFile(io.BytesIO(joined)).read("archive/data.pkl") == \
+        zipfile.ZipFile(io.BytesIO(_torch_bytes(ckpt))).read("archive/data.pkl")
+
+
+def test_a_writer_process_that_cannot_start_leaves_the_thread_writer(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A child that dies before it serves (an interpreter that is not Python, a package it
+    cannot import) must not fail the run at its first epoch: the engine writes from a
+    thread instead, and says so."""
+    monkeypatch.setattr("sys.executable", "/bin/false")
+    with caplog.at_level("WARNING", logger="model"):
+        writer = open_writer()
+    try:
+        assert isinstance(writer, ThreadWriter)
+        assert "checkpoint writer process could not start" in caplog.text
+        assert "writing from a thread" in caplog.text
+    finally:
+        writer.close()

@@ -70,7 +70,33 @@ def _with_filename(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))  # the errno's subclass, as raised
 
 
-def write_files_atomically(files: Sequence[tuple[str | Path, bytes]]) -> None:
+_IOV_MAX = 512  # buffers per writev call (Linux allows 1024)
+
+
+def write_all(fd: int, data: Any) -> None:
+    """Every byte of `data` to `fd`: one bytes-like object (``os.write``), or a list or
+    tuple of them written in order with ``os.writev``, with no joined copy. A short write
+    (a signal, a pipe, a nearly full disk) is resumed where it stopped."""
+    if not isinstance(data, (list, tuple)):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        return
+    views = [view for view in (memoryview(chunk).cast("B") for chunk in data) if view.nbytes]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        while written:
+            size = views[first].nbytes
+            if written >= size:
+                written -= size
+                first += 1
+            else:
+                views[first] = views[first][written:]
+                written = 0
+
+
+def write_files_atomically(files: Sequence[tuple[str | Path, Any]]) -> None:
     """Replace each path with its data so that a kill at any instant leaves it old or new.
 
     The batch is one pass: every temp file (``.<name>.<pid>-<n>.tmp`` next to its target,
@@ -115,9 +141,7 @@ def write_files_atomically(files: Sequence[tuple[str | Path, bytes]]) -> None:
                 staged.append((tmp, path))
                 written[id(data)] = tmp
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, data)
                 except OSError as exc:
                     raise _with_filename(exc, path) from None
             for fd, path in fds:

@@ -146,7 +146,14 @@ _STORAGE, _CPU = "storage", "cpu"  # one object each, memoized in the pickle as 
 
 
 def serialize(skeleton: Any, raw: Any) -> bytes:
-    """The bytes ``torch.save`` would write for `skeleton` with its tensors put back.
+    """The bytes ``torch.save`` would write for `skeleton` with its tensors put back."""
+    return b"".join(serialize_parts(skeleton, raw))
+
+
+def serialize_parts(skeleton: Any, raw: Any) -> list[Any]:
+    """:func:`serialize` as the archive's parts, in order: headers, and views into `raw`
+    for the storages -- written with ``writev``, a model-sized checkpoint costs the writer
+    no second copy of its bytes.
 
     Each :class:`TensorRef` names its storage's bytes in `raw`; refs naming the same bytes
     share one storage, as the tensors did. Raises ``ValueError`` for a dtype outside
@@ -168,7 +175,7 @@ def serialize(skeleton: Any, raw: Any) -> bytes:
     for _, data in records:
         checksum = zlib.crc32(data, checksum)
     records.append((".data/serialization_id", f"{checksum:040d}".encode()))
-    return _zip(records)
+    return _zip_parts(records)
 
 
 # Archives below this size (and with fewer than 0xFFFF records) need no zip64 fields: the
@@ -182,15 +189,20 @@ _VERSION, _SYSTEM, _MODE = 20, 3, 0o600 << 16  # what zipfile writes for a ZipIn
 
 
 def _zip(records: list[tuple[str, Any]]) -> bytes:
-    """A stored (uncompressed) zip whose every record's data starts 64-byte aligned.
+    """A stored (uncompressed) zip whose every record's data starts 64-byte aligned."""
+    return b"".join(_zip_parts(records))
+
+
+def _zip_parts(records: list[tuple[str, Any]]) -> list[Any]:
+    """:func:`_zip` as its parts (the records' data as given, not copied).
 
     Byte for byte what :func:`_zip_with_zipfile` writes (tests/test_writer.py checks), built
     with ``struct``: zipfile spends ~20 µs of Python per record, most of a save's time in
-    the writer process. Past :data:`LEAN_ZIP_LIMIT`, zipfile writes it (zip64).
+    the writer process. Past :data:`LEAN_ZIP_LIMIT`, zipfile writes it (zip64), in memory.
     """
     total = sum(len(data) + 2 * ALIGNMENT + 200 for _, data in records)
     if total > LEAN_ZIP_LIMIT or len(records) >= 0xFFFF:
-        return _zip_with_zipfile(records)
+        return [_zip_with_zipfile(records)]
     parts: list[Any] = []
     central: list[bytes] = []
     offset = 0
@@ -211,7 +223,7 @@ def _zip(records: list[tuple[str, Any]]) -> bytes:
     directory = b"".join(central)
     parts += [directory, _END.pack(b"PK\005\006", 0, 0, len(records), len(records),
                                    len(directory), offset, 0)]
-    return b"".join(parts)
+    return parts
 
 
 def _zip_with_zipfile(records: list[tuple[str, Any]]) -> bytes:

@@ -44,13 +44,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import CheckpointError, checkpoint_bytes, write_files_atomically
-from model.torchfile import STORAGE_TYPES, TensorRef, serialize
+from model.checkpoint import CheckpointError, checkpoint_bytes, write_all, write_files_atomically
+from model.torchfile import STORAGE_TYPES, TensorRef, serialize_parts
 
 WRITER_ENV = "MODEL_WRITER"  # "process" (the default on Linux) or "thread"
 
 _HEADER = struct.Struct("<QQ")  # pickled length, raw tensor bytes length; (0, 0) = stop
 _REPLY = struct.Struct("<Q")
+_READY = b"serving\n"  # the child's first words, before any reply
+_START_TIMEOUT_S = 60.0
 
 Files = Sequence[tuple[Path, bytes]]
 
@@ -170,33 +172,23 @@ class _Payload(pickle.Pickler):
         return NotImplemented
 
 
-def _write_all(fd: int, chunks: Sequence[Any]) -> None:
-    """Every byte of `chunks` to `fd` (``os.writev``, resuming after short writes)."""
-    views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
-    while views:
-        written = os.writev(fd, views[:512])
-        while written:
-            if written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][written:]
-                written = 0
-
-
 def _read_exact(fd: int, size: int) -> bytearray | None:
     """`size` bytes from `fd`, or None at end of file before the first byte."""
     buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
+    return buffer if _read_into(fd, memoryview(buffer)) else None
+
+
+def _read_into(fd: int, view: memoryview) -> bool:
+    """Fill `view` from `fd`; False at end of file before the first byte."""
+    got, size = 0, len(view)
     while got < size:
         n = os.readv(fd, [view[got:]])
         if n == 0:
             if got == 0:
-                return None
+                return False
             raise EOFError(f"pipe closed after {got} of {size} bytes")
         got += n
-    return buffer
+    return True
 
 
 class ProcessWriter:
@@ -224,6 +216,19 @@ class ProcessWriter:
             os.close(reply_write)
         self.pid = self._proc.pid
         self._jobs, self._replies = job_write, reply_read
+        ready: list[int] = []
+        try:  # it says it serves before the engine counts on it (a start-up costs ~30 ms)
+            ready = select.select([reply_read], [], [], _START_TIMEOUT_S)[0]
+            said = _read_exact(reply_read, len(_READY)) if ready else None
+        except (OSError, EOFError):
+            said = None
+        if said != _READY:
+            self._proc.kill()
+            self._proc.wait()
+            os.close(job_write)
+            os.close(reply_read)
+            how = "timed out" if not ready else f"exit code {self._proc.returncode}"
+            raise OSError(f"{sys.executable} -I did not start serving ({how})")
         self._pending = 0
         self._error: BaseException | None = None
         self._closed = False
@@ -249,7 +254,7 @@ class ProcessWriter:
         payload = buffer.getbuffer()
         raw_size = sum(len(view) for view in views)
         try:
-            _write_all(self._jobs, [_HEADER.pack(len(payload), raw_size), payload, *views])
+            write_all(self._jobs, [_HEADER.pack(len(payload), raw_size), payload, *views])
         except BrokenPipeError:
             raise self._died() from None
         self._pending += 1
@@ -268,7 +273,7 @@ class ProcessWriter:
             self._closed = True
             self.peak_rss_kib = _high_water_kib(self.pid)
             try:
-                _write_all(self._jobs, [_HEADER.pack(0, 0)])
+                write_all(self._jobs, [_HEADER.pack(0, 0)])
             except OSError:
                 pass
             os.close(self._jobs)
@@ -334,11 +339,16 @@ def serve(jobs: int, replies: int, parent: int) -> None:
     if os.getppid() != parent:  # the engine died before prctl took effect
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the engine's to handle
+    write_all(replies, _READY)
     try:
         os.nice(10)  # where it must share a core with training, training goes first
     except OSError:
         pass
     failed = False
+    # The tensor bytes of every job land in one buffer, kept from job to job: a fresh
+    # model-sized buffer each epoch would page-fault all of it in again while the engine
+    # waits on the pipe. Only a bigger job replaces it (no view of the old one is left).
+    received = bytearray()
     while True:
         header = _read_exact(jobs, _HEADER.size)
         if header is None:
@@ -347,22 +357,38 @@ def serve(jobs: int, replies: int, parent: int) -> None:
         if payload_size == 0:
             return
         payload = _read_exact(jobs, payload_size)
-        raw = _read_exact(jobs, raw_size) if raw_size else bytearray()
-        if payload is None or raw is None:
+        if len(received) < raw_size:
+            received = bytearray()  # the old one goes before the new one is made
+            received = bytearray(raw_size)
+        raw = memoryview(received)[:raw_size]
+        if payload is None or not _read_into(jobs, raw):
             return
-        error: BaseException | None = CheckpointError(
-            "not written: an earlier write of this run failed") if failed else None
-        if not failed:  # after a failure nothing later may land (the order of the files)
-            try:
-                skeleton, blob, pt_paths, files = pickle.loads(payload)  # from the engine
-                if blob is None:
-                    blob = serialize(skeleton, raw)
-                write_files_atomically([*((path, blob) for path in pt_paths), *files])
-            except BaseException as exc:  # noqa: BLE001 -- raised by the engine
-                failed, error = True, exc
-        del payload, raw
+        if failed:  # after a failure nothing later may land (the order of the files)
+            error: BaseException | None = CheckpointError(
+                "not written: an earlier write of this run failed")
+        else:
+            error = _write_job(payload, raw)
+            failed = error is not None
+        raw.release()  # every view into `received` is gone: the next job may reuse it
+        del payload
         message = b"" if error is None else _pickled_error(error)
-        _write_all(replies, [_REPLY.pack(len(message)), message])
+        write_all(replies, [_REPLY.pack(len(message)), message])
+
+
+def _write_job(payload: bytearray, raw: memoryview) -> BaseException | None:
+    """One job's files, or the exception that stopped them (raised by the engine).
+
+    Every view into `raw` lives in this frame and dies with it, before the next job's
+    bytes are read: the writer's peak memory stays about one checkpoint, not two.
+    """
+    try:
+        skeleton, blob, pt_paths, files = pickle.loads(payload)  # from the engine
+        if blob is None:  # the archive's parts: views into `raw`, never one joined copy
+            blob = serialize_parts(skeleton, raw)
+        write_files_atomically([*((path, blob) for path in pt_paths), *files])
+    except BaseException as exc:  # noqa: BLE001 -- raised by the engine
+        return exc.with_traceback(None)  # the traceback would hold this frame's views
+    return None
 
 
 def _pickled_error(error: BaseException) -> bytes:

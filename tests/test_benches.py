@@ -1,0 +1,41 @@
+"""The engine benchmarks (bench/engine_overhead.py, bench/writer_memory.py) still run.
+
+The overhead bench reaches into the engine (its epoch log line, ``model.train.open_writer``,
+the writer's job format) to interleave the two loops and to switch the files off; an engine
+change that breaks one of those would leave the README's figures unreproducible. Each runs
+tiny here and must print what it promises. No timing or memory figure is asserted: those
+are the benches' business.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "engine_overhead.py"), "--epochs", "3", "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:] + out
+    assert re.search(r"epoch time\s+engine\s+[\d.]+ ms\s+bare\s+[\d.]+ ms\s+ratio \d\.\d{3}", out), out
+    assert re.search(r"per-epoch files off \(diagnostic\): ratio \d\.\d{3}", out), out
+    assert re.search(r"peak memory\s+engine\s+[\d.]+ MiB\s+bare\s+[\d.]+ MiB\s+ratio \d\.\d{3}", out), out
+    assert "writer: ProcessWriter" in out, out
+    assert re.search(r"agree to 5 decimals \(3 runs\)", out), out  # interleaved, files off, alone
+
+
+def test_the_writer_memory_bench_runs_and_checks_itself() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "writer_memory.py"), "--mib", "8", "--epochs", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:] + out
+    assert re.search(r"writer peak memory\s+[\d.]+ MiB = \d+\.\d\d x the checkpoint", out), out
+    assert re.search(r"held by the hand-over: \d+\.\d{3} s", out), out
+    assert "loaded back with weights_only=True: equal" in out, out
