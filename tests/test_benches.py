@@ -17,12 +17,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_bench(script: str, *args: str) -> str:
+    """The bench's output; it must exit 0 (its own self-checks passed)."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout
+    return proc.stdout
+
+
 def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_overhead.py"), "--epochs", "3", "--repeats", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    out = proc.stdout
-    assert proc.returncode == 0, proc.stderr[-2000:] + out
+    out = run_bench("engine_overhead.py", "--epochs", "3", "--repeats", "1")
     assert re.search(r"epoch time\s+engine\s+[\d.]+ ms\s+bare\s+[\d.]+ ms\s+ratio \d\.\d{3}", out), out
     assert re.search(r"per-epoch files off \(diagnostic\): ratio \d\.\d{3}", out), out
     assert re.search(r"peak memory\s+engine\s+[\d.]+ MiB\s+bare\s+[\d.]+ MiB\s+ratio \d\.\d{3}", out), out
@@ -31,11 +35,7 @@ def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
 
 
 def test_the_writer_memory_bench_runs_and_checks_itself() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "writer_memory.py"), "--mib", "8", "--epochs", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    out = proc.stdout
-    assert proc.returncode == 0, proc.stderr[-2000:] + out
+    out = run_bench("writer_memory.py", "--mib", "8", "--epochs", "2")
     assert re.search(r"writer peak memory\s+[\d.]+ MiB = \d+\.\d\d x the checkpoint", out), out
     assert re.search(r"held by the hand-over: \d+\.\d{3} s", out), out
     assert "loaded back with weights_only=True: equal" in out, out
