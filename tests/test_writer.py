@@ -191,29 +191,75 @@ def test_model_writer_picks_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default.peak_rss_kib is not None and default.peak_rss_kib < 100 * 1024
 
 
-@settings(max_examples=60, deadline=None)
+def _zip_with_zipfile(records: list[tuple[str, Any]]) -> bytes:
+    """The reference: the same archive built by zipfile (what torchfile wrote before it
+    packed the zip itself), 64-byte aligned by the same "FB" padding field."""
+    import struct
+
+    from model.torchfile import ALIGNMENT, ARCHIVE
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, data in records:
+            info = zipfile.ZipInfo(f"{ARCHIVE}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            filename = info.filename.encode("utf-8")
+            zip64 = 20 if len(data) * 1.05 > zipfile.ZIP64_LIMIT else 0  # as zipfile decides
+            start = out.tell() + 30 + len(filename) + zip64 + 4  # after a 4-byte extra header
+            pad = -start % ALIGNMENT
+            info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+            archive.writestr(info, data)
+    return out.getvalue()
+
+
+# zip64 is for archives past 2 GiB or 65,535 records; zipfile decides by two module
+# constants, so lowering them makes any size take the zip64 paths, in zipfile and in
+# torchfile alike, and a small archive can check them byte for byte.
+LIMITS = st.tuples(st.sampled_from([zipfile.ZIP64_LIMIT, 40, 150, 400]),
+                   st.sampled_from([zipfile.ZIP_FILECOUNT_LIMIT, 2, 4]))
+
+
+@settings(max_examples=80, deadline=None)
 @given(records=st.lists(st.tuples(st.sampled_from(["data.pkl", "data/0", "data/1", "version",
                                                    ".data/serialization_id", "byteorder"]),
                                   st.binary(max_size=300)), max_size=6,
-                               unique_by=lambda record: record[0]))
-def test_the_lean_zip_is_byte_for_byte_what_zipfile_writes(records) -> None:
-    """torchfile writes the zip with struct (zipfile's per-record Python costs most of a
-    save); for any records its bytes equal the zipfile-built archive's, alignment included."""
-    from model.torchfile import _zip, _zip_with_zipfile
+                        unique_by=lambda record: record[0]),
+       limits=LIMITS)
+def test_the_lean_zip_is_byte_for_byte_what_zipfile_writes(records, limits) -> None:
+    """torchfile packs the zip with struct (zipfile's per-record Python cost most of a
+    save) and writes it from its parts; for any records, zip64 or not, its bytes are
+    zipfile's, alignment included."""
+    from model.torchfile import _zip
 
-    assert _zip(records) == _zip_with_zipfile(records)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zipfile, "ZIP64_LIMIT", limits[0])
+        patch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", limits[1])
+        want = _zip_with_zipfile(records)
+        got = _zip(records)
+    assert got == want
+    assert zipfile.ZipFile(io.BytesIO(got)).testzip() is None
 
 
-def test_an_archive_past_the_zip64_limits_is_built_by_zipfile(monkeypatch) -> None:
-    from model import torchfile
+def test_a_zip64_checkpoint_loads_in_torch(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The >2 GiB path, with the limits lowered so that every record, offset and the
+    directory are zip64: torch.load(weights_only=True) reads it back."""
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 64)
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 3)
+    from model.torchfile import serialize_parts
 
-    calls: list[int] = []
-    real = torchfile._zip_with_zipfile
-    monkeypatch.setattr(torchfile, "_zip_with_zipfile", lambda r: calls.append(1) or real(r))
-    monkeypatch.setattr(torchfile, "LEAN_ZIP_LIMIT", 500)  # as if 500 bytes were 2 GiB
-    records = [("data/0", b"x" * 1000)]
-    assert torchfile._zip(records) == real(records) and calls == [1]
-    assert torchfile._zip([("data/0", b"x" * 10)]) == real([("data/0", b"x" * 10)]) and calls == [1]
+    ckpt = {"model": OrderedDict(w=torch.arange(40.0), b=torch.ones(30, dtype=torch.int64)),
+            "epoch": 3}
+    buffer = io.BytesIO()
+    from model.writer import _Payload
+
+    payload = _Payload(buffer)
+    payload.dump(ckpt)
+    raw = b"".join(bytes(view) for view in payload.views)
+    parts = serialize_parts(__import__("pickle").loads(buffer.getvalue()), raw)
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"".join(bytes(part) for part in parts))
+    assert b"PK\x06\x06" in target.read_bytes()  # the zip64 end record is there
+    _assert_same(torch.load(target, weights_only=True), ckpt)
 
 
 def test_the_serialized_parts_join_to_the_archive() -> None:

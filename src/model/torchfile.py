@@ -178,14 +178,13 @@ def serialize_parts(skeleton: Any, raw: Any) -> list[Any]:
     return _zip_parts(records)
 
 
-# Archives below this size (and with fewer than 0xFFFF records) need no zip64 fields: the
-# lean writer below builds them; anything larger goes through zipfile, which knows zip64.
-LEAN_ZIP_LIMIT = (1 << 31) - 1
-_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # zipfile.structCentralDir
-_END = struct.Struct("<4s4H2LH")  # zipfile.structEndArchive
+_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zip local file header (zipfile.structFileHeader)
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory entry (structCentralDir)
+_END = struct.Struct("<4s4H2LH")  # end of central directory (structEndArchive)
+_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory (structEndArchive64)
+_LOCATOR64 = struct.Struct("<4sLQL")  # zip64 end locator (structEndArchive64Locator)
 _DOS_DATE, _DOS_TIME = (1980 - 1980) << 9 | 1 << 5 | 1, 0  # 1980-01-01 00:00:00
-_VERSION, _SYSTEM, _MODE = 20, 3, 0o600 << 16  # what zipfile writes for a ZipInfo on POSIX
+_VERSION, _VERSION64, _SYSTEM, _MODE = 20, 45, 3, 0o600 << 16  # as zipfile writes on POSIX
 
 
 def _zip(records: list[tuple[str, Any]]) -> bytes:
@@ -194,49 +193,54 @@ def _zip(records: list[tuple[str, Any]]) -> bytes:
 
 
 def _zip_parts(records: list[tuple[str, Any]]) -> list[Any]:
-    """:func:`_zip` as its parts (the records' data as given, not copied).
+    """:func:`_zip` as its parts, the records' data as given (views, not copies).
 
-    Byte for byte what :func:`_zip_with_zipfile` writes (tests/test_writer.py checks), built
-    with ``struct``: zipfile spends ~20 µs of Python per record, most of a save's time in
-    the writer process. Past :data:`LEAN_ZIP_LIMIT`, zipfile writes it (zip64), in memory.
+    Byte for byte what ``zipfile`` writes for these records with ``writestr`` (including
+    its zip64 fields past ``zipfile.ZIP64_LIMIT`` bytes or ``ZIP_FILECOUNT_LIMIT``
+    records, read at call time; tests/test_writer.py compares the two), packed with
+    ``struct``: zipfile spends ~20 µs of Python per record, most of a save in the writer
+    process, and builds the archive in one buffer -- a second copy of a model-sized
+    checkpoint.
     """
-    total = sum(len(data) + 2 * ALIGNMENT + 200 for _, data in records)
-    if total > LEAN_ZIP_LIMIT or len(records) >= 0xFFFF:
-        return [_zip_with_zipfile(records)]
+    limit, count_limit = zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT
     parts: list[Any] = []
     central: list[bytes] = []
     offset = 0
     for name, data in records:
         filename = f"{ARCHIVE}/{name}".encode("ascii")
-        start = offset + 30 + len(filename) + 4  # data after the header and a 4-byte extra header
+        size = len(data)
+        zip64 = size * 1.05 > limit  # zipfile's guess before writing, kept for the record
+        start = offset + 30 + len(filename) + (20 if zip64 else 0) + 4  # after the headers
         pad = -start % ALIGNMENT
         extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
-        crc, size = zlib.crc32(data), len(data)
-        parts += [_LOCAL.pack(b"PK\003\004", _VERSION, 0, 0, zipfile.ZIP_STORED, _DOS_TIME,
-                              _DOS_DATE, crc, size, size, len(filename), len(extra)),
-                  filename, extra, data]
-        central.append(_CENTRAL.pack(b"PK\001\002", _VERSION, _SYSTEM, _VERSION, 0, 0,
-                                     zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc, size, size,
-                                     len(filename), len(extra), 0, 0, 0, _MODE, offset)
-                       + filename + extra)
-        offset += 30 + len(filename) + len(extra) + size
+        local_extra = extra + struct.pack("<HHQQ", 1, 16, size, size) if zip64 else extra
+        big = size > limit
+        version = _VERSION64 if big else _VERSION
+        crc, shown = zlib.crc32(data), 0xFFFFFFFF if big else size
+        parts += [_LOCAL.pack(b"PK\003\004", version, 0, 0, zipfile.ZIP_STORED, _DOS_TIME,
+                              _DOS_DATE, crc, shown, shown, len(filename), len(local_extra)),
+                  filename, local_extra, data]
+        wide = [size, size] if big else []  # the central entry's zip64 field
+        if offset > limit:
+            wide.append(offset)
+        central_extra = struct.pack(f"<HH{len(wide)}Q", 1, 8 * len(wide), *wide) + extra \
+            if wide else extra
+        central_version = max(_VERSION64 if wide else 0, version)
+        central.append(_CENTRAL.pack(
+            b"PK\001\002", central_version, _SYSTEM, central_version, 0, 0, zipfile.ZIP_STORED,
+            _DOS_TIME, _DOS_DATE, crc, shown, shown, len(filename), len(central_extra), 0, 0, 0,
+            _MODE, 0xFFFFFFFF if offset > limit else offset) + filename + central_extra)
+        offset += 30 + len(filename) + len(local_extra) + size
     directory = b"".join(central)
-    parts += [directory, _END.pack(b"PK\005\006", 0, 0, len(records), len(records),
-                                   len(directory), offset, 0)]
+    count, directory_size, directory_offset = len(records), len(directory), offset
+    parts.append(directory)
+    if count > count_limit or directory_offset > limit or directory_size > limit:
+        parts += [_END64.pack(b"PK\006\006", 44, 45, 45, 0, 0, count, count, directory_size,
+                              directory_offset),
+                  _LOCATOR64.pack(b"PK\006\007", 0, directory_offset + directory_size, 1)]
+        count = min(count, 0xFFFF)
+        directory_size = min(directory_size, 0xFFFFFFFF)
+        directory_offset = min(directory_offset, 0xFFFFFFFF)
+    parts.append(_END.pack(b"PK\005\006", 0, 0, count, count, directory_size,
+                           directory_offset, 0))
     return parts
-
-
-def _zip_with_zipfile(records: list[tuple[str, Any]]) -> bytes:
-    """:func:`_zip` through zipfile: any size (zip64 where needed)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, data in records:
-            info = zipfile.ZipInfo(f"{ARCHIVE}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            filename = info.filename.encode("utf-8")
-            zip64 = 20 if len(data) * 1.05 > zipfile.ZIP64_LIMIT else 0  # as zipfile decides
-            start = out.tell() + 30 + len(filename) + zip64 + 4  # after a 4-byte extra header
-            pad = -start % ALIGNMENT
-            info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
-            archive.writestr(info, data)
-    return out.getvalue()
