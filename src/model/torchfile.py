@@ -209,27 +209,32 @@ def _zip_parts(records: list[tuple[str, Any]]) -> list[Any]:
     for name, data in records:
         filename = f"{ARCHIVE}/{name}".encode("ascii")
         size = len(data)
-        zip64 = size * 1.05 > limit  # zipfile's guess before writing, kept for the record
+        # zipfile decides a record's local header before writing it, with a margin: past
+        # limit / 1.05 bytes the sizes go in a zip64 field and the header shows 0xFFFFFFFF.
+        # The central entry has the true sizes and offset, and widens only what overflows.
+        zip64 = size * 1.05 > limit
         start = offset + 30 + len(filename) + (20 if zip64 else 0) + 4  # after the headers
         pad = -start % ALIGNMENT
         extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
         local_extra = extra + struct.pack("<HHQQ", 1, 16, size, size) if zip64 else extra
-        big = size > limit
-        version = _VERSION64 if big else _VERSION
-        crc, shown = zlib.crc32(data), 0xFFFFFFFF if big else size
+        version = _VERSION64 if zip64 else _VERSION
+        crc, local_size = zlib.crc32(data), 0xFFFFFFFF if zip64 else size
         parts += [_LOCAL.pack(b"PK\003\004", version, 0, 0, zipfile.ZIP_STORED, _DOS_TIME,
-                              _DOS_DATE, crc, shown, shown, len(filename), len(local_extra)),
+                              _DOS_DATE, crc, local_size, local_size, len(filename),
+                              len(local_extra)),
                   filename, local_extra, data]
-        wide = [size, size] if big else []  # the central entry's zip64 field
+        wide = [size, size] if size > limit else []  # the central entry's zip64 field
         if offset > limit:
             wide.append(offset)
         central_extra = struct.pack(f"<HH{len(wide)}Q", 1, 8 * len(wide), *wide) + extra \
             if wide else extra
         central_version = max(_VERSION64 if wide else 0, version)
+        central_size = 0xFFFFFFFF if size > limit else size
         central.append(_CENTRAL.pack(
             b"PK\001\002", central_version, _SYSTEM, central_version, 0, 0, zipfile.ZIP_STORED,
-            _DOS_TIME, _DOS_DATE, crc, shown, shown, len(filename), len(central_extra), 0, 0, 0,
-            _MODE, 0xFFFFFFFF if offset > limit else offset) + filename + central_extra)
+            _DOS_TIME, _DOS_DATE, crc, central_size, central_size, len(filename),
+            len(central_extra), 0, 0, 0, _MODE, 0xFFFFFFFF if offset > limit else offset)
+            + filename + central_extra)
         offset += 30 + len(filename) + len(local_extra) + size
     directory = b"".join(central)
     count, directory_size, directory_offset = len(records), len(directory), offset
