@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import signal
 import zipfile
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 
 from model.checkpoint import CheckpointError
 from model.torchfile import STORAGE_TYPES
-from model.writer import ProcessWriter, ThreadWriter, open_writer
+from model.writer import ProcessWriter, ThreadWriter, _Payload, open_writer
 
 DTYPES = [getattr(torch, name) for name in STORAGE_TYPES]
 
@@ -233,15 +234,24 @@ def test_the_lean_zip_is_byte_for_byte_what_zipfile_writes(records, limits) -> N
     """torchfile packs the zip with struct (zipfile's per-record Python cost most of a
     save) and writes it from its parts; for any records, zip64 or not, its bytes are
     zipfile's, alignment included."""
-    from model.torchfile import _zip
+    from model.torchfile import _zip_parts
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(zipfile, "ZIP64_LIMIT", limits[0])
         patch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", limits[1])
         want = _zip_with_zipfile(records)
-        got = _zip(records)
+        got = b"".join(_zip_parts(records))
     assert got == want
     assert zipfile.ZipFile(io.BytesIO(got)).testzip() is None
+
+
+def _skeleton_and_raw(ckpt: dict[str, Any]) -> tuple[Any, bytes]:
+    """What the engine sends its writer process for `ckpt`: the skeleton as the child
+    unpickles it, and the tensor bytes as they arrive through the pipe."""
+    buffer = io.BytesIO()
+    payload = _Payload(buffer)
+    payload.dump(ckpt)
+    return pickle.loads(buffer.getvalue()), b"".join(bytes(view) for view in payload.views)
 
 
 def test_a_zip64_checkpoint_loads_in_torch(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -253,13 +263,7 @@ def test_a_zip64_checkpoint_loads_in_torch(monkeypatch: pytest.MonkeyPatch, tmp_
 
     ckpt = {"model": OrderedDict(w=torch.arange(40.0), b=torch.ones(30, dtype=torch.int64)),
             "epoch": 3}
-    buffer = io.BytesIO()
-    from model.writer import _Payload
-
-    payload = _Payload(buffer)
-    payload.dump(ckpt)
-    raw = b"".join(bytes(view) for view in payload.views)
-    parts = serialize_parts(__import__("pickle").loads(buffer.getvalue()), raw)
+    parts = serialize_parts(*_skeleton_and_raw(ckpt))
     target = tmp_path / "last.pt"
     target.write_bytes(b"".join(bytes(part) for part in parts))
     assert b"PK\x06\x06" in target.read_bytes()  # the zip64 end record is there
@@ -273,13 +277,7 @@ def test_the_serialized_parts_join_to_the_archive() -> None:
 
     ckpt = {"model": OrderedDict(w=torch.arange(6.0), b=torch.ones(2, dtype=torch.int64)),
             "epoch": 3}
-    pickler_buffer = io.BytesIO()
-    from model.writer import _Payload
-
-    payload = _Payload(pickler_buffer)
-    payload.dump(ckpt)
-    raw = b"".join(bytes(view) for view in payload.views)
-    skeleton = __import__("pickle").loads(pickler_buffer.getvalue())
+    skeleton, raw = _skeleton_and_raw(ckpt)
     parts = serialize_parts(skeleton, raw)
     assert len(parts) > 3 and any(isinstance(part, memoryview) for part in parts)
     joined = b"".join(bytes(part) for part in parts)

@@ -187,13 +187,9 @@ _DOS_DATE, _DOS_TIME = (1980 - 1980) << 9 | 1 << 5 | 1, 0  # 1980-01-01 00:00:00
 _VERSION, _VERSION64, _SYSTEM, _MODE = 20, 45, 3, 0o600 << 16  # as zipfile writes on POSIX
 
 
-def _zip(records: list[tuple[str, Any]]) -> bytes:
-    """A stored (uncompressed) zip whose every record's data starts 64-byte aligned."""
-    return b"".join(_zip_parts(records))
-
-
 def _zip_parts(records: list[tuple[str, Any]]) -> list[Any]:
-    """:func:`_zip` as its parts, the records' data as given (views, not copies).
+    """A stored (uncompressed) zip whose every record's data starts 64-byte aligned, as its
+    parts: the records' data as given (views, not copies), between packed headers.
 
     Byte for byte what ``zipfile`` writes for these records with ``writestr`` (including
     its zip64 fields past ``zipfile.ZIP64_LIMIT`` bytes or ``ZIP_FILECOUNT_LIMIT``
