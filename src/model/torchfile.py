@@ -6,8 +6,8 @@ copy of every page the engine touches after the fork. So it writes the checkpoin
 itself, in the format ``torch.save`` writes (zip, ``archive/data.pkl`` pickled with
 protocol 2, one ``archive/data/<key>`` record per storage, 64-byte aligned, the
 ``version``/``byteorder`` records), and ``data.pkl`` is byte for byte what ``torch.save``
-pickles for the same dict (tests/test_writer.py compares them). ``torch.load(...,
-weights_only=True)`` reads it like any checkpoint.
+pickles for the same dict (tests/test_writer.py compares them). It is read like any
+checkpoint, with ``torch.load(path, weights_only=True)``.
 
 What it takes: a *skeleton* -- the checkpoint dict with each tensor replaced by a
 :class:`TensorRef` (which storage, dtype, offset, size, stride) -- and each storage's
