@@ -6,9 +6,13 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# dev: the test tools; trainers: Lightning, transformers, MLflow, TensorBoard, whose real
-# run dirs the tests check (leave it out with `make test EXTRAS=dev`: those tests skip)
-EXTRAS     ?= dev,trainers
+# all: every gate's extra; engine: what src/model needs; dev: the test tools; trainers:
+# Lightning, transformers, MLflow, TensorBoard, whose real run dirs the tests check (leave
+# it out with `make test EXTRAS=all,engine,dev`: those tests skip)
+EXTRAS     ?= all,engine,dev,trainers
+# The engine (src/model) is this checkout's code, not part of the installed package: a
+# .pth file puts src/ on the venv's path so `python -m model` and torchrun work.
+ENGINE_PTH  = $(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'mlgates-checkout-engine.pth').write_text(str(pathlib.Path('src').resolve()) + '\\n')"
 DEMO_RUN   ?= runs/demo
 
 .PHONY: install demo test bench clean
@@ -20,13 +24,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(ENGINE_PTH)
 	touch $@
 
 # the package alone: all make demo needs (a newcomer's first command skips the trainers)
 $(VENV)/.installed-core: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[all,engine]"
+	$(ENGINE_PTH)
 	touch $@
 
 demo: $(VENV)/.installed-core

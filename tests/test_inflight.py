@@ -120,17 +120,17 @@ def test_broken_gate_file_stops_before_training(tmp_path: Path) -> None:
     assert not (run_dir / "checkpoints" / "last.pt").exists()
 
 
-def test_hook_evaluates_with_the_plugin_gate_code(tmp_path: Path) -> None:
-    """make_hook on a hand-written run dir: RED names the criterion and the value; a
-    criterion that cannot be evaluated yet (epoch[3] after two epochs) does not stop it."""
-    from model.config import load_config
-    from pytest_mlgates.inflight import InflightGateWarning, make_hook
+def test_gates_judge_with_the_plugin_gate_code(tmp_path: Path) -> None:
+    """Gates on a hand-written run dir: RED names the criterion and the value and is
+    recorded in mlgates_inflight.json; a criterion that cannot be judged yet (epoch[3]
+    after two epochs) does not stop it; epochs before after_epoch are not judged."""
+    from pytest_mlgates.inflight import INFLIGHT_FILE, Gates, InflightGateWarning
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "training_log.csv").write_text("epoch,train_loss,val_loss\n1,2.0,1.5\n2,1.0,1.8\n", encoding="utf-8")
-    gates = tmp_path / "g.gates.yaml"
-    gates.write_text(textwrap.dedent("""
+    gate_file = tmp_path / "g.gates.yaml"
+    gate_file.write_text(textwrap.dedent("""
         exit_criteria:
           - name: later
             stage: inflight
@@ -141,11 +141,30 @@ def test_hook_evaluates_with_the_plugin_gate_code(tmp_path: Path) -> None:
           - name: not_inflight
             check: "final.val_loss < 0"
         """), encoding="utf-8")
-    hook = make_hook(load_config(CONFIG), gates)
-    with pytest.warns(InflightGateWarning, match="criterion later not evaluated"):
-        red = hook(run, 2)
-    assert red is not None and red.startswith("criterion improving: ")
-    assert "1.8" in red
+    gates = Gates(gate_file, run, after_epoch=2)
+    early = gates.check(1)
+    assert not early.red and not early.checked and bool(early)
+    assert not (run / INFLIGHT_FILE).exists()
+    with pytest.warns(InflightGateWarning, match="criterion later not judged"):
+        verdict = gates.check(2)
+    assert verdict.red and not verdict and verdict.criterion == "improving"
+    assert verdict.reason is not None and verdict.reason.startswith("criterion improving: ")
+    assert "1.8" in verdict.reason
+    record = json.loads((run / INFLIGHT_FILE).read_text(encoding="utf-8"))
+    assert record["status"] == "aborted_by_gate" and record["criterion"] == "improving"
+    assert record["epoch"] == 2 and record["reason"] == verdict.reason
+
+
+def test_gates_refuse_a_bad_after_epoch_and_a_missing_file(tmp_path: Path) -> None:
+    from pytest_mlgates.errors import GateFileError
+    from pytest_mlgates.inflight import Gates
+
+    with pytest.raises(GateFileError, match="not found"):
+        Gates(tmp_path / "nope.gates.yaml", tmp_path)
+    gate_file = tmp_path / "g.gates.yaml"
+    gate_file.write_text("exit_criteria:\n  - {name: a, check: 'final.val_loss < 1'}\n", encoding="utf-8")
+    with pytest.raises(GateFileError, match="after_epoch must be a whole number"):
+        Gates(gate_file, tmp_path, after_epoch=0)
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         return finished
 
     if inflight_hook is None:
-        inflight_hook = load_inflight_hook(config)
+        inflight_hook = load_inflight_hook(config, run_dir)
 
     # ---- 4. model, EMA, loss, optimizer, schedule, scaler
     model = build_model(config.model, dataset.input_shape, len(class_names)).to(device)
@@ -639,9 +639,10 @@ def compute_class_weights(setting: Any, dataset: Dataset) -> list[float] | None:
     return weights
 
 
-def load_inflight_hook(config: Config) -> InflightHook | None:
-    """The plugin's in-flight gates for ``gates.inflight``, if that file exists and the
-    plugin provides them; otherwise a warning in train.log and no gates."""
+def load_inflight_hook(config: Config, run_dir: Path) -> InflightHook | None:
+    """The in-flight gates of ``gates.inflight`` (``pytest_mlgates.inflight.Gates``, the
+    same class any training loop uses), if that file exists and the plugin is installed;
+    otherwise a warning in train.log and no gates.  A broken gate file stops the launch."""
     gates_file = config.gates.inflight
     if not gates_file:
         return None
@@ -649,11 +650,21 @@ def load_inflight_hook(config: Config) -> InflightHook | None:
         log.warning("gates.inflight: %s not found; training without in-flight gates", gates_file)
         return None
     try:
-        from pytest_mlgates.inflight import make_hook  # type: ignore[import-not-found]
+        from pytest_mlgates.errors import MlgatesError
+        from pytest_mlgates.inflight import Gates
     except ImportError as exc:
         log.warning("gates.inflight: in-flight gates unavailable (%s); training without them", exc)
         return None
-    return make_hook(config, gates_file)
+    try:
+        gates = Gates(gates_file, run_dir, after_epoch=config.gates.after_epoch)
+    except MlgatesError as err:
+        raise ConfigError(f"gates.inflight: {err}") from None
+
+    def hook(_run_dir: Path, epoch: int) -> str | None:
+        verdict = gates.check(epoch)
+        return verdict.reason if verdict.red else None
+
+    return hook
 
 
 # =========================================================================== run files

@@ -875,8 +875,11 @@ def _single_version(p: Path) -> Path | None:
     return None
 
 
-def open_run(path: str | Path, run_format: str | None = None) -> Run:
+def open_run(path: str | Path, run_format: str | None = None, run_section: Any = None) -> Run:
     """The run dir at ``path``; a RunDirError naming it when it is not one.
+
+    ``run_section`` is a gate file's parsed ``run:`` section (where the log, checkpoints
+    and splits of a run are, and its format), or None.
 
     ``run_format`` forces a reader (``engine``, ``lightning``, ``huggingface``, ``mlflow``,
     ``tensorboard``); by default the format is detected from the names in the directory.
