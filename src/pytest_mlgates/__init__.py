@@ -16,6 +16,9 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "ExprError",
+    "Gates",
+    "PreflightSubject",
+    "SubjectError",
     "GateFailure",
     "GateFileError",
     "MlgatesError",
@@ -27,6 +30,9 @@ __all__ = [
 ]
 
 _LAZY = {
+    "PreflightSubject": "pytest_mlgates.subject",
+    "SubjectError": "pytest_mlgates.subject",
+    "Gates": "pytest_mlgates.inflight",
     "open_run": "pytest_mlgates.rundir",
     "compile_check": "pytest_mlgates.expr",
     "parse_gate_file": "pytest_mlgates.collect",
