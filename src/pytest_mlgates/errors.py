@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ExprError", "GateFailure", "GateFileError", "MlgatesError", "RunDirError"]
+__all__ = [
+    "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError", "require_extra",
+]
 
 
 def _one_line(message: object) -> str:
@@ -128,6 +130,34 @@ class GateFailure(MlgatesError):
 
     def _attrs(self) -> dict[str, Any]:
         return {"measured": self.measured, "threshold": self.threshold}
+
+
+class MissingExtraError(MlgatesError):
+    """A gate needs an optional library that is not installed: one line naming the extra."""
+
+
+#: The extra of pytest-mlgates that installs each optional library.
+EXTRAS = {"torch": "torch", "safetensors": "torch", "sklearn": "sklearn", "PIL": "images",
+          "tensorboard": "tensorboard"}
+
+
+def require_extra(module: str, what: str) -> Any:
+    """``import module``, or a :class:`MissingExtraError` saying which extra installs it::
+
+        >>> torch = require_extra("torch", "gate checkpoint_softmax")
+        MissingExtraError: gate checkpoint_softmax needs torch: pip install 'pytest-mlgates[torch]'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".", 1)[0]
+        extra = EXTRAS.get(top, "all")
+        raise MissingExtraError(
+            f"{what} needs {top}, which is not installed ({exc.__class__.__name__}: {exc}); "
+            f"pip install 'pytest-mlgates[{extra}]'"
+        ) from None
 
 
 def __getattr__(name: str) -> Any:

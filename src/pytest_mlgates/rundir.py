@@ -390,7 +390,9 @@ _CHECKPOINT_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
 def _require_safe_torch() -> Any:
-    import torch
+    from pytest_mlgates.errors import require_extra
+
+    torch = require_extra("torch", "opening a checkpoint")
 
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit())
     if version < (2, 6):
