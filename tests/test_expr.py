@@ -221,6 +221,23 @@ def test_rows_without_an_epoch_column_count_from_one() -> None:
     assert run_check("argmin(loss) == 2 and len(epoch) == 3", env).passed
 
 
+def test_best_epoch_given_as_a_function_is_asked_only_by_best() -> None:
+    """A run's best epoch may cost a checkpoint read (Lightning): a check of the log alone
+    never asks for it; one that says best. asks once."""
+    asked: list[int] = []
+
+    def best() -> int:
+        asked.append(1)
+        return 2
+
+    env = EvalEnv({"epoch": [1, 2, 3], "val_loss": [0.5, 0.2, 0.3]}, best_epoch=best)
+    assert run_check("min(val_loss) < first(val_loss) and final.val_loss < 1", env).passed
+    assert asked == []
+    assert run_check("best.val_loss == 0.2", env).passed
+    assert run_check("best.val_loss < final.val_loss", env).passed
+    assert asked == [1]
+
+
 def test_metric_aliases_map_a_spec_name_to_the_logged_column() -> None:
     env = EvalEnv({"epoch": [1, 2], "eval_loss": [0.5, 0.4]}, best_epoch=2,
                   metric_aliases={"val_loss": "eval_loss"})

@@ -28,7 +28,7 @@ import ast
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_mlgates.errors import ExprError, MlgatesError
@@ -83,20 +83,35 @@ _CONSTRUCTS: dict[type, str] = {
 # --------------------------------------------------------------------------- public types
 
 
-@dataclass
 class EvalEnv:
     """What a check sees: the run's log as columns, and the run's best epoch.
 
     ``columns`` maps a column name to its values, one per logged epoch, in log order; the
     ``epoch`` column, when present, numbers the rows (otherwise rows count 1, 2, ...).
-    ``best_epoch`` is the epoch ``best.<col>`` reads (``None``: the run records none).
+    ``best_epoch`` is the epoch ``best.<col>`` reads (``None``: the run records none).  It
+    may be given as a function, asked on first read: finding a run's best epoch can mean
+    opening a checkpoint (a Lightning run's monitor is in its ``.ckpt`` files), which a
+    check that never says ``best.`` must not need.
     ``metric_aliases`` are a gate file's ``metrics:`` renames: the check says ``val_loss``,
     the log column is ``eval_loss``.
     """
 
-    columns: dict[str, list[float]]
-    best_epoch: int | float | None = None
-    metric_aliases: dict[str, str] = field(default_factory=dict)
+    def __init__(self, columns: dict[str, list[float]],
+                 best_epoch: float | Callable[[], int | float | None] | None = None,
+                 metric_aliases: dict[str, str] | None = None) -> None:
+        self.columns = columns
+        self._best_epoch = best_epoch
+        self.metric_aliases: dict[str, str] = {} if metric_aliases is None else metric_aliases
+
+    @property
+    def best_epoch(self) -> int | float | None:
+        if callable(self._best_epoch):
+            self._best_epoch = self._best_epoch()
+        return self._best_epoch
+
+    def __repr__(self) -> str:
+        best = "<not read yet>" if callable(self._best_epoch) else repr(self._best_epoch)
+        return f"EvalEnv(columns={sorted(self.columns)!r}, best_epoch={best}, metric_aliases={self.metric_aliases!r})"
 
 
 @dataclass(frozen=True)
@@ -208,13 +223,17 @@ class _Frame:
             raise ExprError(f"evaluate() needs an EvalEnv with a dict of columns, "
                             f"got {type(env).__name__}")
         aliases = getattr(env, "metric_aliases", None)
-        best = getattr(env, "best_epoch", None)
+        self._env = env
         self.columns: dict[str, Any] = columns
         self.aliases: dict[str, str] = aliases if isinstance(aliases, dict) else {}
-        self.best_epoch: float | None = (
-            best if isinstance(best, (int, float)) and not isinstance(best, bool) else None)
         self._cache: dict[str, list[float]] = {}
         self._epochs: list[float] | None = None
+
+    @property
+    def best_epoch(self) -> float | None:
+        """Read from the env only by a check that says ``best.`` (see :class:`EvalEnv`)."""
+        best = getattr(self._env, "best_epoch", None)
+        return best if isinstance(best, (int, float)) and not isinstance(best, bool) else None
 
     def lookup(self, name: str) -> str | None:
         """The log column a name in the check refers to, after ``metrics:`` renames."""

@@ -778,7 +778,8 @@ class Run:
         for spec_name, logged in (metric_aliases or {}).items():
             if logged in columns and spec_name not in columns:
                 columns[spec_name] = columns[logged]
-        return EvalEnv(columns=columns, best_epoch=self.best_epoch)
+        # lazily: a check that never says best. must not open a checkpoint to find it
+        return EvalEnv(columns=columns, best_epoch=lambda: self.best_epoch)
 
     def column(self, name: str, metric_aliases: dict[str, str] | None = None) -> list[float]:
         """A logged column by its spec name (aliases applied), or a RunDirError naming the log."""
