@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError", "require_extra",
+    "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError",
+    "is_missing_extra", "missing_extra", "require_extra",
 ]
 
 
@@ -152,12 +153,23 @@ def require_extra(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".", 1)[0]
-        extra = EXTRAS.get(top, "all")
-        raise MissingExtraError(
-            f"{what} needs {top}, which is not installed ({exc.__class__.__name__}: {exc}); "
-            f"pip install 'pytest-mlgates[{extra}]'"
-        ) from None
+        raise missing_extra(exc, what, module) from None
+
+
+def missing_extra(exc: ImportError, what: str, module: str | None = None) -> MissingExtraError:
+    """The one line for ``what`` failing to import an optional library (``exc``)."""
+    top = (module or exc.name or "").split(".", 1)[0]
+    extra = EXTRAS.get(top, "all")
+    return MissingExtraError(
+        f"{what} needs {top}, which is not installed ({exc.__class__.__name__}: {exc}); "
+        f"pip install 'pytest-mlgates[{extra}]'"
+    )
+
+
+def is_missing_extra(exc: BaseException) -> bool:
+    """An ImportError of one of the optional libraries (``EXTRAS``): a gate that imported it
+    directly, on a machine without that extra."""
+    return isinstance(exc, ImportError) and (exc.name or "").split(".", 1)[0] in EXTRAS
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlgates.errors import GateFailure, MlgatesError, _one_line
+from pytest_mlgates.errors import (
+    GateFailure,
+    MlgatesError,
+    _one_line,
+    is_missing_extra,
+    missing_extra,
+)
 
 if TYPE_CHECKING:
     from pytest_mlgates.rundir import Run
@@ -286,6 +292,9 @@ class GateSpec:
         except RecursionError:
             raise GateFailure(f"gate {self.name}: input nested too deeply") from None
         except Exception as exc:
+            if isinstance(exc, ImportError) and is_missing_extra(exc):
+                # not a bug: torch, Pillow, scikit-learn are extras a user may not have
+                raise missing_extra(exc, f"gate {self.name}") from None
             raise GateFailure(
                 f"gate {self.name}: internal error {exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 " (please report this as a bug)"
