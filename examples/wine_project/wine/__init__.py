@@ -1,0 +1,1 @@
+"""A small wine classifier: data, the net, and two ways to train it (a plain loop, Lightning)."""
