@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import user_venv
+from user_venv import UserVenv
 
 # Imported here, before any in-process ``pytester.runpytest``: pytester drops the modules an
 # inner session imported when it ends, and PyYAML's C extension cannot be loaded twice -- a
@@ -187,5 +189,78 @@ def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str]
                     raise RuntimeError(f"{script} --fault {fault} failed ({proc.returncode}): {proc.stderr[-2000:]}")
                 done.write_text(proc.stdout.strip().splitlines()[-1])
         return Path(done.read_text().strip())
+
+    return make
+
+
+# --------------------------------------------------------------------------- as a user installs it
+
+# examples/wine_project's runs: (script, flags) per fault; the NaN epoch is each log's own
+# numbering (the plain loop counts from 1, Lightning from 0), so both are the third epoch
+WINE_FAULTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "plain": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "3")},
+    "lightning": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "2")},
+}
+
+
+@pytest.fixture(scope="session")
+def plugin_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel ``pip wheel --no-deps .`` builds from (a clean copy of) this checkout."""
+    return user_venv.shared_wheel(user_venv.shared_dir(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session")
+def bare_venv(tmp_path_factory: pytest.TempPathFactory, plugin_wheel: Path) -> UserVenv:
+    """A fresh venv with the wheel and its required dependencies only (no torch)."""
+    folder = user_venv.shared_dir(tmp_path_factory.getbasetemp())
+    return user_venv.make_venv(folder / "bare", user_venv.bare_requirements(plugin_wheel))
+
+
+@pytest.fixture(scope="session")
+def full_venv(tmp_path_factory: pytest.TempPathFactory, plugin_wheel: Path) -> UserVenv:
+    """A fresh venv with examples/wine_project/requirements.txt installed, the wheel for the
+    release: torch (CPU), scikit-learn, Lightning and the plugin with its torch extra."""
+    folder = user_venv.shared_dir(tmp_path_factory.getbasetemp())
+    return user_venv.make_venv(folder / "full", user_venv.full_requirements(plugin_wheel))
+
+
+@pytest.fixture(scope="session")
+def wine_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of examples/wine_project (the user's project, its own model.py included),
+    shared by the session's workers; its runs are trained into its runs/."""
+    from filelock import FileLock
+
+    dest = user_venv.shared_dir(tmp_path_factory.getbasetemp()) / "wine_project"
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / "model.py").exists():
+            shutil.copytree(user_venv.EXAMPLE, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+                "runs", "__pycache__", ".pytest_cache"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def wine_run(full_venv: UserVenv, wine_project: Path) -> Callable[[str, str], Path]:
+    """Factory: ``wine_run("plain" | "lightning", "healthy" | "collapsed" | "nan")`` -> the run
+    dir that the example's own script trained in the full venv, once per session."""
+    from filelock import FileLock
+
+    def make(kind: str, fault: str = "healthy") -> Path:
+        flags = WINE_FAULTS[kind][fault]
+        out = wine_project / "runs" / f"{kind}-{fault}"
+        done = out.parent / f"{out.name}.done"
+        out.parent.mkdir(exist_ok=True)
+        with FileLock(str(out) + ".lock"):
+            if not done.exists():
+                shutil.rmtree(out, ignore_errors=True)
+                where = ("--run-dir" if kind == "plain" else "--out", out)
+                proc = full_venv.run(["python", "-m", f"wine.train_{kind}", *where, *flags],
+                                     cwd=wine_project, timeout=600)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"wine.train_{kind} {' '.join(flags)} failed ({proc.returncode}): "
+                                       f"{proc.stderr[-2000:]}")
+                # the plain loop's run dir is --run-dir; Lightning prints its version dir last
+                run_dir = out if kind == "plain" else Path(proc.stdout.strip().splitlines()[-1])
+                done.write_text(str(run_dir))
+        return Path(done.read_text())
 
     return make

@@ -1,0 +1,119 @@
+"""examples/wine_project used as its README says, in a fresh venv with the built wheel.
+
+The project's own scripts train its runs (a plain PyTorch loop and a Lightning variant,
+healthy and with a fault injected), then the venv's ``pytest`` judges them with the
+project's gate files and ``mlgates prove`` shows each criterion can fail:
+
+- healthy runs: every criterion GREEN, and ``mlgates verdict`` ACCEPTED;
+- ``--drop-class 2``: ``every_class_learned`` RED on ``val_recall_2 = 0.000`` at the log's
+  final epoch (15 in the plain log, 14 in Lightning's 0-based metrics.csv);
+- ``--nan-at-epoch``: ``no_nan`` RED at the epoch the log itself gives the first NaN row
+  (epoch 3 of the plain log, epoch 2 of Lightning's);
+- ``mlgates prove``: every criterion of both gate files turns RED under its mutation.
+
+Epoch numbers are each log's own (SPEC, "Your own training code").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from user_venv import UserVenv, junit_results
+
+pytestmark = pytest.mark.slow
+
+GATE_FILES = {"plain": "acceptance/plain.gates.yaml", "lightning": "acceptance/lightning.gates.yaml"}
+CRITERIA = ("no_nan", "every_class_learned", "val_loss_improves", "good_enough",
+            "one_best_checkpoint_per_tracked_metric", "splits_disjoint", "best_model_gives_a_softmax")
+METRICS_CSV = {"plain": "logs/metrics.csv", "lightning": "metrics.csv"}
+
+NEEDS_FORMATS = pytest.mark.xfail(reason="needs the formats branch (plain format / run: section)", strict=False)
+# a splits.json in a Lightning version dir is taken for the engine's run dir, Lightning's
+# epochs are shown from 1, and prove mutates engine runs only
+NEEDS_FORMATS_LIGHTNING = pytest.mark.xfail(
+    reason="needs the formats branch (a stray splits.json never changes the format; the log's own "
+           "epochs; prove on every format)", strict=False)
+KINDS = [pytest.param("plain", marks=NEEDS_FORMATS), pytest.param("lightning", marks=NEEDS_FORMATS_LIGHTNING)]
+
+
+def gate_session(venv: UserVenv, project: Path, kind: str, run: Path, tmp_path: Path,
+                 ) -> tuple[int, str, dict[str, tuple[str, str]]]:
+    """``pytest acceptance/<kind>.gates.yaml --run-dir RUN`` from the project, as a user types it."""
+    xml = tmp_path / f"{run.name}.xml"
+    proc = venv.run(["pytest", GATE_FILES[kind], "--run-dir", run, "-p", "no:cacheprovider",
+                     f"--junitxml={xml}"], cwd=project)
+    output = proc.stdout + proc.stderr
+    assert xml.exists(), output
+    return proc.returncode, output, junit_results(xml)
+
+
+def log_epochs(kind: str, run: Path) -> tuple[int, int]:
+    """(final epoch, first epoch with a NaN val_loss) as the run's own log numbers them."""
+    with open(run / METRICS_CSV[kind], newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val_loss") not in (None, "")]
+    nan = [int(r["epoch"]) for r in rows if math.isnan(float(r["val_loss"]))]
+    return int(rows[-1]["epoch"]), (nan[0] if nan else -1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_healthy_run_is_green_and_accepted(
+        kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path],
+        copy_run: Callable[[Path, Path], Path], tmp_path: Path) -> None:
+    run = copy_run(wine_run(kind, "healthy"), tmp_path / "run")
+    code, output, results = gate_session(full_venv, wine_project, kind, run, tmp_path)
+    assert code == 0, output
+    assert {name: status for name, (status, _) in results.items()} == dict.fromkeys(CRITERIA, "GREEN")
+    verdict = full_venv.run(["mlgates", "verdict", run], cwd=wine_project)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "ACCEPTED" in verdict.stdout
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_collapsed_class_is_red_at_the_logs_final_epoch(
+        kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path],
+        copy_run: Callable[[Path, Path], Path], tmp_path: Path) -> None:
+    run = copy_run(wine_run(kind, "collapsed"), tmp_path / "run")
+    final, _ = log_epochs(kind, run)
+    assert final == (15 if kind == "plain" else 14)  # 15 epochs, as each log counts them
+    code, output, results = gate_session(full_venv, wine_project, kind, run, tmp_path)
+    assert code == 1, output
+    status, line = results["every_class_learned"]
+    assert status == "RED"
+    assert f"val_recall_2 = 0.000 at epoch {final} (final)" in line, line
+    # the fault is a collapsed class: the file-level criteria still hold
+    for criterion in ("no_nan", "splits_disjoint", "best_model_gives_a_softmax"):
+        assert results[criterion][0] == "GREEN", (criterion, results[criterion])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_is_red_at_the_logs_own_epoch(
+        kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path],
+        copy_run: Callable[[Path, Path], Path], tmp_path: Path) -> None:
+    run = copy_run(wine_run(kind, "nan"), tmp_path / "run")
+    _, first_nan = log_epochs(kind, run)
+    assert first_nan == (3 if kind == "plain" else 2)  # --nan-at-epoch, in each log's numbering
+    code, output, results = gate_session(full_venv, wine_project, kind, run, tmp_path)
+    assert code == 1, output
+    status, line = results["no_nan"]
+    assert status == "RED"
+    assert re.search(rf"= nan at epoch {first_nan}\b", line), line
+    assert "\n" not in line.strip() and "Traceback" not in output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prove_turns_every_criterion_red(
+        kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path],
+        copy_run: Callable[[Path, Path], Path], tmp_path: Path) -> None:
+    run = copy_run(wine_run(kind, "healthy"), tmp_path / "run")
+    proc = full_venv.run(["mlgates", "prove", run, "--gates", GATE_FILES[kind], "--json"],
+                         cwd=wine_project, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    outcomes = {c["criterion"]: c["outcome"] for c in report["criteria"]}
+    assert outcomes == dict.fromkeys(CRITERIA, "RED"), report
