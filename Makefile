@@ -15,7 +15,7 @@ EXTRAS     ?= all,engine,dev,trainers
 ENGINE_PTH  = $(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'mlgates-checkout-engine.pth').write_text(str(pathlib.Path('src').resolve()) + '\\n')"
 DEMO_RUN   ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench example clean
 
 install: $(VENV)/.installed
 
@@ -43,8 +43,22 @@ demo: $(VENV)/.installed-core
 test: install
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
+# examples/wine_project as a user runs it: the wheel built from this checkout, installed with
+# the project's requirements.txt into the project's own venv; trains the plain run and gates it
+EXAMPLE      = examples/wine_project
+EXAMPLE_PY   = $(abspath $(EXAMPLE))/.venv/bin
+example:
+	rm -rf build dist
+	$(PYTHON) -m pip wheel --no-deps --quiet . -w dist
+	rm -rf build
+	$(PYTHON) -m venv $(EXAMPLE)/.venv
+	$(EXAMPLE_PY)/python -m pip install --quiet -r $(EXAMPLE)/requirements.txt dist/pytest_mlgates-*.whl $(TORCH_SPEC)
+	cd $(EXAMPLE) && $(EXAMPLE_PY)/python -m wine.train_plain --run-dir runs/plain
+	cd $(EXAMPLE) && $(EXAMPLE_PY)/pytest acceptance/plain.gates.yaml --run-dir runs/plain -q || true
+	cd $(EXAMPLE) && $(EXAMPLE_PY)/mlgates verdict runs/plain
+
 bench: install
 	$(PY) bench/engine_overhead.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs .pytest_cache build dist *.egg-info src/*.egg-info $(EXAMPLE)/.venv $(EXAMPLE)/runs
