@@ -233,8 +233,9 @@ def wine_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = user_venv.shared_dir(tmp_path_factory.getbasetemp()) / "wine_project"
     with FileLock(str(dest) + ".lock"):
         if not (dest / "model.py").exists():
+            # what `make example` leaves there is not the project's
             shutil.copytree(user_venv.EXAMPLE, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-                "runs", "__pycache__", ".pytest_cache"))
+                "runs", ".venv", "__pycache__", ".*_cache"))
     return dest
 
 
