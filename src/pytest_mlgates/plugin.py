@@ -133,12 +133,23 @@ def run(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def load_model(run: Any) -> Any:
-    """``load_model("best_val_loss")`` -> the ``torch.nn.Module`` of that checkpoint, in eval
-    mode; ``load_model("final.pt", model="pkg.mod:Net", kwargs={...})`` for other models."""
+def load_model(run: Any, request: pytest.FixtureRequest) -> Any:
+    """``load_model("best_val_loss")`` -> the ``torch.nn.Module`` of that checkpoint (built
+    by the ``mlgates_subject`` fixture), in eval mode; ``load_model("final.pt",
+    model="pkg.mod:Net", kwargs={...})`` for a class named here."""
     from pytest_mlgates.fixtures import ModelLoader
 
-    return ModelLoader(run)
+    return ModelLoader(run, request)
+
+
+@pytest.fixture
+def mlgates_run_dir(request: pytest.FixtureRequest) -> Any:
+    """The run dir (a ``Path``) the requesting item judges: a gate item's run, the ``run``
+    of a test; None in preflight.  A ``mlgates_subject`` fixture that depends on the run
+    (the bundled engine's does) asks for it, and is then function-scoped."""
+    from pytest_mlgates.fixtures import run_dir_for_request
+
+    return run_dir_for_request(request)
 
 
 @pytest.fixture
