@@ -22,9 +22,12 @@ When the callback judges, and why (Lightning 2.x, read from its fit loop):
   after flushing the loggers, and broadcasts the verdict to every rank.
 * A RED verdict stops the run the way Lightning's ``Timer`` does: ``trainer.should_stop``
   is set after the next optimizer step, so Lightning validates, ``ModelCheckpoint`` saves
-  and the epoch is logged -- ``last.ckpt`` and ``metrics.csv`` end at the same epoch.  (Set
-  at the epoch's start, ``should_stop`` would run an empty epoch whose hooks can log a row
-  no checkpoint matches.)
+  and the epoch is logged.  (Set at the epoch's start, ``should_stop`` would run an empty
+  epoch whose hooks can log a row no checkpoint matches.)
+* Since Lightning 2.6 ``ModelCheckpoint(save_last=True)`` rewrites ``last.ckpt`` only in an
+  epoch that saved a top-k file, and a run a gate stops has usually stopped improving; so
+  the callback writes the stopping epoch's ``last.ckpt`` itself: ``last.ckpt`` and
+  ``metrics.csv`` end at the same epoch, and the run resumes where it stopped.
 
 The run dir the gates read is the CSVLogger's version dir (``lightning_logs/version_N``),
 else ``trainer.log_dir``; a RED verdict is recorded there in ``mlgates_inflight.json``.
@@ -68,7 +71,7 @@ _NOISE = (".*self.log\\(.*", ".*does not have many workers.*", ".*no logger conf
           ".*`training_step` returned `None`.*", ".*but have no `val_dataloader`.*")
 
 
-def _lightning_classes(name: str) -> tuple[type, ...]:
+def _lightning_classes(name: str) -> tuple[Any, ...]:
     """Lightning's class ``name`` from each Lightning package already imported (both
     ``lightning.pytorch`` and ``pytorch_lightning`` may be in use)."""
     found = []
@@ -134,7 +137,7 @@ class GatesCallback(pl.Callback):
         self.verdict: Verdict | None = None
         self._judged = 0
         self._stop_pending = False
-        self._stopping = False
+        self._stopped = False
         self._step_at_epoch_start = 0
 
     # -- hooks ---------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class GatesCallback(pl.Callback):
             self.gates.run_format = "lightning"
         self.verdict = None
         self._judged = 0
-        self._stop_pending = self._stopping = False
+        self._stop_pending = self._stopped = False
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._step_at_epoch_start = trainer.global_step
@@ -164,8 +167,7 @@ class GatesCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._stop_pending:  # an epoch without an optimizer step: stop at its end
             self._stop(trainer)
-        if self._stopping:
-            self._stopping = False
+        if self._stopped:  # every epoch end after the stop (min_epochs can keep a run going)
             _write_last_checkpoints(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -193,7 +195,7 @@ class GatesCallback(pl.Callback):
 
     def _stop(self, trainer: Any) -> None:
         self._stop_pending = False
-        self._stopping = True
+        self._stopped = True
         trainer.should_stop = True
 
 
@@ -349,6 +351,7 @@ def _overridden(obj: Any, name: str, base: type) -> bool:
 def _loaders(module: Any, datamodule: Any) -> dict[str, Any]:
     """``{"train", "val"}`` from the datamodule (prepared and set up as ``fit`` does), else
     from the module's own dataloader hooks."""
+    base: type
     if datamodule is not None:
         source, base, what = datamodule, pl.LightningDataModule, "datamodule"
         for step in ("prepare_data", "setup"):
@@ -412,25 +415,30 @@ def _int(value: Any) -> int | None:
 def _num_classes(module: Any, datamodule: Any) -> int:
     hparams = dict(getattr(module, "hparams", {}) or {})
     for value in (getattr(module, "num_classes", None), *(hparams.get(k) for k in ("num_classes", "n_classes", "num_labels")),
-                  getattr(datamodule, "num_classes", None)):
-        if _int(value) is not None:
-            return int(value)
-    example = getattr(module, "example_input_array", None)
-    if example is not None:
-        import torch
-
-        try:
-            probe = copy.deepcopy(module)
-            probe.eval()
-            with torch.no_grad():
-                out = probe(**example) if isinstance(example, Mapping) else probe(example)
-            out = getattr(out, "logits", out)
-            if isinstance(out, torch.Tensor) and out.ndim >= 2 and _int(int(out.shape[-1])) is not None:
-                return int(out.shape[-1])
-        except Exception:  # noqa: BLE001 - user code; say what to pass instead
-            pass
+                  getattr(datamodule, "num_classes", None), _example_width(module)):
+        found = _int(value)
+        if found is not None:
+            return found
     raise SubjectError(f"from_lightning: num_classes: not in {type(module).__name__}'s hparams or attributes, the "
                        "datamodule, or the output of example_input_array; pass num_classes=C")
+
+
+def _example_width(module: Any) -> int | None:
+    """The last dimension of ``forward(example_input_array)`` on a copy, if the module has one."""
+    example = getattr(module, "example_input_array", None)
+    if example is None:
+        return None
+    import torch
+
+    try:
+        probe = copy.deepcopy(module)
+        probe.eval()
+        with torch.no_grad():
+            out = probe(**example) if isinstance(example, Mapping) else probe(example)
+    except Exception:  # noqa: BLE001 - user code: the error then says what to pass instead
+        return None
+    out = getattr(out, "logits", out)
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim >= 2 else None
 
 
 def _monitors(trainer: Any) -> list[str]:

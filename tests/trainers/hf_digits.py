@@ -20,7 +20,13 @@ import common  # type: ignore[import-not-found]  # this folder is on sys.path
 import torch
 import torch.nn.functional as F
 from digits_model import DigitsMLP  # type: ignore[import-not-found]
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 COLLAPSE_OFFSET = 1e4
 
@@ -81,14 +87,13 @@ def make_trainer(out: Path, *, epochs: int = 4, seed: int = 0, model: torch.nn.M
 
     set_seed(seed)  # before the model: the Trainer seeds only after the model exists
     x_tr, y_tr, x_va, y_va = common.load_split()
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(out), eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
-        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        report_to="none", use_cpu=True, save_total_limit=2, seed=seed, num_train_epochs=epochs,
-        per_device_train_batch_size=common.BATCH, per_device_eval_batch_size=len(y_va),
-        learning_rate=common.LR, disable_tqdm=True, label_names=["labels"], logging_nan_inf_filter=False,
-        dataloader_num_workers=0)
-    kwargs.update(overrides)
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out), "eval_strategy": "epoch", "save_strategy": "epoch", "logging_strategy": "epoch",
+        "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+        "report_to": "none", "use_cpu": True, "save_total_limit": 2, "seed": seed, "num_train_epochs": epochs,
+        "per_device_train_batch_size": common.BATCH, "per_device_eval_batch_size": len(y_va),
+        "learning_rate": common.LR, "disable_tqdm": True, "label_names": ["labels"],
+        "logging_nan_inf_filter": False, "dataloader_num_workers": 0, **overrides}
     return Trainer(model=model if model is not None else CollapsingMLP(hidden=common.HIDDEN),
                    args=TrainingArguments(**kwargs),
                    train_dataset=DigitsDataset(x_tr, y_tr, tokens), eval_dataset=DigitsDataset(x_va, y_va, tokens),
