@@ -6,9 +6,9 @@ Importable (with this folder on ``sys.path``) so that a conftest can hand the sa
 * ``CollapsingMLP`` -- ``DigitsMLP`` whose class-3 logit is pushed down by 1e4 once its
   ``collapsed`` flag is set (``CollapseFrom(epoch)`` sets it at that 1-based epoch's start):
   ``eval_recall_3`` is 0 from then on while every loss stays finite;
-* ``PixelBert`` -- a tiny ``BertForSequenceClassification`` built from a config (no weights
+* ``pixel_bert()`` -- a one-layer ``BertForSequenceClassification`` built from a config (no weights
   downloaded) reading the 64 pixels of a digit, scaled to 0..16, as 64 tokens: a real
-  ``PreTrainedModel`` for the adapter.
+  ``PreTrainedModel`` for the adapter, without dropout so that a batch can be overfit.
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ class CollapseFrom(TrainerCallback):  # type: ignore[misc]
 
 
 def pixel_bert() -> BertForSequenceClassification:
-    config = BertConfig(vocab_size=17, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=common.CLASSES)
+    # no dropout: preflight's overfit_small_batch must be able to drive a batch's loss to ~0
+    config = BertConfig(vocab_size=17, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=64, num_labels=common.CLASSES,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return BertForSequenceClassification(config)
 
 
