@@ -196,3 +196,23 @@ def test_a_resumed_run_checks_its_last_epoch_before_training_more(tmp_path: Path
     assert res["reason"].startswith("criterion at_most_one_epoch: ")
     assert last_epoch(run_dir) == 2
     assert "in-flight gate RED after epoch 2 (checked on resume)" in (run_dir / "train.log").read_text(encoding="utf-8")
+
+
+def test_acceptance_names_a_stop_an_inflight_gate_recorded(pytester: pytest.Pytester) -> None:
+    """A run an in-flight gate stopped is reported as such by the acceptance session, even
+    when what is left of it passes the criteria at hand."""
+    from pytest_mlgates.inflight import Gates
+
+    run = pytester.path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text("epoch,train_loss,val_loss\n1,2.0,1.5\n2,1.0,1.8\n", encoding="utf-8")
+    (pytester.path / "inflight.gates.yaml").write_text(
+        "exit_criteria:\n  - {name: improving, check: 'last(val_loss) <= min(val_loss)'}\n", encoding="utf-8")
+    (pytester.path / "ok.gates.yaml").write_text(
+        "exit_criteria:\n  - {name: some_rows, check: 'len(epoch) > 1'}\n", encoding="utf-8")
+    assert Gates(pytester.path / "inflight.gates.yaml", run).check(2).red
+    result = pytester.runpytest("ok.gates.yaml", "--run-dir", "run", "-p", "no:cacheprovider",
+                                "--mlgates-archive=off")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["run: stopped by an in-flight gate after epoch 2 (run/mlgates_inflight.json): "
+                                 "criterion improving: *"])

@@ -116,6 +116,15 @@ def pytest_terminal_summary(
     terminalreporter.write_sep("=", "mlgates")
     for line in format_table(records).splitlines():
         terminalreporter.write_line(line)
+    from pytest_mlgates.inflight import read_inflight_stop
+    from pytest_mlgates.items import get_settings
+
+    for run in get_settings(config).run_dirs:
+        stop = read_inflight_stop(run.path)
+        if stop is not None:  # a run an in-flight gate stopped is not done, whatever is GREEN now
+            terminalreporter.write_line(
+                f"{run.label}: stopped by an in-flight gate after epoch {stop.get('epoch')} "
+                f"({run.label}/mlgates_inflight.json): {stop.get('reason')}", red=True)
 
 
 # --------------------------------------------------------------------------- fixtures
