@@ -350,23 +350,67 @@ def mlgates_subject():
     )
 """
 
-PLAIN_CHECKS = [c for c in ALL_CHECKS]
+PLAIN_FAULTS = ("healthy", "nan_row", "constant_feature", "leaked_ids", "group_in_two_splits",
+                "class_missing_from_val", "not_a_distribution", "monitor_typo", "accumulation_not_wired",
+                "instance_not_factory", "monitors_string", "dict_batches", "hung_loader")
 
 
-def run_plain(pytester: pytest.Pytester, fault: str, *args: str) -> tuple[dict[str, str], str]:
-    pytester.makeconftest(PLAIN_CONFTEST.format(fault=fault))
-    return run_preflight(pytester, None, "-p", "no:xdist", *args)
+@pytest.fixture(scope="module")
+def plain_session(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """ONE `pytest -m preflight` session over a project with a folder per fault, each with
+    its own conftest (its own subject, so its own suite): the output of every fault.  Shared
+    by the xdist workers (a file lock), so it runs once per test session."""
+    import os
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "plain-preflight"
+    with FileLock(str(root) + ".lock"):
+        done = root / "output.txt"
+        if not done.exists():
+            root.mkdir(exist_ok=True)
+            for fault in PLAIN_FAULTS:
+                (root / fault).mkdir(exist_ok=True)
+                (root / fault / "conftest.py").write_text(PLAIN_CONFTEST.format(fault=fault), encoding="utf-8")
+            (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-m", "preflight", "-p", "no:cacheprovider", "-p", "no:xdist",
+                 "-v", "-rfs", "--mlgates-preflight-timeout", "2"],
+                cwd=root, capture_output=True, text=True, timeout=600, check=False,
+                env={**os.environ, "COLUMNS": "400"})
+            done.write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    return done.read_text(encoding="utf-8")
 
 
-def test_plain_pytorch_subject_is_green(pytester: pytest.Pytester) -> None:
-    outcomes, out = run_plain(pytester, "healthy")
-    assert sorted(outcomes) == sorted(ALL_CHECKS), out
-    assert red(outcomes) == set(), out
+def plain_outcomes(out: str, fault: str) -> dict[str, str]:
+    return {check: status for check, status in
+            re.findall(rf"^{fault}/conftest.py::preflight\[(\w+)\] (PASSED|FAILED|SKIPPED|ERROR)", out, re.MULTILINE)}
+
+
+def plain_failure(out: str, fault: str, check: str) -> str:
+    match = re.search(rf"^FAILED {fault}/conftest.py::preflight\[{check}\] - (.*)$", out, re.MULTILINE)
+    assert match, f"no summary line for {fault}/{check} in:\n{out}"
+    return match.group(1)
+
+
+def plain_skip(out: str, fault: str, check: str) -> str:
+    match = re.search(rf"^{fault}/conftest.py::preflight\[{check}\] SKIPPED \((.*)\)", out, re.MULTILINE)
+    assert match, f"no skip line for {fault}/{check} in:\n{out}"
+    return match.group(1)
+
+
+def test_plain_pytorch_subject_is_green(plain_session: str) -> None:
+    outcomes = plain_outcomes(plain_session, "healthy")
+    assert sorted(outcomes) == sorted(ALL_CHECKS), plain_session
+    assert red(outcomes) == set(), plain_session
     skipped = {c for c, s in outcomes.items() if s == "SKIPPED"}
-    assert skipped == {"shortcut_probe", "run_dir_writable"}, out  # tabular data; no run dir given
-    assert "not images" in skip_reason(out, "shortcut_probe")
-    assert "pass --run-dir DIR" in skip_reason(out, "run_dir_writable")
-    assert "conftest.py::preflight[subject_builds] PASSED" in out  # the suite sits beside its fixture
+    assert skipped == {"shortcut_probe", "run_dir_writable"}, plain_session  # tabular data; no run dir
+    assert "not images" in plain_skip(plain_session, "healthy", "shortcut_probe")
+    assert "pass --run-dir DIR" in plain_skip(plain_session, "healthy", "run_dir_writable")
+    # one suite per conftest that defines the fixture, each beside its own conftest
+    assert all(len(plain_outcomes(plain_session, fault)) == len(ALL_CHECKS) for fault in PLAIN_FAULTS)
+    assert "Traceback" not in plain_session and "INTERNALERROR" not in plain_session
 
 
 @pytest.mark.parametrize(
@@ -383,47 +427,29 @@ def test_plain_pytorch_subject_is_green(pytester: pytest.Pytester) -> None:
          r"monitor 'val_dice' is not a key evaluate returns.*\(one validation pass returns val_loss, val_accuracy\)"),
         ("accumulation_not_wired", "grad_accumulation",
          r"train_epoch stepped the optimizer after micro-batches \[1, 2, 3, 4\]; accumulate 2 needs a step after \[2, 4\]"),
-    ],
-)
-def test_each_fault_in_user_code_turns_exactly_its_check_red(
-    pytester: pytest.Pytester, fault: str, check: str, reason: str
-) -> None:
-    outcomes, out = run_plain(pytester, fault)
-    assert red(outcomes) == {check}, out
-    line = failure_line(out, check)
-    assert re.search(reason, line), line
-    assert "Traceback" not in out
-    if check == "forward_softmax":  # the checks that need a sane forward pass say why they did not run
-        for dependent in ("loss_at_init", "backward_finite", "logged_metric_names"):
-            assert skip_reason(out, dependent) == "depends on forward_softmax, which failed"
-
-
-@pytest.mark.parametrize(
-    ("fault", "check", "reason"),
-    [
+        # a subject of the wrong shape: one line naming the field and what it needs
         ("instance_not_factory", "subject_builds",
          r"mlgates_subject.model: needs a factory that builds a fresh model \(e.g. lambda: Net\(...\)\)"),
         ("monitors_string", "subject_builds",
          r"mlgates_subject.monitors: needs a list of metric names; got the string 'val_loss'"),
         ("dict_batches", "loaders_first_batch",
          r"mlgates_subject.loaders\['train'\] batch 0: a dict with keys \[x, y\]; needs \(x, y\) pairs"),
+        # a loader that hangs is RED within the budget, not a frozen terminal
+        ("hung_loader", "loaders_first_batch",
+         r"^preflight loaders_first_batch: mlgates_subject.loaders\['train'\]: batch 0 did not arrive within 2 s$"),
     ],
 )
-def test_a_subject_of_the_wrong_shape_is_one_line(
-    pytester: pytest.Pytester, fault: str, check: str, reason: str
-) -> None:
-    outcomes, out = run_plain(pytester, fault)
-    assert red(outcomes) == {check}, out
-    assert re.search(reason, failure_line(out, check)), failure_line(out, check)
-    assert "Traceback" not in out
-
-
-def test_hung_loader_is_red_within_the_budget_not_a_frozen_terminal(pytester: pytest.Pytester) -> None:
-    outcomes, out = run_plain(pytester, "hung_loader", "--mlgates-preflight-timeout", "2")
-    assert red(outcomes) == {"loaders_first_batch"}, out
-    assert failure_line(out, "loaders_first_batch") == (
-        "preflight loaders_first_batch: mlgates_subject.loaders['train']: batch 0 did not arrive within 2 s")
-    assert skip_reason(out, "no_nan_or_inf") == "depends on loaders_first_batch, which failed"
+def test_each_fault_in_user_code_turns_exactly_its_check_red(plain_session: str, fault: str, check: str,
+                                                             reason: str) -> None:
+    outcomes = plain_outcomes(plain_session, fault)
+    assert red(outcomes) == {check}, plain_session
+    line = plain_failure(plain_session, fault, check)
+    assert re.search(reason, line), line
+    dependents = {"forward_softmax": ("loss_at_init", "backward_finite", "logged_metric_names"),
+                  "loaders_first_batch": ("no_nan_or_inf", "forward_softmax"),
+                  "subject_builds": ("loaders_first_batch", "split_integrity")}.get(check, ())
+    for dependent in dependents:  # the checks that need the failed one say why they did not run
+        assert plain_skip(plain_session, fault, dependent) == f"depends on {check}, which failed"
 
 
 def test_a_subject_conftest_works_with_the_plugin_disabled(pytester: pytest.Pytester) -> None:

@@ -158,13 +158,3 @@ def require_extra(module: str, what: str) -> Any:
             f"{what} needs {top}, which is not installed ({exc.__class__.__name__}: {exc}); "
             f"pip install 'pytest-mlgates[{extra}]'"
         ) from None
-
-
-def __getattr__(name: str) -> Any:
-    # ``EvalEnv`` lives in expr.py (docs/internals.md); resolving it lazily here keeps an
-    # ``from pytest_mlgates.errors import EvalEnv`` working without a circular import.
-    if name == "EvalEnv":
-        from pytest_mlgates.expr import EvalEnv
-
-        return EvalEnv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
