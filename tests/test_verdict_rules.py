@@ -435,7 +435,7 @@ def test_a_session_that_cannot_be_archived_exits_non_zero_in_one_line(
         expected = f"{archive}: a file, not a directory; refused"
     elif blocker == "ledger-is-a-dir":
         (archive / "ledger.jsonl").mkdir(parents=True)
-        expected = f"{archive / 'ledger.jsonl'}: Is a directory"
+        expected = f"{archive / 'ledger.jsonl'}: a directory, not a regular file; refused"
     else:
         if os.geteuid() == 0:
             pytest.skip("root writes into a read-only directory anyway")

@@ -148,6 +148,20 @@ class ArchiveDir:
             raise ArchiveError(f"{self.path / name}: has {st.st_nlink} hard links (one may be "
                                "outside the run dir); refused")
 
+    def _check_existing(self, name: str) -> None:
+        """A ``name`` that exists must be a regular file, not a symlink, FIFO or directory
+        (the open that follows checks again with ``O_NOFOLLOW`` and ``fstat``)."""
+        try:
+            st = self._lstat(name)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a symlink; the archive writes only inside "
+                               "the run dir, refused")
+        if not stat.S_ISREG(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a {kind_of(st.st_mode)}, not a regular "
+                               "file; refused")
+
     def _check_not_link(self, name: str) -> None:
         try:
             st = self._lstat(name)
@@ -314,6 +328,7 @@ class ArchiveDir:
         own."""
         lock_name = ledger_name + LOCK_SUFFIX
         try:
+            self._check_existing(ledger_name)  # before the lock file is created
             self._check_not_link(lock_name)
             lock_fd = self._open(lock_name, os.O_RDWR | os.O_CREAT | _NONBLOCK)
         except OSError as err:
