@@ -216,3 +216,21 @@ def test_acceptance_names_a_stop_an_inflight_gate_recorded(pytester: pytest.Pyte
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["run: stopped by an in-flight gate after epoch 2 (run/mlgates_inflight.json): "
                                  "criterion improving: *"])
+
+
+def test_a_fifo_or_a_symlink_in_place_of_the_stop_record_is_no_stop(tmp_path: Path) -> None:
+    """Read by every verdict: a FIFO must not hang it, a symlink must not lead out."""
+    from pytest_mlgates.inflight import INFLIGHT_FILE, read_inflight_stop
+
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"status": "aborted_by_gate", "criterion": "x"}), encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / INFLIGHT_FILE).symlink_to(outside)
+    assert read_inflight_stop(run) is None
+    (run / INFLIGHT_FILE).unlink()
+    os.mkfifo(run / INFLIGHT_FILE)
+    assert read_inflight_stop(run) is None  # returns at once: nothing writes to the FIFO
+    (run / INFLIGHT_FILE).unlink()
+    (run / INFLIGHT_FILE).write_text(outside.read_text(encoding="utf-8"), encoding="utf-8")
+    assert read_inflight_stop(run) == {"status": "aborted_by_gate", "criterion": "x"}
