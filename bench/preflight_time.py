@@ -35,9 +35,10 @@ def time_session(config: str) -> tuple[float, int, str]:
 
 def time_checks(config: str) -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(REPO_ROOT / "src"))
+    from model.mlgates import config_subject
     from pytest_mlgates.preflight_checks import CHECK_ORDER, PreflightSuite
 
-    suite = PreflightSuite(REPO_ROOT / config)
+    suite = PreflightSuite(config_subject(REPO_ROOT / config))
     rows = []
     for name in CHECK_ORDER:
         started = time.perf_counter()

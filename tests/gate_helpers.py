@@ -178,14 +178,17 @@ def make_run(
 def run_gate(run_dir: Path | str, gate: str, params: dict[str, Any] | None = None, *,
              rootdir: Path | None = None, baseline: Path | None = None,
              aliases: dict[str, str] | None = None) -> GateResult:
-    """Run one gate the way the plugin does and return its result."""
+    """Run one gate the way the plugin does and return its result.  The user's code is the
+    engine's, as this repository's conftest hands it over (``model.mlgates``)."""
+    from model.mlgates import run_subject
     from pytest_mlgates.gates import validate_params
 
     params = dict(params or {})
     validate_params(gate, params)
     ctx = GateContext(rootdir=Path(rootdir or Path(__file__).resolve().parents[1]),
                       baseline=open_run(baseline) if baseline else None,
-                      metric_aliases=dict(aliases or {}))
+                      metric_aliases=dict(aliases or {}),
+                      subject=lambda: run_subject(run_dir))
     return get_gate(gate).fn(open_run(run_dir), params, ctx)
 
 

@@ -70,7 +70,14 @@ def make_run(root: Path, metrics: dict[str, float] | None = None) -> Path:
 
 def setup_session(pytester: pytest.Pytester, run: Path, criteria: dict[str, float]) -> None:
     pytester.makeconftest(CONFTEST)
+    name_run_dir(pytester, run)
     pytester.makepyfile(test_gates=GATE_TESTS.format(run=str(run), criteria=criteria))
+
+
+def name_run_dir(pytester: pytest.Pytester, run: Path) -> None:
+    """Name the run dir in the ini file, as ``--run-dir`` would: the archive fingerprints the
+    run dirs it knows before the first item, and a session on any other is void."""
+    pytester.makeini(f"[pytest]\nmlgates_run_dirs = {run}\n")
 
 
 def set_metrics(run: Path, **values: float) -> None:
@@ -106,7 +113,10 @@ def test_green_session_writes_one_line_and_one_complete_archive(
     [entry] = ledger_entries(run)
     assert entry["verdict"] == "GREEN"
     assert entry["fingerprint"] == fingerprint(run)[0]
-    assert set(entry["files"]) == {"metrics.json", "config.yaml", "checkpoints/final.pt"}
+    assert entry["files"]["checkpoints"] == "dir"  # directories count too
+    assert set(entry["files"]) == {"metrics.json", "config.yaml", "checkpoints",
+                                   "checkpoints/final.pt"}
+    assert entry["format"] == 2 and entry["partial"] is False and entry["void"] is None
     assert entry["counts"]["GREEN"] == 3 and entry["counts"]["total"] == 3
     assert {c["name"] for c in entry["criteria"]} == set(FLOORS)
     assert {c["status"] for c in entry["criteria"]} == {"GREEN"}
@@ -153,6 +163,7 @@ def test_skipped_or_unverified_criterion_makes_the_session_red(
 ) -> None:
     run = make_run(pytester.path)
     pytester.makeconftest(CONFTEST)
+    name_run_dir(pytester, run)
     pytester.makepyfile(test_gates=f'''
 import pytest
 RUN = {str(run)!r}
@@ -176,6 +187,7 @@ def test_green(request):
 def test_session_without_acceptance_items_archives_nothing(pytester: pytest.Pytester) -> None:
     run = make_run(pytester.path)
     pytester.makeconftest(CONFTEST)
+    name_run_dir(pytester, run)
     pytester.makepyfile("def test_plain():\n    assert True\n")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not (run / "acceptance").exists()
@@ -242,10 +254,11 @@ def test_xdist_two_workers_give_one_line_and_one_archive(
 def test_twenty_concurrent_sessions_leave_twenty_whole_lines(
     pytester: pytest.Pytester, run: Path
 ) -> None:
-    # Plugin autoload off keeps 20 interpreters cheap on two cores; the conftest
-    # registers the archive exactly as plugin.py does.
+    # Plugin autoload off keeps 20 interpreters cheap on two cores; -p loads mlgates alone
+    # (its ini names the run dir, which the archive fingerprints before the first item).
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_gates.py"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-p", "pytest_mlgates.plugin", "test_gates.py"]
     procs = [subprocess.Popen(command, cwd=pytester.path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for _ in range(20)]
     errors = [p.communicate(timeout=300)[1] for p in procs]

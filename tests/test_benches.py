@@ -1,8 +1,10 @@
-"""The engine benchmarks (bench/engine_overhead.py, bench/writer_memory.py) still run.
+"""The benchmarks (bench/engine_overhead.py, bench/writer_memory.py,
+bench/callback_overhead.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, ``model.train.open_writer``,
 the writer's job format) to interleave the two loops and to switch the files off; an engine
-change that breaks one of those would leave the README's figures unreproducible. Each runs
+change that breaks one of those would leave the README's figures unreproducible; the
+callback bench times Lightning fits turn by turn through its callback hooks. Each runs
 tiny here and must print what it promises. No timing or memory figure is asserted: those
 are the benches' business.
 """
@@ -13,6 +15,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,3 +43,16 @@ def test_the_writer_memory_bench_runs_and_checks_itself() -> None:
     assert re.search(r"writer peak memory\s+[\d.]+ MiB = \d+\.\d\d x the checkpoint", out), out
     assert re.search(r"held by the hand-over: \d+\.\d{3} s", out), out
     assert "loaded back with weights_only=True: equal" in out, out
+
+
+@pytest.mark.slow
+def test_the_callback_overhead_bench_runs() -> None:
+    """bench/callback_overhead.py, two tiny Lightning fits taking turns: it prints its ratios."""
+    import importlib.util
+
+    if importlib.util.find_spec("lightning") is None:
+        pytest.skip("lightning is not installed (pip install -e '.[trainers]')")
+    out = run_bench("callback_overhead.py", "--epochs", "2", "--repeats", "1", "--samples", "512")
+    assert re.search(r"lightning epoch without the callback: [\d.]+ s wall, [\d.]+ s CPU", out), out
+    assert re.search(r"inside the callback: [\d.]+ ms CPU per epoch; one judgement [\d.]+ ms", out), out
+    assert re.search(r"callback overhead: ratio \d+\.\d{3} wall, \d+\.\d{3} CPU \(medians of 1 interleaved", out), out

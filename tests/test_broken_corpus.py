@@ -28,8 +28,9 @@ PARAMS = {
     "artifact": {"path": "training_log.csv", "contains": "epoch"},
     "key_link": {"from": "checkpoints/final.pt", "to": "src/train.py", "pattern": "save_checkpoint"},
 }
+# A hang is caught by the session's timeout; how long each gate takes is a bench's business
+# (no wall clock in tests).
 SESSION_TIMEOUT_S = 120
-ITEM_LIMIT_S = 1.0
 PLUGIN_SRC = str(Path("src") / "pytest_mlgates")
 
 
@@ -152,15 +153,13 @@ def check_sessions(outputs: list[str], codes: list[int]) -> None:
 def item_problems(items: dict[tuple[str, str], dict[str, Any]], root: Path,
                   involved_of: Callable[[str], str | None], control_of: Callable[[str], str],
                   extra: Callable[[str, str, str], str | None] = lambda gate, run, line: None) -> list[str]:
-    """What is wrong with each item's verdict: slow, an internal error, a failure that is not
+    """What is wrong with each item's verdict: an internal error, a failure that is not
     one line, or one that names neither the broken file (``involved_of(run)``, fragments
     joined by ``|``) nor its run dir -- unless the healthy control (``control_of(run)``) fails
     the same way. ``extra(gate, run, line)`` adds a check of a corpus's own."""
     problems = []
     for (gate, run), item in sorted(items.items()):
         line = str(item["line"])
-        if float(str(item["time"])) > ITEM_LIMIT_S:
-            problems.append(f"{gate}[{run}]: took {item['time']:.2f}s")
         if "internal error" in line or "weights_only=False" in line:
             problems.append(f"{gate}[{run}]: {line}")
         more = extra(gate, run, line)

@@ -117,16 +117,25 @@ def test_history_shows_the_red_to_green_flip(
     assert verdict(run, capsys)[0] == 0
 
 
-def test_torn_ledger_tail_does_not_break_the_verdict(
+def test_torn_newest_line_is_unchecked_never_the_older_green(
     pytester: pytest.Pytester, run: Path
 ) -> None:
     session(pytester)
-    with open(run / "acceptance" / "ledger.jsonl", "ab") as handle:
+    with open(run / "acceptance" / "ledger.jsonl", "ab") as handle:  # a RED session, torn
         handle.write(b'{"time": "2026-11-25T10:00:00Z", "verdict": "RED", "crit')
-    proc = subprocess.run([*MLGATES, "verdict", str(run)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ACCEPTED ")
-    assert "line 2 is not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
+    for command in ("verdict", "history"):
+        proc = subprocess.run([*MLGATES, command, str(run)], capture_output=True, text=True,
+                              check=False)
+        assert "Traceback" not in proc.stderr + proc.stdout
+        if command == "verdict":
+            assert proc.returncode == 4, proc.stdout + proc.stderr
+            assert proc.stdout.splitlines() == [(
+                f"UNCHECKED {run}: line 2 of the ledger is unreadable (not valid JSON (a torn "
+                "write?)); no older session stands in for it")]
+        else:
+            assert proc.returncode == 0
+            assert "UNREADABLE  line 2: not valid JSON" in proc.stdout
+            assert "mlgates verdict says UNCHECKED" in proc.stdout
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "empty", "corrupt"])
@@ -142,9 +151,13 @@ def test_bad_input_is_one_line_and_exit_2(pytester: pytest.Pytester, case: str) 
         (target / "acceptance" / "ledger.jsonl").write_bytes(b"\x00garbage\nnot json\n")
     for command in ("verdict", "history"):
         proc = subprocess.run([*MLGATES, command, str(target)], capture_output=True, text=True, check=False)
+        assert "Traceback" not in proc.stderr
+        if case == "corrupt" and command == "verdict":  # no session to rest on: UNCHECKED
+            assert proc.returncode == 4 and proc.stdout.startswith(f"UNCHECKED {target}: line 2")
+            continue
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
-        assert lines[-1].startswith(f"mlgates: {target}") and "Traceback" not in proc.stderr
+        assert lines[-1].startswith(f"mlgates: {target}")
         expected = {"missing": "no such run dir", "file": "not a run dir",
                     "empty": "not a run dir", "corrupt": "corrupt ledger"}[case]
         assert expected in lines[-1]

@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from model.config import ConfigError, load_config
-from model.data import (
-    Dataset,
-    build_dataset,
-    central_crop_features,
-    fill_core_with_median,
-    normalization_stats,
-    shortcut_probe_auc,
-)
+from model.data import Dataset, build_dataset, normalization_stats
+from pytest_mlgates.probes import central_crop_features, fill_core_with_median
+from pytest_mlgates.probes import core_probe_auc as shortcut_probe_auc
 
 STAMPS_SMALL = ["data.name=stamps", "data.n_samples=240"]
 

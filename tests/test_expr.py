@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -402,10 +401,8 @@ def test_offsets_point_into_a_multi_line_check_as_written() -> None:
 
 def test_huge_exponents_fail_fast_at_runtime_too() -> None:
     env = make_env(big=[100.0] * 5)
-    started = time.perf_counter()
     assert "exponent 100 in 2 ** final.big is too large" in str(eval_error("2 ** final.big > 1", env))
     assert "1e+300 ** 2 overflows" in str(eval_error("final.big > 1e300 ** 2", env))
-    assert time.perf_counter() - started < 0.5
 
 
 def test_deep_nesting_is_an_expr_error_not_a_recursion_error() -> None:
@@ -542,14 +539,13 @@ def test_error_types_are_one_line_and_pickle() -> None:
     assert str(GateFailure("only a message")) == "only a message"
 
 
-# --------------------------------------------------------------------------- speed
+# --------------------------------------------------------------------------- many checks
+# How fast they compile is bench/plugin_overhead.py's business (no wall clock in tests).
 
 
-def test_a_thousand_checks_compile_in_well_under_a_second() -> None:
+def test_a_thousand_checks_compile() -> None:
     sources = [f"min(val_loss[-{i % 9 + 1}:]) < first(val_loss) * 0.9 and final.val_recall_{i} > 0"
                for i in range(1000)]
-    started = time.perf_counter()
     checks = [compile_check(source) for source in sources]
-    elapsed = time.perf_counter() - started
     assert all(isinstance(check, Check) for check in checks)
-    assert elapsed < 0.5, f"{elapsed:.3f}s for 1000 checks"
+    assert checks[7].names == frozenset({"val_loss", "val_recall_7"})

@@ -125,7 +125,7 @@ def test_checkpoint_softmax_wrong_shape_weights(copy: Path) -> None:
         key = next(iter(c["model"]))
         c["model"][key] = torch.zeros(1, 1)
     _resave(copy / "checkpoints" / "final.pt", shrink)
-    with pytest.raises(GateFailure, match=r"final.pt: weights do not fit the model \("):
+    with pytest.raises(GateFailure, match=r"final.pt: weights do not fit the model of engine run \S+.model_from_checkpoint \(.*size mismatch"):
         run_gate(copy, "checkpoint_softmax", {"checkpoint": "final"})
 
 

@@ -196,3 +196,41 @@ def test_a_resumed_run_checks_its_last_epoch_before_training_more(tmp_path: Path
     assert res["reason"].startswith("criterion at_most_one_epoch: ")
     assert last_epoch(run_dir) == 2
     assert "in-flight gate RED after epoch 2 (checked on resume)" in (run_dir / "train.log").read_text(encoding="utf-8")
+
+
+def test_acceptance_names_a_stop_an_inflight_gate_recorded(pytester: pytest.Pytester) -> None:
+    """A run an in-flight gate stopped is reported as such by the acceptance session, even
+    when what is left of it passes the criteria at hand."""
+    from pytest_mlgates.inflight import Gates
+
+    run = pytester.path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text("epoch,train_loss,val_loss\n1,2.0,1.5\n2,1.0,1.8\n", encoding="utf-8")
+    (pytester.path / "inflight.gates.yaml").write_text(
+        "exit_criteria:\n  - {name: improving, check: 'last(val_loss) <= min(val_loss)'}\n", encoding="utf-8")
+    (pytester.path / "ok.gates.yaml").write_text(
+        "exit_criteria:\n  - {name: some_rows, check: 'len(epoch) > 1'}\n", encoding="utf-8")
+    assert Gates(pytester.path / "inflight.gates.yaml", run).check(2).red
+    result = pytester.runpytest("ok.gates.yaml", "--run-dir", "run", "-p", "no:cacheprovider",
+                                "--mlgates-archive=off")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["run: stopped by an in-flight gate after epoch 2 (run/mlgates_inflight.json): "
+                                 "criterion improving: *"])
+
+
+def test_a_fifo_or_a_symlink_in_place_of_the_stop_record_is_no_stop(tmp_path: Path) -> None:
+    """Read by every verdict: a FIFO must not hang it, a symlink must not lead out."""
+    from pytest_mlgates.inflight import INFLIGHT_FILE, read_inflight_stop
+
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"status": "aborted_by_gate", "criterion": "x"}), encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / INFLIGHT_FILE).symlink_to(outside)
+    assert read_inflight_stop(run) is None
+    (run / INFLIGHT_FILE).unlink()
+    os.mkfifo(run / INFLIGHT_FILE)
+    assert read_inflight_stop(run) is None  # returns at once: nothing writes to the FIFO
+    (run / INFLIGHT_FILE).unlink()
+    (run / INFLIGHT_FILE).write_text(outside.read_text(encoding="utf-8"), encoding="utf-8")
+    assert read_inflight_stop(run) == {"status": "aborted_by_gate", "criterion": "x"}

@@ -1,9 +1,11 @@
-"""`pytest -m preflight --config C`: real pytest sessions on real configs and data.
+"""`pytest -m preflight`: real pytest sessions on real code and data.
 
-Each test writes a small config into a pytester dir and runs a whole pytest session in a
-subprocess, then reads which preflight items passed, failed and were skipped, and why.
-The faults of the `stamps` data must turn exactly the matching checks RED, with dependent
-checks skipped naming the root cause.
+Two kinds of subject: the bundled engine's (a config file, handed over by
+``model.mlgates.mlgates_subject`` as this repository's conftest does), and a user's plain
+PyTorch code (a conftest returning ``PreflightSubject(...)`` over ``load_wine``).  Each
+test runs a whole pytest session in a subprocess and reads which preflight items passed,
+failed and were skipped, and why: every injected fault must turn exactly its check RED,
+with the checks that depend on it skipped naming the root cause.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import textwrap
 import pytest
 
 ALL_CHECKS = [
-    "config_validates", "loaders_first_batch", "no_nan_or_inf", "no_missing_band", "split_integrity",
-    "split_proportions", "classes_in_every_split", "forward_softmax", "loss_at_init", "backward_finite",
-    "overfit_small_batch", "logged_metric_names", "grad_accumulation", "tracked_from_config",
-    "shortcut_probe", "run_dir_writable",
+    "subject_builds", "loaders_first_batch", "no_nan_or_inf", "no_missing_band", "split_integrity",
+    "classes_in_every_split", "forward_softmax", "loss_at_init", "backward_finite",
+    "overfit_small_batch", "logged_metric_names", "grad_accumulation", "shortcut_probe", "run_dir_writable",
 ]
+ENGINE_CONFTEST = "from model.mlgates import mlgates_subject  # noqa: F401\n"
 MODEL_CHECKS = ["forward_softmax", "loss_at_init", "backward_finite", "overfit_small_batch",
                 "logged_metric_names", "grad_accumulation"]
 
@@ -57,11 +59,17 @@ def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "400")
 
 
-def run_preflight(pytester: pytest.Pytester, config_text: str, *args: str) -> tuple[dict[str, str], str]:
-    """Run `pytest -m preflight --config exp.yaml` in a subprocess; {check: outcome}, output."""
-    pytester.makefile(".yaml", exp=config_text)
+def run_preflight(pytester: pytest.Pytester, config_text: str | None, *args: str) -> tuple[dict[str, str], str]:
+    """Run `pytest -m preflight [--config exp.yaml]` in a subprocess; {check: outcome}, output.
+    With a config the engine's subject is used (unless the test wrote its own conftest)."""
+    config_args: tuple[str, ...] = ()
+    if config_text is not None:
+        pytester.makefile(".yaml", exp=config_text)
+        config_args = ("--config", "exp.yaml")
+        if not (pytester.path / "conftest.py").exists():
+            pytester.makeconftest(ENGINE_CONFTEST)
     result = pytester.runpytest_subprocess(
-        "-m", "preflight", "--config", "exp.yaml", "-p", "no:cacheprovider", "-v", "-rfs", *args,
+        "-m", "preflight", *config_args, "-p", "no:cacheprovider", "-v", "-rfs", *args,
         timeout=240,
     )
     out = result.stdout.str()
@@ -91,6 +99,9 @@ def red(outcomes: dict[str, str]) -> set[str]:
     return {c for c, s in outcomes.items() if s in ("FAILED", "ERROR")}
 
 
+# --------------------------------------------------------------------------- the engine's subject
+
+
 def test_digits_config_passes_every_check(pytester: pytest.Pytester) -> None:
     outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist")
     assert sorted(outcomes) == sorted(ALL_CHECKS), out
@@ -99,24 +110,26 @@ def test_digits_config_passes_every_check(pytester: pytest.Pytester) -> None:
     assert outcomes["shortcut_probe"] == "SKIPPED"
     assert "covers" in skip_reason(out, "shortcut_probe")
     assert all(outcomes[c] == "PASSED" for c in ALL_CHECKS if c != "shortcut_probe"), out
+    assert "exp.yaml::preflight[subject_builds] PASSED" in out  # the suite sits under the config
 
 
 def test_not_preflight_deselects_the_suite(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
     outcomes, out = run_preflight(pytester, DIGITS, "-m", "not preflight")
     assert outcomes == {}, out
-    assert "1 passed" in out and "16 deselected" in out, out
+    assert "1 passed" in out and f"{len(ALL_CHECKS)} deselected" in out, out
 
 
 @pytest.mark.parametrize(
     ("fault", "failing", "reason"),
     [
         ("nan_pixels", {"no_nan_or_inf"},
-         r"^preflight no_nan_or_inf: \d+ of 240 samples with NaN/Inf \(train: \d+, first indices \[\d+"),
+         r"^preflight no_nan_or_inf: \d+ of 240 samples with NaN/Inf \(train: \d+, first at positions \[\d+"),
         ("missing_band", {"no_missing_band"},
          r"^preflight no_missing_band: \d+ of 240 samples with a constant \(missing\) band"),
         ("leaked_groups", {"split_integrity"}, r"^preflight split_integrity: \d+ group ids in train and val \["),
-        ("shortcut", {"shortcut_probe"}, r"^preflight shortcut_probe: central-crop probe AUC = 0\.[6-9]\d* .*needs <= 0\.65"),
+        ("shortcut", {"shortcut_probe"},
+         r"^preflight shortcut_probe: central-crop probe AUC = 0\.[6-9]\d* .*needs <= 0\.65"),
     ],
     ids=["nan_pixels", "missing_band", "leaked_groups", "shortcut"],
 )
@@ -147,56 +160,17 @@ def test_tracked_metric_the_engine_never_logs(pytester: pytest.Pytester) -> None
     outcomes, out = run_preflight(pytester, config, "-p", "no:xdist")
     assert red(outcomes) == {"logged_metric_names"}, out
     line = failure_line(out, "logged_metric_names")
-    assert "checkpoint.tracked metric 'val_dice' is not a logged key" in line
-    assert "val_macro_f1" in line  # says what one validation step does log
+    assert "monitor 'val_dice' is not a key evaluate returns" in line
+    assert "val_macro_f1" in line  # says what one validation pass does return
 
 
-def test_default_tracking_is_red(pytester: pytest.Pytester) -> None:
-    config = DIGITS.split("checkpoint:")[0]  # no checkpoint section: the engine's default tracking
-    outcomes, out = run_preflight(pytester, config, "-p", "no:xdist")
-    assert red(outcomes) == {"tracked_from_config"}, out
-    assert "checkpoint.tracked is the default [val_loss]" in failure_line(out, "tracked_from_config")
-
-
-BROKEN_MODEL_CONFTEST = """
-import torch
-
-
-class NotADistribution(torch.nn.Module):
-    '''Logits that overflow to inf: the softmax rows are NaN, not a distribution.'''
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.head = torch.nn.LazyLinear(num_classes)
-
-    def forward(self, x):
-        return self.head(x.flatten(1)) * float("inf")
-
-
-def pytest_mlgates_preflight_model(config, mlgates_config, dataset):
-    return NotADistribution(dataset.num_classes)
-"""
-
-
-def test_model_whose_output_is_not_a_distribution(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(BROKEN_MODEL_CONFTEST)
-    outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist")
-    assert red(outcomes) == {"forward_softmax"}, out
-    assert "NaN/Inf logits in 64 of 64 rows" in failure_line(out, "forward_softmax")
-    for check in MODEL_CHECKS[1:]:
-        assert outcomes[check] == "SKIPPED", out
-        assert skip_reason(out, check) == "depends on forward_softmax, which failed"
-
-
-def test_hung_loader_is_red_not_a_frozen_terminal(pytester: pytest.Pytester) -> None:
-    outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist", "--mlgates-preflight-timeout", "1e-9")
-    assert red(outcomes) == {"loaders_first_batch"}, out
-    # Which split misses a 1 ns budget first is a race (a tiny train batch can win it),
-    # so the line is checked for its shape, not for one split's name.
-    assert re.fullmatch(
-        r"preflight loaders_first_batch: first batch of split '(train|val|test)' did not arrive within 1e-09 s",
-        failure_line(out, "loaders_first_batch")), out
-    assert skip_reason(out, "no_nan_or_inf") == "depends on loaders_first_batch, which failed"
+def test_a_config_that_does_not_validate_is_one_line(pytester: pytest.Pytester) -> None:
+    outcomes, out = run_preflight(pytester, DIGITS.replace("epochs: 2", "epochz: 2"), "-p", "no:xdist")
+    assert red(outcomes) == {"subject_builds"}, out
+    line = failure_line(out, "subject_builds")
+    assert line.startswith("preflight subject_builds: exp.yaml") and "epochz" in line and "epochs" in line, line
+    assert skip_reason(out, "loaders_first_batch") == "depends on subject_builds, which failed"
+    assert "Traceback" not in out
 
 
 def test_user_tests_marked_preflight_join_the_selection(pytester: pytest.Pytester) -> None:
@@ -210,22 +184,23 @@ def test_user_tests_marked_preflight_join_the_selection(pytester: pytest.Pyteste
         def test_not_preflight():
             assert True
     """)
-    outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist", "-k", "config_validates or my_own")
-    assert outcomes == {"config_validates": "PASSED"}, out
+    outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist", "-k", "subject_builds or my_own")
+    assert outcomes == {"subject_builds": "PASSED"}, out
     assert "test_mine.py::test_my_own_preflight PASSED" in out
     assert "test_not_preflight PASSED" not in out
 
 
 def test_ini_option_alone_needs_m_preflight(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", exp=DIGITS)
+    pytester.makeconftest(ENGINE_CONFTEST)
     pytester.makeini("[pytest]\nmlgates_config = exp.yaml\n")
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
     plain = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-q")
     plain.assert_outcomes(passed=1)  # an ini default does not add the suite to every run
     selected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-v",
-                                             "-m", "preflight", "-k", "tracked_from_config")
+                                             "-m", "preflight", "-k", "subject_builds")
     selected.assert_outcomes(passed=1)
-    assert "exp.yaml::preflight[tracked_from_config] PASSED" in selected.stdout.str()
+    assert "exp.yaml::preflight[subject_builds] PASSED" in selected.stdout.str()
 
 
 def test_gate_file_preflight_section(pytester: pytest.Pytester) -> None:
@@ -249,9 +224,238 @@ def test_gate_file_preflight_section(pytester: pytest.Pytester) -> None:
     assert result.ret != 0
 
 
+def test_config_without_a_subject_fixture_says_what_is_missing(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("# no mlgates_subject here\n")
+    outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist")
+    assert red(outcomes) == {"subject_builds"}, out
+    line = failure_line(out, "subject_builds")
+    assert "no mlgates_subject fixture: define one in conftest.py that builds your subject from --config exp.yaml" in line
+
+
+def test_m_preflight_without_a_subject_runs_only_marked_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine="import pytest\n\n@pytest.mark.preflight\ndef test_mine():\n    pass\n")
+    outcomes, out = run_preflight(pytester, None, "-p", "no:xdist")
+    assert outcomes == {}, out
+    assert "1 passed" in out, out
+
+
 def test_preflight_module_is_light_at_import() -> None:
-    code = ("import sys, pytest_mlgates.preflight, pytest_mlgates.inflight; "
+    code = ("import sys, pytest_mlgates.preflight, pytest_mlgates.inflight, pytest_mlgates.subject; "
             "heavy = [m for m in ('torch', 'numpy', 'sklearn', 'matplotlib', 'yaml', 'model') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- a user's own code
+
+#: A user's plain PyTorch project on load_wine, as a conftest; FAULT picks one injected fault.
+PLAIN_CONFTEST = """
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_wine
+
+from pytest_mlgates import PreflightSubject
+
+FAULT = {fault!r}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, features=13, classes=3):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(features, 32), torch.nn.ReLU(), torch.nn.Linear(32, classes))
+
+    def forward(self, x):
+        out = self.net(x)
+        return out * float("inf") if FAULT == "not_a_distribution" else out
+
+
+def split_ids():
+    x, y = load_wine(return_X_y=True)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    train, val = order[:130], order[130:]
+    if FAULT == "leaked_ids":
+        val = np.concatenate([val, train[:5]])
+    if FAULT == "class_missing_from_val":
+        val = val[y[val] != 2]
+    return x, y, train, val
+
+
+def batches(x, y, ids, size=16):
+    xs = torch.tensor((x[ids] - x.mean(0)) / x.std(0), dtype=torch.float32)
+    if FAULT == "nan_row" and len(ids) == 130:
+        xs[7, 3] = float("nan")
+    if FAULT == "constant_feature" and len(ids) == 130:  # a dead sensor in the training data
+        xs[:, 5] = 1.0
+    ys = torch.tensor(y[ids], dtype=torch.long)
+    if FAULT == "dict_batches":
+        return [{{"x": xs[i:i + size], "y": ys[i:i + size]}} for i in range(0, len(ids), size)]
+    return [(xs[i:i + size], ys[i:i + size]) for i in range(0, len(ids), size)]
+
+
+class Hangs:
+    def __iter__(self):
+        time.sleep(3600)
+        yield None
+
+
+def evaluate(model):
+    x, y, _, val = split_ids()
+    model.eval()
+    with torch.no_grad():
+        xs, ys = zip(*batches(x, y, val))
+        logits = model(torch.cat(xs))
+        loss = torch.nn.functional.cross_entropy(logits, torch.cat(ys))
+    return {{"val_loss": float(loss), "val_accuracy": float((logits.argmax(1) == torch.cat(ys)).float().mean())}}
+
+
+def train_epoch(model, loader, optimizer, accumulate):
+    model.train()
+    optimizer.zero_grad()
+    for i, (xb, yb) in enumerate(loader, start=1):
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        if FAULT == "accumulation_not_wired":  # steps every micro-batch
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            continue
+        (loss / accumulate).backward()
+        if i % accumulate == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+@pytest.fixture(scope="session")
+def mlgates_subject():
+    x, y, train, val = split_ids()
+    groups = {{"train": train % 40, "val": val % 40 + 40}}
+    if FAULT == "group_in_two_splits":
+        groups["val"] = val % 40
+    return PreflightSubject(
+        model=Net() if FAULT == "instance_not_factory" else (lambda: Net()),
+        loaders={{"train": Hangs() if FAULT == "hung_loader" else batches(x, y, train),
+                  "val": batches(x, y, val)}},
+        loss=torch.nn.CrossEntropyLoss(),
+        num_classes=3,
+        sample_ids={{"train": train, "val": val}},
+        groups=groups,
+        evaluate=evaluate,
+        monitors="val_loss" if FAULT == "monitors_string" else ["val_dice" if FAULT == "monitor_typo" else "val_loss"],
+        accumulate=2,
+        train_epoch=train_epoch,
+    )
+"""
+
+PLAIN_FAULTS = ("healthy", "nan_row", "constant_feature", "leaked_ids", "group_in_two_splits",
+                "class_missing_from_val", "not_a_distribution", "monitor_typo", "accumulation_not_wired",
+                "instance_not_factory", "monitors_string", "dict_batches", "hung_loader")
+
+
+@pytest.fixture(scope="module")
+def plain_session(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """ONE `pytest -m preflight` session over a project with a folder per fault, each with
+    its own conftest (its own subject, so its own suite): the output of every fault.  Shared
+    by the xdist workers (a file lock), so it runs once per test session."""
+    import os
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "plain-preflight"
+    with FileLock(str(root) + ".lock"):
+        done = root / "output.txt"
+        if not done.exists():
+            root.mkdir(exist_ok=True)
+            for fault in PLAIN_FAULTS:
+                (root / fault).mkdir(exist_ok=True)
+                (root / fault / "conftest.py").write_text(PLAIN_CONFTEST.format(fault=fault), encoding="utf-8")
+            (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-m", "preflight", "-p", "no:cacheprovider", "-p", "no:xdist",
+                 "-v", "-rfs", "--mlgates-preflight-timeout", "2"],
+                cwd=root, capture_output=True, text=True, timeout=600, check=False,
+                env={**os.environ, "COLUMNS": "400"})
+            done.write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    return done.read_text(encoding="utf-8")
+
+
+def plain_outcomes(out: str, fault: str) -> dict[str, str]:
+    return {check: status for check, status in
+            re.findall(rf"^{fault}/conftest.py::preflight\[(\w+)\] (PASSED|FAILED|SKIPPED|ERROR)", out, re.MULTILINE)}
+
+
+def plain_failure(out: str, fault: str, check: str) -> str:
+    match = re.search(rf"^FAILED {fault}/conftest.py::preflight\[{check}\] - (.*)$", out, re.MULTILINE)
+    assert match, f"no summary line for {fault}/{check} in:\n{out}"
+    return match.group(1)
+
+
+def plain_skip(out: str, fault: str, check: str) -> str:
+    match = re.search(rf"^{fault}/conftest.py::preflight\[{check}\] SKIPPED \((.*)\)", out, re.MULTILINE)
+    assert match, f"no skip line for {fault}/{check} in:\n{out}"
+    return match.group(1)
+
+
+def test_plain_pytorch_subject_is_green(plain_session: str) -> None:
+    outcomes = plain_outcomes(plain_session, "healthy")
+    assert sorted(outcomes) == sorted(ALL_CHECKS), plain_session
+    assert red(outcomes) == set(), plain_session
+    skipped = {c for c, s in outcomes.items() if s == "SKIPPED"}
+    assert skipped == {"shortcut_probe", "run_dir_writable"}, plain_session  # tabular data; no run dir
+    assert "not images" in plain_skip(plain_session, "healthy", "shortcut_probe")
+    assert "pass --run-dir DIR" in plain_skip(plain_session, "healthy", "run_dir_writable")
+    # one suite per conftest that defines the fixture, each beside its own conftest
+    assert all(len(plain_outcomes(plain_session, fault)) == len(ALL_CHECKS) for fault in PLAIN_FAULTS)
+    assert "Traceback" not in plain_session and "INTERNALERROR" not in plain_session
+
+
+@pytest.mark.parametrize(
+    ("fault", "check", "reason"),
+    [
+        ("nan_row", "no_nan_or_inf", r"1 of 178 samples with NaN/Inf \(train: 1, first at positions \[7\]"),
+        ("constant_feature", "no_missing_band",
+         r"1 of 13 features constant over the train split but not in val: columns \[5\] \(a dead input in training\)"),
+        ("leaked_ids", "split_integrity", r"5 sample ids in train and val \["),
+        ("group_in_two_splits", "split_integrity", r"\d+ group ids in train and val \["),
+        ("class_missing_from_val", "classes_in_every_split", r"val lacks class 2"),
+        ("not_a_distribution", "forward_softmax", r"NaN/Inf logits in 16 of 16 rows"),
+        ("monitor_typo", "logged_metric_names",
+         r"monitor 'val_dice' is not a key evaluate returns.*\(one validation pass returns val_loss, val_accuracy\)"),
+        ("accumulation_not_wired", "grad_accumulation",
+         r"train_epoch stepped the optimizer after micro-batches \[1, 2, 3, 4\]; accumulate 2 needs a step after \[2, 4\]"),
+        # a subject of the wrong shape: one line naming the field and what it needs
+        ("instance_not_factory", "subject_builds",
+         r"mlgates_subject.model: needs a factory that builds a fresh model \(e.g. lambda: Net\(...\)\)"),
+        ("monitors_string", "subject_builds",
+         r"mlgates_subject.monitors: needs a list of metric names; got the string 'val_loss'"),
+        ("dict_batches", "loaders_first_batch",
+         r"mlgates_subject.loaders\['train'\] batch 0: a dict with keys \[x, y\]; needs \(x, y\) pairs"),
+        # a loader that hangs is RED within the budget, not a frozen terminal
+        ("hung_loader", "loaders_first_batch",
+         r"^preflight loaders_first_batch: mlgates_subject.loaders\['train'\]: batch 0 did not arrive within 2 s$"),
+    ],
+)
+def test_each_fault_in_user_code_turns_exactly_its_check_red(plain_session: str, fault: str, check: str,
+                                                             reason: str) -> None:
+    outcomes = plain_outcomes(plain_session, fault)
+    assert red(outcomes) == {check}, plain_session
+    line = plain_failure(plain_session, fault, check)
+    assert re.search(reason, line), line
+    dependents = {"forward_softmax": ("loss_at_init", "backward_finite", "logged_metric_names"),
+                  "loaders_first_batch": ("no_nan_or_inf", "forward_softmax"),
+                  "subject_builds": ("loaders_first_batch", "split_integrity")}.get(check, ())
+    for dependent in dependents:  # the checks that need the failed one say why they did not run
+        assert plain_skip(plain_session, fault, dependent) == f"depends on {check}, which failed"
+
+
+def test_a_subject_conftest_works_with_the_plugin_disabled(pytester: pytest.Pytester) -> None:
+    """The old conftest hook broke every `-p no:mlgates` run (unknown hook); a fixture cannot."""
+    pytester.makeconftest(PLAIN_CONFTEST.format(fault="healthy"))
+    pytester.makepyfile(test_x="def test_x(mlgates_subject):\n    assert mlgates_subject.num_classes == 3\n")
+    result = pytester.runpytest_subprocess("-p", "no:mlgates", "-p", "no:cacheprovider", "-p", "no:xdist", "-q")
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str()

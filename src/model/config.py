@@ -137,7 +137,9 @@ class Config(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
     def uses_default_tracking(self) -> bool:
-        return [t.model_dump() for t in self.checkpoint.tracked] == DEFAULT_TRACKED
+        """True when nobody chose the tracked metrics: the config (or an override) does not
+        name ``checkpoint.tracked``.  A config that lists ``[val_loss]`` on purpose chose it."""
+        return "tracked" not in self.checkpoint.model_fields_set
 
 
 # --------------------------------------------------------------------------- loading

@@ -28,6 +28,10 @@ import numpy as np
 
 from model.config import Config, ConfigError
 
+# The image-core probe belongs to the plugin (its shortcut gate and preflight use it); the
+# engine's core_dropout withholds the core exactly the way the gate measures it.
+from pytest_mlgates.probes import fill_core_with_median
+
 if TYPE_CHECKING:  # torch is imported where it is used, so `import model.data` stays light
     from torch.utils.data import DataLoader
 
@@ -241,79 +245,6 @@ def _quiet_nan_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
-
-
-# --------------------------------------------------------------------------- core helpers
-
-
-def _core_mask(height: int, width: int, radius: float) -> np.ndarray:
-    """Boolean (H, W) disc of `radius` pixels around the image centre."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-
-
-def fill_core_with_median(images: np.ndarray, radius: float) -> np.ndarray:
-    """Copy of `images` (N, C, H, W) whose central disc holds the median of the rest, per band.
-
-    This is the `core_dropout` augmentation applied to every image: a model cannot read
-    a class from core brightness it never sees. NaN outside the core is ignored.
-    """
-    out = np.array(images, dtype=np.float32, copy=True)
-    if out.shape[0] == 0:
-        return out
-    mask = _core_mask(out.shape[2], out.shape[3], radius)
-    with _quiet_nan_warnings():
-        med = np.nanmedian(out[:, :, ~mask], axis=2)  # (N, C)
-    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
-    out[:, :, mask] = med[:, :, None]
-    return out
-
-
-def central_crop_features(x: np.ndarray, radius: float = SHORTCUT_RADIUS) -> np.ndarray:
-    """(N, C*k) pixels within `radius` of the image centre, all bands, flattened.
-
-    What the shortcut probe looks at: if these pixels alone predict the class, a model
-    can too, without ever looking at the object the label is about.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"central_crop_features needs images (N, C, H, W), got shape {x.shape}")
-    mask = _core_mask(x.shape[2], x.shape[3], radius)
-    return np.asarray(x[:, :, mask], dtype=np.float32).reshape(len(x), -1)
-
-
-def shortcut_probe_auc(x: np.ndarray, y: np.ndarray, radius: float = SHORTCUT_RADIUS, seed: int = 0) -> float:
-    """Cross-validated ROC AUC of a logistic regression on the central crop alone.
-
-    Near 0.5: the core carries no class information. Well above: a shortcut.
-    Binary labels use the positive (second) class; more classes use macro one-vs-rest.
-    NaN pixels are set to 0 after standardising, so a few bad pixels do not stop the probe.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    feats = central_crop_features(x, radius).astype(np.float64)
-    feats = np.where(np.isfinite(feats), feats, np.nan)
-    with _quiet_nan_warnings():
-        col_mean = np.nanmean(feats, axis=0)
-    col_mean = np.where(np.isfinite(col_mean), col_mean, 0.0)
-    feats = np.where(np.isnan(feats), col_mean[None, :], feats)
-    y = np.asarray(y).astype(np.int64)
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        return float("nan")
-    folds = int(min(5, counts.min()))
-    if folds < 2:
-        return float("nan")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    proba = cross_val_predict(probe, feats, y, cv=cv, method="predict_proba")
-    if len(classes) == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
 
 
 # --------------------------------------------------------------------------- building

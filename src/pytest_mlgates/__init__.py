@@ -16,13 +16,13 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "ExprError",
-    "Gates",
-    "PreflightSubject",
-    "SubjectError",
     "GateFailure",
     "GateFileError",
+    "Gates",
     "MlgatesError",
+    "PreflightSubject",
     "RunDirError",
+    "SubjectError",
     "__version__",
     "compile_check",
     "open_run",

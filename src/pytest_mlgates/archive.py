@@ -4,22 +4,29 @@ Every pytest session that ran acceptance items for a run dir (items carrying the
 ``mlgates.run`` user property) leaves, per run dir:
 
 * one JSON line appended to ``<run>/acceptance/ledger.jsonl`` (verdict, fingerprint of
-  the run's files, every criterion's status and value, pytest args, git commit);
+  the run's files, every criterion's status and value, what the session left out, the
+  gate files and key-linked code it vouches for, pytest args, git commit; signed with
+  HMAC-SHA256 when ``MLGATES_LEDGER_KEY`` is set -- ``ledger.py``);
 * one directory ``<run>/acceptance/<UTC time>-<id>-red|green/`` holding ``log.txt`` (the
   terminal output), ``junit.xml``, ``results.json`` and ``summary.md``.
 
-``mlgates verdict`` and ``mlgates history`` read them back (``cli.py``).
+``mlgates verdict`` and ``mlgates history`` read them back (``verdict.py``, ``cli.py``).
 
 Why it is built this way:
 
 * Only the xdist controller writes (workers have ``config.workerinput``); the items'
   values reach it on the reports' ``user_properties``, as they do for pytest's junitxml.
-* An archive dir is written under a temporary name and renamed into place, so a reader
-  never sees half of one; the ledger line is written after it, in one ``os.write`` with
-  ``O_APPEND`` under a file lock, then fsync'd: concurrent sessions lose no line, and a
-  killed one leaves at most a torn tail that readers skip (``read_ledger``).
+* The run is fingerprinted before the first item (``pytest_runtestloop``) and again at the
+  end; a run that changed in between (content, or inode/ctime: changed and put back) makes
+  the session *void*: archived RED, never GREEN, and the session exits non-zero.
+* A session that ran fewer criteria than its gate files hold (``-k``, ``-m``,
+  ``--deselect``, a node id) is *partial*: a partial GREEN never makes a run ACCEPTED.
+* Writes go through directory file descriptors and never follow a symlink
+  (``archive_fs.py``): a session dir is written under a temporary name and renamed into
+  place, and the ledger line is appended under a lock in one ``write``, then fsync'd.
 * Everything happens at ``pytest_unconfigure``, after the terminal summary, so that
-  ``log.txt`` holds the gate table and the final counts line.  Git runs only then.
+  ``log.txt`` holds the gate table and the final counts line.  Git runs only then.  A
+  session that could not be archived says so in one line and exits non-zero.
 
 This module is imported by ``plugin.py`` lazily; it imports nothing heavy.
 """
@@ -31,27 +38,47 @@ import io
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, file_sha256, fingerprint
+from pytest_mlgates.archive_fs import ArchiveError
+from pytest_mlgates.fingerprint import (
+    ARCHIVE_DIRNAME,
+    Snapshot,
+    describe,
+    diff_files,
+    snapshot,
+)
+from pytest_mlgates.ledger import (
+    LEDGER_FORMAT,
+    LEDGER_NAME,
+    STATUSES,
+    Ledger,
+    LedgerKeyError,
+    encode_line,
+    ledger_key,
+    read_ledger,
+)
 
-LEDGER_NAME = "ledger.jsonl"
+__all__ = ["LEDGER_NAME", "Ledger", "add_options", "read_ledger", "register"]
+
 PLUGIN_NAME = "mlgates-archive"
 #: workeroutput key under which an xdist worker reports the criteria -k/-m left out
 WORKER_KEY = "mlgates_deselected"
 PROP = "mlgates."
-STATUSES = ("GREEN", "RED", "UNVERIFIED", "ERROR", "SKIPPED")
 _GIT_TIMEOUT_S = 5.0
-_LOCK_TIMEOUT_S = 120.0
+#: Longest value, threshold or message kept per criterion (a gate's value is one line).
+TEXT_CAP = 2000
+#: Longest failure text kept for junit.xml per criterion.
+DETAIL_CAP = 64 << 10
+#: Entries named in a one-line reason before "and N more".
+NAMED_CAP = 5
 
 
 # --------------------------------------------------------------------------- options
@@ -124,11 +151,18 @@ class DeselectionReporter:
             output[WORKER_KEY] = [list(pair) for pair in self.deselected]
 
 
+def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
+    """Where a run's archive lives, as (directory, name in it): ``(<run>, 'acceptance')``
+    or ``(DIR, <run name>)`` for ``--mlgates-archive=DIR``."""
+    if str(setting or "on").lower() in ("on", ""):
+        return run_dir, ARCHIVE_DIRNAME
+    return Path(str(setting)).expanduser().resolve(), run_dir.name
+
+
 def archive_root(run_dir: Path, setting: str) -> Path:
-    """Where a run's archive lives: ``<run>/acceptance`` or ``DIR/<run name>``."""
-    if setting.lower() in ("on", ""):
-        return run_dir / ARCHIVE_DIRNAME
-    return Path(setting).expanduser().resolve() / run_dir.name
+    """The archive dir as one path (for messages)."""
+    base, name = archive_location(run_dir, setting)
+    return base / name
 
 
 # --------------------------------------------------------------------------- records
@@ -153,11 +187,16 @@ class CriterionRecord:
         self.duration += float(getattr(report, "duration", 0.0) or 0.0)
         if report.failed:
             self.outcome = "failed" if report.when == "call" else "error"
-            self.longrepr = _one_line(str(report.longrepr))
-            self.detail = str(report.longrepr)
+            text = str(report.longrepr)
+            self.longrepr = _cap(_one_line(text[-DETAIL_CAP:]), TEXT_CAP)
+            self.detail = _cap(text, DETAIL_CAP)
         elif report.skipped and self.outcome == "passed":
             self.outcome = "skipped"
-            self.longrepr = _skip_reason(report)
+            self.longrepr = _cap(_skip_reason(report), TEXT_CAP)
+
+    @property
+    def criterion(self) -> str:
+        return _text(self.props.get("criterion")) or self.id.rsplit("::", 1)[-1]
 
     @property
     def status(self) -> str:
@@ -176,7 +215,7 @@ class CriterionRecord:
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "name": _text(self.props.get("criterion")) or self.id.rsplit("::", 1)[-1],
+            "name": self.criterion,
             "gate": _text(self.props.get("gate")),
             "status": self.status,
             "value": _text(self.props.get("value")),
@@ -186,8 +225,13 @@ class CriterionRecord:
         }
 
 
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A property value as the text the archive keeps, capped: a value is one line."""
+    return None if value is None else _cap(str(value), TEXT_CAP)
 
 
 def _one_line(text: str) -> str:
@@ -199,7 +243,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2])
-    return _one_line(str(longrepr))
+    return _one_line(str(longrepr)[-DETAIL_CAP:])
 
 
 def session_verdict(criteria: Iterable[dict[str, Any]], *, complete: bool = True) -> str:
@@ -218,6 +262,29 @@ def count_statuses(criteria: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def named(items: list[str], cap: int = NAMED_CAP) -> str:
+    """``a, b, c and 4 more``: a one-line list that stays short however many there are."""
+    shown = ", ".join(items[:cap])
+    return shown + (f" and {len(items) - cap} more" if len(items) > cap else "")
+
+
+@dataclass
+class RunOutcome:
+    """What one session decided about one run dir, before anything is written."""
+
+    run: str
+    path: Path
+    records: list[CriterionRecord]
+    verdict: str
+    dir_name: str
+    snapshot: Snapshot | None
+    void: str | None
+    partial_reasons: list[str]
+    deselected: int
+    gate_files: dict[str, str]
+    code_files: dict[str, str]
+
+
 # --------------------------------------------------------------------------- plugin
 
 
@@ -233,15 +300,19 @@ class ArchivePlugin:
         self.gate_file_errors = 0
         self.interrupted = False
         self.exitstatus: int | None = None
+        self.session: pytest.Session | None = None
         self.log = io.StringIO()
         self._teed = False
-        self._planned: dict[str, tuple[Path, str]] | None = None
+        self._planned: dict[str, RunOutcome] | None = None
+        #: resolved run path -> its snapshot before the first item (or why there is none)
+        self.before: dict[Path, Snapshot | str] = {}
         self.started = _dt.datetime.now(_dt.timezone.utc)
 
     # -- capture the terminal ----------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
         self._tee_terminal()
 
     def _tee_terminal(self) -> None:
@@ -263,6 +334,35 @@ class ArchivePlugin:
 
         writer.write = tee_write
         self._teed = True
+
+    # -- fingerprint before the first item -------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """Fingerprint every run dir before any item runs (under xdist, too: the
+        controller's loop is what hands items to the workers)."""
+        if not self.config.option.collectonly:
+            for path in sorted(set(self._run_paths().values())):
+                self.before[path] = self._snapshot(path)
+        return (yield)
+
+    @staticmethod
+    def _snapshot(path: Path) -> Snapshot | str:
+        try:
+            return snapshot(path)
+        except OSError as err:
+            return f"the run could not be fingerprinted: {err.strerror or err}"
+
+    def _run_paths(self) -> dict[str, Path]:
+        """Run label (what ``mlgates.run`` says) -> resolved path, for every run dir of
+        this session (``--run-dir`` and the ini's ``mlgates_run_dirs``)."""
+        from pytest_mlgates.items import get_settings
+
+        try:
+            runs = get_settings(self.config).run_dirs
+        except (ValueError, KeyError):  # archive loaded without plugin.py: no --run-dir
+            return {}
+        return {run.label: Path(os.path.abspath(run.path)) for run in runs}
 
     # -- collect -------------------------------------------------------------------------
 
@@ -292,16 +392,29 @@ class ArchivePlugin:
             if self._is_gate_file(report.nodeid):
                 self.gate_file_errors += 1
 
-    def _is_gate_file(self, nodeid: str) -> bool:
-        from fnmatch import fnmatch
-
-        name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        patterns = ["*.gates.yaml", "*.gates.yml", "*-PLAN.md"]
-        for ini in ("mlgates_gate_patterns", "mlgates_plan_patterns"):
+    def _patterns(self, *inis: str) -> list[str]:
+        patterns: list[str] = []
+        for ini in inis:
             try:
                 patterns += list(self.config.getini(ini))
             except (ValueError, KeyError):
                 pass
+        return patterns
+
+    def _is_plan(self, nodeid: str) -> bool:
+        from fnmatch import fnmatch
+
+        name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        plans = ["*-PLAN.md", *self._patterns("mlgates_plan_patterns")]
+        gates = ["*.gates.yaml", "*.gates.yml", *self._patterns("mlgates_gate_patterns")]
+        return not any(fnmatch(name, p) for p in gates) and any(fnmatch(name, p) for p in plans)
+
+    def _is_gate_file(self, nodeid: str) -> bool:
+        from fnmatch import fnmatch
+
+        name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        patterns = ["*.gates.yaml", "*.gates.yml", "*-PLAN.md",
+                    *self._patterns("mlgates_gate_patterns", "mlgates_plan_patterns")]
         return any(fnmatch(name, pattern) for pattern in patterns)
 
     def pytest_keyboard_interrupt(self) -> None:
@@ -317,14 +430,17 @@ class ArchivePlugin:
         if not plans:
             return
         terminalreporter.write_sep("-", "mlgates archive")
-        for run, (root, name) in plans.items():
-            verdict = "GREEN" if name.endswith("-green") else "RED"
-            left_out = sum(1 for _, r in self.deselected if r == run)
-            note = (f" (partial: {left_out} criteria deselected; mlgates verdict counts a partial "
-                    "session only when it is RED)") if left_out else ""
-            terminalreporter.write_line(f"{verdict}: {run} -> {root / name}{note}")
+        for run, outcome in plans.items():
+            note = ""
+            if outcome.void:
+                note = f" (void: {outcome.void})"
+            elif outcome.partial_reasons:
+                note = (f" (partial: {'; '.join(outcome.partial_reasons)}; a partial session "
+                        "never makes the run ACCEPTED)")
+            where = archive_root(outcome.path, self.setting) / outcome.dir_name
+            terminalreporter.write_line(f"{outcome.verdict}: {run} -> {where}{note}")
 
-    # -- write ---------------------------------------------------------------------------
+    # -- judge -----------------------------------------------------------------------------
 
     def _runs(self) -> dict[str, list[CriterionRecord]]:
         runs: dict[str, list[CriterionRecord]] = {}
@@ -344,121 +460,217 @@ class ArchivePlugin:
             int(pytest.ExitCode.TESTS_FAILED),
         )
 
-    def _plan(self) -> dict[str, tuple[Path, str]]:
-        """Choose each run's archive root and dir name once (terminal line == dir)."""
+    def _plan(self) -> dict[str, RunOutcome]:
+        """Judge each run once (the terminal line and the archive say the same): the end
+        fingerprint, what was left out, the gate files and key-linked code."""
         if self._planned is None:
             self._planned = {}
             now = _dt.datetime.now(_dt.timezone.utc)
+            scopes: dict[str, Any] = {}
             for run, records in sorted(self._runs().items()):
-                criteria = [r.as_dict() for r in records]
-                # a partial session is judged on what it ran: its GREEN proves only those
-                # criteria, and `mlgates verdict` does not count it (its RED does count)
-                verdict = session_verdict(criteria, complete=self._complete())
-                root = archive_root(self._run_path(run), self.setting)
-                self._planned[run] = (root, archive_dir_name(now, verdict, self._uid()))
+                self._planned[run] = self._judge(run, records, now, scopes)
         return self._planned
 
-    def _gate_files(self, records: list[CriterionRecord]) -> dict[str, str]:
-        """sha256 of each gate file the session's criteria came from (rootdir-relative): the
-        criteria are part of what was accepted, so editing them makes the verdict STALE."""
-        out: dict[str, str] = {}
+    def _judge(self, run: str, records: list[CriterionRecord], now: _dt.datetime,
+               scopes: dict[str, Any]) -> RunOutcome:
+        from pytest_mlgates.scope import code_digest, read_gate_file
+
+        path = self._run_path(run)
+        records = sorted(records, key=lambda r: r.id)
+        void: list[str] = []
+        partial: list[str] = []
+        deselected = sum(1 for _, r in self.deselected if r == run)
+        if deselected:
+            partial.append(f"{deselected} criteria deselected (-k, -m or --deselect)")
+        node_ids = [str(a) for a in self.config.args if "::" in str(a)]
+        if node_ids:
+            partial.append(f"selected by node id ({named(node_ids)})")
         root = Path(str(self.config.rootpath))
+        gate_files: dict[str, str] = {}
+        code_files: dict[str, str] = {}
+        by_file: dict[str, list[CriterionRecord]] = {}
         for record in records:
             rel = record.id.split("::", 1)[0]
-            if rel in out or not self._is_gate_file(rel):
+            if self._is_gate_file(rel):
+                by_file.setdefault(rel, []).append(record)
+        for rel, file_records in sorted(by_file.items()):
+            if rel not in scopes:
+                scopes[rel] = read_gate_file(root, rel, plan=self._is_plan(rel))
+            scope = scopes[rel]
+            if scope.sha256:
+                gate_files[rel] = scope.sha256
+            if scope.problem:
+                void.append(f"{rel} {scope.problem}")
                 continue
-            try:
-                out[rel] = file_sha256(root / rel)
-            except OSError:
-                continue
-        return out
+            ran = {r.criterion for r in file_records}
+            gone = sorted(ran - set(scope.criteria))
+            if gone:
+                void.append(f"{rel} changed during the session ({named(gone)} no longer in it)")
+            missing = [name for name in scope.criteria if name not in ran]
+            if missing:
+                partial.append(f"{rel}: {len(scope.criteria) - len(missing)} of "
+                               f"{len(scope.criteria)} criteria ran (not run: {named(missing)})")
+            for target in scope.key_link_targets:
+                code_files[target] = code_digest(root, target)
+        after = self._snapshot(path)
+        void += self._changed_during_session(path, after)
+        criteria = [r.as_dict() for r in records]
+        verdict = session_verdict(criteria, complete=self._complete() and not void)
+        return RunOutcome(
+            run=run, path=path, records=records, verdict=verdict,
+            dir_name=archive_dir_name(now, verdict, self._uid()),
+            snapshot=after if isinstance(after, Snapshot) else None,
+            void="; ".join(void) or None, partial_reasons=partial, deselected=deselected,
+            gate_files=gate_files, code_files=code_files)
+
+    def _changed_during_session(self, path: Path, after: Snapshot | str) -> list[str]:
+        """Why the session's evidence is void for this run, if it is."""
+        if isinstance(after, str):
+            return [after]
+        reasons = []
+        before = self.before.get(path)
+        if before is None:
+            reasons.append("the run was not fingerprinted before the first item (name it "
+                           "with --run-dir)")
+        elif isinstance(before, str):
+            reasons.append(before)
+        else:
+            changes = diff_files(before.files, after.files)
+            changed = [f"{rel} {kind}" for kind in ("added", "removed", "changed")
+                       for rel in changes[kind]]
+            if changed:
+                reasons.append(f"the run changed during the session: {named(changed)}")
+            elif before.stamp != after.stamp:
+                reasons.append("files of the run were rewritten during the session (inode or "
+                               "ctime changed), though their content is the same at its end")
+        unsafe = sorted(set(after.unsafe) | set(getattr(before, "unsafe", {}) or {}))
+        if unsafe:
+            kinds = {**(getattr(before, "unsafe", {}) or {}), **after.unsafe}
+            reasons.append("only regular files are read, and the run holds "
+                           + named([f"{rel} ({describe(kinds[rel])})" for rel in unsafe]))
+        return reasons
 
     def _uid(self) -> str:
         uid = os.environ.get("PYTEST_XDIST_TESTRUNUID") or ""
         return (uid[:6] + secrets.token_hex(2)) if uid else secrets.token_hex(4)
 
     def _run_path(self, run: str) -> Path:
+        known = self._run_paths().get(run)
+        if known is not None:
+            return known
         path = Path(run).expanduser()
         if not path.is_absolute():
             path = Path(self.config.invocation_params.dir) / path
-        return path.resolve()
+        return Path(os.path.abspath(path))
+
+    # -- write ---------------------------------------------------------------------------
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         plans = self._plan()
         if not plans:
             return
+        lines: list[str] = []
+        try:
+            key = ledger_key()
+        except LedgerKeyError as err:
+            key = None
+            lines.append(f"mlgates: warning: {err}; ledger lines are not signed")
         git = git_state(Path(str(config.rootpath)))
-        runs = self._runs()
-        for run, (root, name) in plans.items():
+        failed = False
+        for run, outcome in plans.items():
             try:
-                self._archive_run(run, runs[run], root, name, git)
-            except OSError as err:  # a read-only run dir must not fail the session
-                reporter = config.pluginmanager.get_plugin("terminalreporter")
-                line = f"mlgates: could not archive {run}: {err}"
-                if reporter is not None:
-                    reporter.write_line(line)
+                self._archive_run(outcome, git, key)
+            except (ArchiveError, OSError, ValueError) as err:
+                failed = True
+                lines.append(f"mlgates: could not archive {run}: {_one_line(str(err))}")
+        self._say(lines)
+        if failed or any(outcome.void for outcome in plans.values()):
+            self._fail_session()
 
-    def _archive_run(
-        self,
-        run: str,
-        records: list[CriterionRecord],
-        root: Path,
-        name: str,
-        git: dict[str, Any] | None,
-    ) -> None:
-        from pytest_mlgates import __version__
+    def _say(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                import sys
 
-        run_path = self._run_path(run)
-        records = sorted(records, key=lambda r: r.id)
-        criteria = [r.as_dict() for r in records]
-        verdict = "GREEN" if name.endswith("-green") else "RED"
+                print(line, file=sys.stderr)
+
+    def _fail_session(self) -> None:
+        """Evidence that could not be kept (or is void) is a failed session, as
+        pytest-cov's --cov-fail-under is: exit 1 unless it was already non-zero."""
+        session = self.session
+        if session is not None and int(session.exitstatus) == int(pytest.ExitCode.OK):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _archive_run(self, outcome: RunOutcome, git: dict[str, Any] | None,
+                     key: bytes | None) -> None:
+        import pytest_mlgates
+        from pytest_mlgates.archive_fs import ArchiveDir
+
+        criteria = [r.as_dict() for r in outcome.records]
         counts = count_statuses(criteria)
         counts["collection_errors"] = self.collection_errors
-        counts["deselected"] = sum(1 for _, r in self.deselected if r == run)
-        digest, files = fingerprint(run_path) if run_path.is_dir() else ("", {})
-        gate_files = self._gate_files(records)
+        counts["deselected"] = outcome.deselected
+        snap = outcome.snapshot
         now = _dt.datetime.now(_dt.timezone.utc)
         results = {
-            "run": run,
-            "run_path": str(run_path),
+            "run": outcome.run,
+            "run_path": str(outcome.path),
             "time": iso_time(now),
             "started": iso_time(self.started),
-            "verdict": verdict,
+            "verdict": outcome.verdict,
             "complete": self._complete(),
-            "partial": counts["deselected"] > 0,
+            "partial": bool(outcome.partial_reasons),
+            "partial_reasons": outcome.partial_reasons,
+            "void": outcome.void,
             "counts": counts,
-            "fingerprint": digest,
+            "fingerprint": snap.digest if snap else None,
             "criteria": criteria,
         }
-        summary = format_markdown(run, verdict, criteria)
+        summary = format_markdown(outcome.run, outcome.verdict, criteria)
         contents = {
             "log.txt": self.log.getvalue() or "(no terminal output was captured)\n",
-            "junit.xml": junit_xml(records, self.started, now),
+            "junit.xml": junit_xml(outcome.records, self.started, now),
             "results.json": json.dumps(results, indent=2) + "\n",
             "summary.md": summary,
         }
-        final = write_archive_dir(root, name, contents)
-        line = {
-            "time": iso_time(now),
-            "verdict": verdict,
-            "run": run,
-            "fingerprint": digest,
-            "files": files,
-            "criteria": [
-                {k: c[k] for k in ("id", "name", "gate", "status", "value", "threshold")}
-                for c in criteria
-            ],
-            "counts": counts,
-            "partial": counts["deselected"] > 0,
-            "gate_files": gate_files,
-            "rootdir": str(self.config.rootpath),
-            "pytest_args": [str(a) for a in self.config.invocation_params.args],
-            "plugin_version": __version__,
-            "git": git,
-            "archive_dir": os.path.relpath(final, root),
-            "exitstatus": self.exitstatus,
-        }
-        append_ledger(root / LEDGER_NAME, line)
+        base, name = archive_location(outcome.path, self.setting)
+        if base != outcome.path:  # --mlgates-archive=DIR: the user's own directory
+            base.mkdir(parents=True, exist_ok=True)
+        archive = ArchiveDir.open(base, name, create=True)
+        if archive is None:
+            raise ArchiveError(f"{base / name}: vanished while archiving")
+        with archive, archive.ledger(LEDGER_NAME) as append:
+            final = archive.write_session(outcome.dir_name, contents)
+            line = {
+                "format": LEDGER_FORMAT,
+                "time": iso_time(now),
+                "verdict": outcome.verdict,
+                "run": outcome.run,
+                "fingerprint": snap.digest if snap else None,
+                "files": snap.files if snap else {},
+                "criteria": [
+                    {k: c[k] for k in ("id", "name", "gate", "status", "value", "threshold")}
+                    for c in criteria
+                ],
+                "counts": counts,
+                "partial": bool(outcome.partial_reasons),
+                "partial_reasons": outcome.partial_reasons,
+                "void": outcome.void,
+                "gate_files": outcome.gate_files,
+                "code_files": outcome.code_files,
+                "rootdir": str(self.config.rootpath),
+                "pytest_args": [str(a) for a in self.config.invocation_params.args],
+                "plugin_version": str(pytest_mlgates.__version__),
+                "git": git,
+                "archive_dir": final,
+                "exitstatus": self.exitstatus,
+            }
+            append(encode_line(line, key))
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as handle:
@@ -476,95 +688,6 @@ def archive_dir_name(moment: _dt.datetime, verdict: str, uid: str) -> str:
     """``20261125T101500.123456Z-1a2b3c4d-green``: sorts by time, never collides."""
     stamp = moment.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{stamp}-{uid}-{verdict.lower()}"
-
-
-def write_archive_dir(root: Path, name: str, contents: dict[str, str]) -> Path:
-    """Write ``contents`` into a temp dir inside ``root`` and rename it to ``root/name``.
-
-    A reader sees the whole directory or none of it.  Should the name be taken (two
-    sessions in the same microsecond with the same suffix), a fresh suffix is tried, as
-    pytest's cacheprovider ignores the loser of its rename race."""
-    root.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
-        for filename, text in contents.items():
-            with open(temp / filename, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        stem, verdict = name.rsplit("-", 1)
-        target = root / name
-        for _attempt in range(5):
-            try:
-                os.rename(temp, target)
-                return target
-            except OSError:
-                if not target.exists():
-                    raise
-                target = root / f"{stem}{secrets.token_hex(2)}-{verdict}"
-        raise FileExistsError(f"{root}: could not find a free archive dir name for {name}")
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def append_ledger(path: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line under a file lock: one ``os.write`` with ``O_APPEND``, fsync.
-
-    If a killed session left a torn last line (no trailing newline), the new line starts
-    on a line of its own, so the torn bytes stay one invalid line that readers skip."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n").encode()
-    with FileLock(str(path) + ".lock", timeout=_LOCK_TIMEOUT_S):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and _last_byte(path) != b"\n":
-                data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1)
-
-
-@dataclass
-class Ledger:
-    """The sessions read back from a ledger, and the lines that had to be skipped."""
-
-    entries: list[dict[str, Any]]
-    skipped: list[str]
-
-
-def read_ledger(path: Path) -> Ledger:
-    """Read every valid line; a torn or invalid line is skipped and reported, never raised."""
-    entries: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            skipped.append(f"{path}: line {number} is not valid JSON (a torn write?), skipped")
-            continue
-        if not isinstance(entry, dict) or entry.get("verdict") not in ("GREEN", "RED"):
-            skipped.append(f"{path}: line {number} is not a ledger entry, skipped")
-            continue
-        entries.append(entry)
-    return Ledger(entries, skipped)
 
 
 def git_state(root: Path) -> dict[str, Any] | None:

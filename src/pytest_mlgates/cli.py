@@ -1,6 +1,7 @@
 """``mlgates``: the verdict on a run dir, its history, and proof that its gates can fail.
 
     mlgates verdict runs/default           # ACCEPTED / REJECTED / STALE / UNCHECKED
+    mlgates verdict runs/a runs/b --gates acceptance/   # one table; 0 only if all ACCEPTED
     mlgates history runs/default           # every archived session, RED->GREEN flips
     mlgates prove runs/default             # mutated copies of the run must turn RED
 
@@ -8,17 +9,24 @@ Exit codes (so CI can gate on ``mlgates verdict`` alone; only ACCEPTED is 0):
 
     0 ACCEPTED (verdict), proof complete (prove), history shown
     1 REJECTED (verdict); a criterion stayed GREEN under its mutation (prove)
-    2 bad input: DIR missing, not a run dir, corrupt ledger, bad arguments
-    3 STALE: files of the run changed since the newest GREEN session
-    4 UNCHECKED: no acceptance session archived for the run
+    2 bad input: DIR missing, not a run dir, an archive that is a symlink, bad arguments
+    3 STALE: the run's files, the gate files, the key-linked code or the plugin changed
+      since the newest GREEN session
+    4 UNCHECKED: no session to rest on (none archived, only partial ones, a gate file not
+      run, the newest line unreadable)
 
-Light on purpose: the ledger and the verdict need no torch, numpy or yaml.
+With several run dirs, ``verdict`` exits with the code of the first one (in the order
+given) that is not ACCEPTED.
+
+Light on purpose: the ledger and the verdict need no torch, numpy or yaml.  The rules of
+the verdict are in ``verdict.py``; this module parses arguments and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +38,9 @@ EXIT_INPUT = 2
 EXIT_STALE = 3
 EXIT_UNCHECKED = 4
 VERDICT_EXIT = {"ACCEPTED": EXIT_OK, "REJECTED": EXIT_REJECTED, "STALE": EXIT_STALE,
-                "UNCHECKED": EXIT_UNCHECKED}
+                "UNCHECKED": EXIT_UNCHECKED, "ERROR": EXIT_INPUT}
+#: Criteria, changed files and gate files printed per kind before "and N more".
+PRINT_CAP = 50
 
 
 class CliError(Exception):
@@ -41,41 +51,23 @@ class CliError(Exception):
 
 
 def run_dir_arg(text: str) -> Path:
-    """The run dir the user named: it must exist and hold files besides acceptance/."""
-    from pytest_mlgates.fingerprint import run_files
+    """The run dir the user named: it must exist and hold something besides acceptance/.
 
+    Only the names of its top entries are looked at: nothing is opened (a FIFO in it is the
+    fingerprint's business, and never waited on)."""
     path = Path(text).expanduser()
     if not path.exists():
         raise CliError(f"{text}: no such run dir")
     if not path.is_dir():
         raise CliError(f"{text}: not a run dir (it is a file, not a directory)")
-    if not run_files(path) and not (path / "acceptance").is_dir():
+    try:
+        with os.scandir(path) as entries:
+            names = {entry.name for entry in entries}
+    except OSError as err:
+        raise CliError(f"{text}: cannot list the run dir ({err.strerror or err})") from None
+    if not names:
         raise CliError(f"{text}: not a run dir (no files in it)")
     return path
-
-
-def ledger_path(run: Path, archive: str | None) -> Path:
-    from pytest_mlgates.archive import LEDGER_NAME, archive_root
-
-    return archive_root(run.resolve(), archive or "on") / LEDGER_NAME
-
-
-def load_sessions(run: Path, archive: str | None) -> tuple[Path, list[dict[str, Any]]]:
-    """The archived sessions of a run, oldest first; skipped lines are reported on stderr."""
-    from pytest_mlgates.archive import read_ledger
-
-    path = ledger_path(run, archive)
-    if not path.exists():
-        return path, []
-    try:
-        ledger = read_ledger(path)
-    except OSError as err:
-        raise CliError(f"{path}: cannot read the ledger ({err.strerror or err})") from None
-    for note in ledger.skipped:
-        print(f"mlgates: warning: {note}", file=sys.stderr)
-    if ledger.skipped and not ledger.entries:
-        raise CliError(f"{path}: corrupt ledger (no valid line in it)")
-    return path, ledger.entries
 
 
 def _arrow() -> str:
@@ -87,106 +79,94 @@ def _arrow() -> str:
     return "→"
 
 
+def _short(value: Any, cap: int = 200) -> str:
+    """A value read from a ledger, on one line and capped before it is printed."""
+    text = "" if value is None else str(value)[: cap * 4]
+    text = " ".join(text.split())
+    return text if len(text) <= cap else text[: cap - 3] + "..."
+
+
 # --------------------------------------------------------------------------- verdict
 
 
-def compute_verdict(run: Path, archive: str | None = None) -> dict[str, Any]:
-    """The verdict as a plain dict (what ``--json`` prints)."""
-    from pytest_mlgates.fingerprint import diff_files, fingerprint
+def compute_verdict(run: Path, archive: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The verdict as a plain dict (what ``--json`` prints); see ``verdict.py``."""
+    from pytest_mlgates import verdict
 
-    path, sessions = load_sessions(run, archive)
-    result: dict[str, Any] = {"run": str(run), "ledger": str(path), "sessions": len(sessions)}
-    if not sessions:
-        return {**result, "verdict": "UNCHECKED",
-                "reason": f"no acceptance session archived ({path} missing or empty)"}
-    # A partial session (-k/-m/--deselect left criteria out) proves nothing when GREEN, so
-    # the verdict rests on the newest session that is complete or RED.
-    counted = [s for s in sessions if not (s.get("partial") and s.get("verdict") == "GREEN")]
-    if not counted:
-        return {**result, "verdict": "UNCHECKED",
-                "reason": "only partial sessions archived (criteria deselected with -k/-m); "
-                          "run every criterion once"}
-    newest = counted[-1]
-    if newest is not sessions[-1]:
-        result["skipped_partial"] = len(sessions) - 1 - sessions.index(newest)
-    criteria = [c for c in newest.get("criteria", []) if isinstance(c, dict)]
-    not_green = [c for c in criteria if c.get("status") != "GREEN"]
-    result["session"] = {k: newest.get(k) for k in ("time", "verdict", "fingerprint",
-                                                    "archive_dir", "counts", "git")}
-    result["not_green"] = not_green
-    if newest.get("verdict") != "GREEN" or not_green or not criteria:
-        reason = "the newest session is RED" if newest.get("verdict") != "GREEN" else \
-            "the newest session has criteria that are not GREEN"
-        if newest.get("partial"):
-            reason += f" (a partial session: {(newest.get('counts') or {}).get('deselected', '?')} criteria deselected)"
-        return {**result, "verdict": "REJECTED", "reason": reason}
-    digest, files = fingerprint(run)
-    if digest != newest.get("fingerprint"):
-        changes = diff_files(newest.get("files") or {}, files)
-        return {**result, "verdict": "STALE", "changes": changes,
-                "reason": "files of the run changed since the newest GREEN session"}
-    edited = changed_gate_files(newest)
-    if edited:
-        return {**result, "verdict": "STALE", "changes": {"gate file": edited},
-                "reason": "gate files changed since the newest GREEN session: the criteria it "
-                          "passed are not the ones there now"}
-    later = result.get("skipped_partial")
-    tail = f" ({later} later partial GREEN session{'s' if later != 1 else ''} not counted)" if later else ""
-    return {**result, "verdict": "ACCEPTED",
-            "reason": f"GREEN session of {newest.get('time')} matches the files now{tail}"}
-
-
-def changed_gate_files(session: dict[str, Any]) -> list[str]:
-    """Gate files of a session whose content differs now (rootdir-relative). A file that is
-    no longer there (the verdict runs in another checkout) cannot be compared and is not
-    counted."""
-    from pytest_mlgates.fingerprint import file_sha256
-
-    recorded = session.get("gate_files")
-    if not isinstance(recorded, dict):
-        return []  # written before gate files were recorded
-    root = Path(str(session.get("rootdir") or "."))
-    edited = []
-    for rel, sha in sorted(recorded.items()):
-        try:
-            now = file_sha256(root / str(rel))
-        except OSError:
-            continue
-        if now != sha:
-            edited.append(str(rel))
-    return edited
+    try:
+        return verdict.compute_verdict(run, archive, **kwargs)
+    except verdict.VerdictInputError as err:
+        raise CliError(str(err)) from None
 
 
 def print_verdict(result: dict[str, Any]) -> None:
     verdict, run = result["verdict"], result["run"]
-    print(f"{verdict} {run}: {result['reason']}")
+    print(f"{verdict} {run}: {_short(result['reason'], 2000)}")
     session = result.get("session") or {}
     if session:
         counts = session.get("counts") or {}
-        print(f"  newest session {session.get('time')}  {session.get('verdict')}  "
+        print(f"  newest session {_short(session.get('time'))}  {session.get('verdict')}  "
               f"{counts.get('total', '?')} criteria  fingerprint "
-              f"{str(session.get('fingerprint') or '')[:12]}  {session.get('archive_dir')}")
-    for criterion in result.get("not_green", []):
-        detail = criterion.get("value")
-        needs = criterion.get("threshold")
-        text = f"  {criterion.get('status'):<10} {criterion.get('name')}"
-        if detail is not None:
-            text += f"  value {detail}"
-        if needs is not None:
-            text += f"  needs {needs}"
+              f"{_short(session.get('fingerprint'))[:12]}  {_short(session.get('archive_dir'))}")
+    not_green = result.get("not_green", [])
+    for criterion in not_green[:PRINT_CAP]:
+        text = f"  {_short(criterion.get('status')):<10} {_short(criterion.get('name'))}"
+        if criterion.get("value") is not None:
+            text += f"  value {_short(criterion.get('value'))}"
+        if criterion.get("threshold") is not None:
+            text += f"  needs {_short(criterion.get('threshold'))}"
         print(text)
+    if len(not_green) > PRINT_CAP:
+        print(f"  ... and {len(not_green) - PRINT_CAP} more criteria not GREEN")
+    for path in result.get("not_run", [])[:PRINT_CAP]:
+        print(f"  not run  {_short(path)}")
     for kind, paths in (result.get("changes") or {}).items():
-        for rel in paths:
-            print(f"  {kind:<8} {rel}")
+        for rel in paths[:PRINT_CAP]:
+            print(f"  {kind:<8} {_short(rel)}")
+        if len(paths) > PRINT_CAP:
+            print(f"  ... and {len(paths) - PRINT_CAP} more {kind}")
+
+
+def print_verdict_table(results: list[dict[str, Any]]) -> None:
+    """One row per run dir: verdict, run, reason."""
+    width = max([len("verdict")] + [len(r["verdict"]) for r in results])
+    runs = max([len("run")] + [len(_short(r["run"], 60)) for r in results])
+    print(f"{'verdict':<{width}}  {'run':<{runs}}  reason")
+    for r in results:
+        print(f"{r['verdict']:<{width}}  {_short(r['run'], 60):<{runs}}  "
+              f"{_short(r['reason'], 300)}")
+    accepted = sum(1 for r in results if r["verdict"] == "ACCEPTED")
+    print(f"{accepted} of {len(results)} run dirs ACCEPTED")
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
-    result = compute_verdict(run_dir_arg(args.dir), args.archive)
+    from pytest_mlgates.verdict import VerdictInputError
+    from pytest_mlgates.verdict import compute_verdict as verdict_of
+
+    gates = [Path(p) for p in args.gates] if args.gates else None
+    results: list[dict[str, Any]] = []
+    for text in args.dirs:
+        warnings: list[str] = []
+        try:
+            result = verdict_of(run_dir_arg(text), args.archive, gates=gates,
+                                require_signed=args.require_signed, warnings=warnings)
+        except (CliError, VerdictInputError) as err:
+            if len(args.dirs) == 1:
+                raise CliError(str(err)) from None
+            result = {"run": text, "verdict": "ERROR", "reason": str(err)}
+        for note in warnings:
+            print(f"mlgates: warning: {text}: {note}", file=sys.stderr)
+        results.append(result)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    elif len(results) == 1:
+        print_verdict(results[0])
     else:
-        print_verdict(result)
-    return VERDICT_EXIT[result["verdict"]]
+        print_verdict_table(results)
+    for result in results:
+        if result["verdict"] != "ACCEPTED":
+            return VERDICT_EXIT.get(result["verdict"], EXIT_INPUT)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- history
@@ -196,33 +176,70 @@ def criterion_key(criterion: dict[str, Any]) -> str:
     return str(criterion.get("name") or criterion.get("id"))
 
 
-def compute_history(run: Path, archive: str | None = None) -> dict[str, Any]:
-    """Every session (oldest first) and every RED→GREEN / GREEN→RED flip of a criterion."""
-    path, sessions = load_sessions(run, archive)
-    rows = []
-    flips = []
+def compute_history(run: Path, archive: str | None = None, *,
+                    require_signed: bool = False) -> dict[str, Any]:
+    """Every session (oldest first) and every RED→GREEN / GREEN→RED flip of a criterion.
+
+    Streams the ledger: each session keeps its row, never its per-file digests.  An
+    unreadable line is a row of its own (``verdict: UNREADABLE``); with the signing key
+    set, a line without a valid signature is a row marked ``UNSIGNED`` and flips nothing."""
+    from pytest_mlgates.archive import archive_location
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+    from pytest_mlgates.ledger import LEDGER_NAME, iter_lines, signature_state
+    from pytest_mlgates.verdict import VerdictInputError, signing_key
+
+    try:
+        key = signing_key(require_signed)
+    except VerdictInputError as err:
+        raise CliError(str(err)) from None
+    base, name = archive_location(Path(os.path.abspath(run)), archive)
+    path = base / name / LEDGER_NAME
+    try:
+        folder = ArchiveDir.open(base, name, create=False)
+        handle = folder.open_for_reading(LEDGER_NAME) if folder is not None else None
+        if folder is not None:
+            folder.close()
+    except ArchiveError as err:
+        raise CliError(str(err)) from None
+    rows: list[dict[str, Any]] = []
+    flips: list[dict[str, Any]] = []
     last: dict[str, str] = {}
-    for number, session in enumerate(sessions, start=1):
-        counts = session.get("counts") or {}
-        rows.append({
-            "session": number,
-            "time": session.get("time"),
-            "verdict": session.get("verdict"),
-            "counts": counts,
-            "fingerprint": session.get("fingerprint"),
-            "archive_dir": session.get("archive_dir"),
-        })
-        for criterion in session.get("criteria", []):
-            if not isinstance(criterion, dict):
+    if handle is None:
+        return {"run": str(run), "ledger": str(path), "sessions": rows, "flips": flips}
+    with handle:
+        for number, line in enumerate(iter_lines(handle), start=1):
+            session = line.entry
+            if session is None:
+                rows.append({"session": number, "line": line.number, "verdict": "UNREADABLE",
+                             "problem": line.problem, "time": None, "counts": {},
+                             "fingerprint": None, "archive_dir": None})
                 continue
-            key = criterion_key(criterion)
-            state = "GREEN" if criterion.get("status") == "GREEN" else "RED"
-            before = last.get(key)
-            if before is not None and before != state:
-                flips.append({"criterion": key, "from": before, "to": state,
-                              "session": number, "time": session.get("time"),
-                              "status": criterion.get("status")})
-            last[key] = state
+            signed = key is None or signature_state(session, key) == "valid"
+            rows.append({
+                "session": number,
+                "line": line.number,
+                "time": session["time"],
+                "verdict": session["verdict"] if signed else "UNSIGNED",
+                "partial": session["partial"],
+                "void": session["void"],
+                "counts": session["counts"],
+                "fingerprint": session["fingerprint"],
+                "archive_dir": session["archive_dir"],
+            })
+            if not signed:
+                continue
+            for criterion in session["criteria"]:
+                key_name = criterion_key(criterion)
+                state = "GREEN" if criterion.get("status") == "GREEN" else "RED"
+                before = last.get(key_name)
+                if before is not None and before != state:
+                    flips.append({"criterion": key_name, "from": before, "to": state,
+                                  "session": number, "time": session["time"],
+                                  "status": criterion.get("status")})
+                last[key_name] = state
+    if rows and all(r["verdict"] == "UNREADABLE" for r in rows):
+        raise CliError(f"{path}: corrupt ledger (no valid line in it: line "
+                       f"{rows[-1]['line']} {rows[-1]['problem']})")
     return {"run": str(run), "ledger": str(path), "sessions": rows, "flips": flips}
 
 
@@ -234,23 +251,34 @@ def print_history(history: dict[str, Any]) -> None:
     print(f"{'#':>3}  {'time (UTC)':<27} {'verdict':<7} {'green':>5} {'red':>4} "
           f"{'other':>5}  {'fingerprint':<12}  archive")
     for row in rows:
+        if row["verdict"] == "UNREADABLE":
+            print(f"{row['session']:>3}  {'-':<27} UNREADABLE  line {row['line']}: "
+                  f"{_short(row['problem'])}")
+            continue
         counts = row["counts"]
         other = sum(counts.get(k, 0) for k in ("UNVERIFIED", "ERROR", "SKIPPED"))
-        print(f"{row['session']:>3}  {row['time']!s:<27} {row['verdict']!s:<7} "
+        note = "  (partial)" if row.get("partial") else ""
+        note += "  (void)" if row.get("void") else ""
+        print(f"{row['session']:>3}  {_short(row['time'], 27):<27} {row['verdict']!s:<7} "
               f"{counts.get('GREEN', 0):>5} {counts.get('RED', 0):>4} {other:>5}  "
-              f"{str(row['fingerprint'] or '')[:12]:<12}  {row['archive_dir']}")
+              f"{_short(row['fingerprint'])[:12]:<12}  {_short(row['archive_dir'])}{note}")
     arrow = _arrow()
-    if history["flips"]:
+    flips = history["flips"]
+    if flips:
         print("flips:")
-        for flip in history["flips"]:
-            print(f"  {flip['criterion']}: {flip['from']}{arrow}{flip['to']} at session "
-                  f"{flip['session']} ({flip['time']})")
+        for flip in flips[-PRINT_CAP * 10:]:
+            print(f"  {_short(flip['criterion'])}: {flip['from']}{arrow}{flip['to']} at "
+                  f"session {flip['session']} ({_short(flip['time'])})")
     else:
         print("flips: none")
+    if rows[-1]["verdict"] == "UNREADABLE":
+        print(f"the newest line ({rows[-1]['line']}) is unreadable: mlgates verdict says "
+              "UNCHECKED until a session is archived after it")
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    history = compute_history(run_dir_arg(args.dir), args.archive)
+    history = compute_history(run_dir_arg(args.dir), args.archive,
+                              require_signed=args.require_signed)
     if args.json:
         print(json.dumps(history, indent=2))
     else:
@@ -289,15 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlgates", description="Verdicts on ML training runs from their RED/GREEN archive.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("verdict", "ACCEPTED / REJECTED / STALE / UNCHECKED (exit 0 only for ACCEPTED)"),
-        ("history", "every archived session and the criteria that flipped"),
-    ):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("dir", help="the run dir")
+    verdict_cmd = sub.add_parser(
+        "verdict", help="ACCEPTED / REJECTED / STALE / UNCHECKED (exit 0 only for ACCEPTED)")
+    verdict_cmd.add_argument("dirs", nargs="+", metavar="DIR",
+                             help="run dir(s); with several, one table and exit 0 only when "
+                             "every one is ACCEPTED")
+    verdict_cmd.add_argument("--gates", nargs="+", metavar="PATH", default=None,
+                             help="gate files or dirs that must have run whole in the newest "
+                             "GREEN session (default: every gate file archived sessions of "
+                             "the run ran that still exists)")
+    history_cmd = sub.add_parser("history",
+                                 help="every archived session and the criteria that flipped")
+    history_cmd.add_argument("dir", help="the run dir")
+    for cmd in (verdict_cmd, history_cmd):
         cmd.add_argument("--json", action="store_true", help="print JSON for machines")
         cmd.add_argument("--archive", metavar="DIR", default=None,
                          help="the DIR given to --mlgates-archive=DIR, if any")
+        cmd.add_argument("--require-signed", action="store_true",
+                         help="count only ledger lines signed with MLGATES_LEDGER_KEY "
+                         "(implied whenever that key is set)")
     prove_cmd = sub.add_parser("prove", help="mutated copies of the run must turn each "
                                "criterion RED")
     prove_cmd.add_argument("dir", help="the run dir")

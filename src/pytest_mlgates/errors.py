@@ -170,13 +170,3 @@ def is_missing_extra(exc: BaseException) -> bool:
     """An ImportError of one of the optional libraries (``EXTRAS``): a gate that imported it
     directly, on a machine without that extra."""
     return isinstance(exc, ImportError) and (exc.name or "").split(".", 1)[0] in EXTRAS
-
-
-def __getattr__(name: str) -> Any:
-    # ``EvalEnv`` lives in expr.py (docs/internals.md); resolving it lazily here keeps an
-    # ``from pytest_mlgates.errors import EvalEnv`` working without a circular import.
-    if name == "EvalEnv":
-        from pytest_mlgates.expr import EvalEnv
-
-        return EvalEnv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ run dir as the gate files and gets a row in the mlgates table when marked ``mlga
     def test_minority_recall_beats_chance(run, load_model, gate_values):
         assert run.final.val_recall_3 > 0.1
         gate_values.require("min(val_loss) < first(val_loss)")
-        model = load_model("best_val_loss")          # torch.nn.Module, eval mode
+        model = load_model("best_val_loss")          # torch.nn.Module, eval mode (mlgates_subject's)
         assert not model.training
 
 torch is imported only when ``load_model`` is called.
@@ -51,19 +51,40 @@ def run_for_request(request: pytest.FixtureRequest) -> Any:
         pytest.fail(str(err), pytrace=False)
 
 
+def run_dir_for_request(request: pytest.FixtureRequest) -> Any:
+    """The run dir the requesting node judges: a gate item's run; the parametrized or only
+    ``--run-dir`` of a test that uses ``run``; None for preflight items and tests without
+    a run dir."""
+    from pytest_mlgates.items import GateItem
+    from pytest_mlgates.preflight import PreflightItem
+
+    node = request.node
+    if isinstance(node, GateItem):
+        return node.run.path if node.run is not None else None
+    if isinstance(node, PreflightItem):
+        return None
+    callspec = getattr(node, "callspec", None)
+    if callspec is not None and isinstance(callspec.params.get("run"), RunDir):
+        return callspec.params["run"].path
+    runs = get_settings(request.config).run_dirs
+    return runs[0].path if runs else None
+
+
 class ModelLoader:
     """``load_model(name="best_val_loss", *, model=None, kwargs=None, prefix=None)``.
 
     ``name`` is a checkpoint of the run: ``best_val_loss``, ``final``, ``last``, ``best``
-    (the monitor's), or a path relative to the run dir.  Without ``model`` the engine's own
-    checkpoint rebuilds its network (``model.nets.model_from_checkpoint``); with
-    ``model="pkg.mod:Class"`` that class is built with ``kwargs`` and the checkpoint's state
-    dict (``model``/``state_dict`` entry, or the dict itself) is loaded, ``prefix`` stripped
-    from its keys (Lightning's ``model.``).  The module comes back in eval mode.
+    (the monitor's), or a path relative to the run dir.  With ``model="pkg.mod:Class"``
+    that class is built with ``kwargs`` and given the checkpoint's state dict (found under
+    ``model``, ``state_dict``, ``model_state_dict``, or the dict itself; ``prefix``
+    stripped from its keys, Lightning's ``model.`` automatically).  Without it the
+    ``mlgates_subject`` fixture builds the model, as the gates do.  The module comes back
+    in eval mode.
     """
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, request: pytest.FixtureRequest | None = None) -> None:
         self.run = run
+        self.request = request
 
     def __call__(
         self,
@@ -73,18 +94,23 @@ class ModelLoader:
         kwargs: dict[str, Any] | None = None,
         prefix: str | None = None,
     ) -> Any:
+        from pytest_mlgates.errors import GateFailure
+        from pytest_mlgates.models import model_from_subject, model_from_target
 
         checkpoint = self.run.checkpoint(name)
-        if model is None:
-            from model.nets import model_from_checkpoint
-
-            return model_from_checkpoint(checkpoint)
-        from pytest_mlgates.gates.checkpoints import foreign_model
-
-        # the same loading as checkpoint_softmax: state dict under state_dict /
-        # model_state_dict / model (or the file itself), a LightningModule's prefix stripped
-        params = {"model": model, "kwargs": kwargs, "prefix": prefix}
-        return foreign_model(checkpoint, params, self.run.checkpoint_shown(name))
+        shown = self.run.checkpoint_shown(name)
+        if model is not None:
+            return model_from_target(checkpoint, {"model": model, "kwargs": kwargs, "prefix": prefix}, shown)
+        subject = None
+        if self.request is not None:
+            try:
+                subject = self.request.getfixturevalue("mlgates_subject")
+            except pytest.FixtureLookupError:
+                subject = None
+        if subject is None:
+            raise GateFailure(f"{shown}: load_model needs model='pkg.mod:Class' or a mlgates_subject fixture "
+                              "that builds your model")
+        return model_from_subject(subject, checkpoint, shown)
 
 
 class GateValues:

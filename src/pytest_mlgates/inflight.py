@@ -180,12 +180,25 @@ class Gates:
 
 def read_inflight_stop(run_dir: Path) -> dict[str, Any] | None:
     """The gated stop recorded in ``run_dir`` (None when the run was never stopped by a gate
-    or the record is unreadable: acceptance gates judge the files either way)."""
+    or the record is unreadable: acceptance gates judge the files either way).  The file is
+    opened without following a symlink and without blocking, and read only when it is a
+    regular file of at most 1 MiB: a FIFO in its place never hangs a verdict."""
+    import stat
+
     path = Path(run_dir) / INFLIGHT_FILE
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = json.loads(fh.read(1 << 20).decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
+    finally:
+        os.close(fd)
     return data if isinstance(data, dict) and data.get("status") == "aborted_by_gate" else None

@@ -120,8 +120,18 @@ class GateCrash(Exception):
         self.original = original
 
 
-class GateItem(pytest.Item):
-    """One criterion of a gate file, evaluated against one run dir."""
+def _gate_entry(request: pytest.FixtureRequest) -> None:
+    """What a gate item calls; pytest resolves its fixtures (``request`` only: the
+    ``mlgates_subject`` a gate may need is asked for lazily, when the gate needs it)."""
+
+
+class GateItem(pytest.Function):
+    """One criterion of a gate file, judged against one run dir.
+
+    A ``pytest.Function`` so that pytest's fixture machinery serves it: a gate that needs
+    the user's model or data gets the ``mlgates_subject`` fixture visible from the gate
+    file's folder (``request.getfixturevalue``), as a test there would.
+    """
 
     def __init__(
         self,
@@ -131,6 +141,7 @@ class GateItem(pytest.Item):
         run: RunDir | None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("callobj", _gate_entry)
         super().__init__(**kwargs)
         self.criterion = criterion
         self.document = document
@@ -225,9 +236,30 @@ class GateItem(pytest.Item):
             baseline=baseline,
             metric_aliases=dict(self.document.metric_aliases),
             strict=settings.strict,
+            subject=self._subject,
         )
         result = gates.get_gate(str(crit.gate)).fn(run, dict(crit.params), ctx)
         return bool(result.passed), result.message, result.value, result.threshold
+
+    def _subject(self) -> Any:
+        """The ``mlgates_subject`` fixture's value for this item (None when no fixture is
+        visible or it returns None); its failure is this item's one-line error."""
+        from pytest_mlgates.errors import MlgatesError
+
+        request = self.funcargs.get("request")
+        if request is None:
+            return None
+        try:
+            return request.getfixturevalue("mlgates_subject")
+        except pytest.FixtureLookupError:
+            return None
+        except MlgatesError:
+            raise
+        except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+            raise MlgatesError(f"mlgates_subject: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's fixture failed: one line, not a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise MlgatesError(f"mlgates_subject: {type(exc).__name__}: {first}"[:300]) from None
 
     def _env(self, run: Run) -> Any:
         settings = get_settings(self.config)

@@ -116,6 +116,15 @@ def pytest_terminal_summary(
     terminalreporter.write_sep("=", "mlgates")
     for line in format_table(records).splitlines():
         terminalreporter.write_line(line)
+    from pytest_mlgates.inflight import read_inflight_stop
+    from pytest_mlgates.items import get_settings
+
+    for run in get_settings(config).run_dirs:
+        stop = read_inflight_stop(run.path)
+        if stop is not None:  # a run an in-flight gate stopped is not done, whatever is GREEN now
+            terminalreporter.write_line(
+                f"{run.label}: stopped by an in-flight gate after epoch {stop.get('epoch')} "
+                f"({run.label}/mlgates_inflight.json): {stop.get('reason')}", red=True)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -133,12 +142,23 @@ def run(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def load_model(run: Any) -> Any:
-    """``load_model("best_val_loss")`` -> the ``torch.nn.Module`` of that checkpoint, in eval
-    mode; ``load_model("final.pt", model="pkg.mod:Net", kwargs={...})`` for other models."""
+def load_model(run: Any, request: pytest.FixtureRequest) -> Any:
+    """``load_model("best_val_loss")`` -> the ``torch.nn.Module`` of that checkpoint (built
+    by the ``mlgates_subject`` fixture), in eval mode; ``load_model("final.pt",
+    model="pkg.mod:Net", kwargs={...})`` for a class named here."""
     from pytest_mlgates.fixtures import ModelLoader
 
-    return ModelLoader(run)
+    return ModelLoader(run, request)
+
+
+@pytest.fixture
+def mlgates_run_dir(request: pytest.FixtureRequest) -> Any:
+    """The run dir (a ``Path``) the requesting item judges: a gate item's run, the ``run``
+    of a test; None in preflight.  A ``mlgates_subject`` fixture that depends on the run
+    (the bundled engine's does) asks for it, and is then function-scoped."""
+    from pytest_mlgates.fixtures import run_dir_for_request
+
+    return run_dir_for_request(request)
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
-"""``pytest -m preflight --config C``: the checks a config must pass before any training.
+"""``pytest -m preflight``: the checks the user's code must pass before any training.
 
-The plugin core calls two functions here: :func:`add_options` from ``pytest_addoption``
-and :func:`register` from ``pytest_configure``. When a config is known (``--config``, or
-the ``mlgates_config`` ini option together with a ``-m`` expression that names
-``preflight``), the built-in suite is added to the collection, one item per check::
+The user describes their code once, in a ``mlgates_subject`` fixture returning a
+:class:`~pytest_mlgates.PreflightSubject` (see ``subject.py``).  When a session asks for
+preflight (``-m`` naming ``preflight``, or ``--config C``), the built-in suite is added to
+the collection, one item per check, next to the conftest that defines the fixture (or
+under the config file when ``--config`` names one)::
 
-    configs/default.yaml::preflight[config_validates] PASSED
+    configs/default.yaml::preflight[subject_builds] PASSED
     configs/default.yaml::preflight[no_nan_or_inf] FAILED   8 of 400 samples with NaN/Inf (...)
     configs/default.yaml::preflight[forward_softmax] SKIPPED depends on no_nan_or_inf, which failed
 
@@ -13,13 +14,20 @@ Every item carries the ``preflight`` marker, so ``-m preflight`` selects them to
 with the user's own ``@pytest.mark.preflight`` tests and a gate file's ``preflight:``
 section (:func:`gate_file_items`), and ``-m "not preflight"`` leaves them out.
 
-This module is imported at plugin load: it imports nothing heavy. The checks themselves
-(torch, numpy, the engine) live in ``preflight_checks.py`` and load when an item runs.
+Items are ``pytest.Function``\\ s, so the subject comes through pytest's own fixture
+machinery (``request.getfixturevalue``): a conftest's fixture wins over a parent's, and a
+conftest defining ``mlgates_subject`` is plain pytest code that also works with the plugin
+disabled.  ``--config C`` is handed to the fixture (``pytestconfig.getoption("mlgates_config")``):
+the bundled engine's conftest builds its subject from it.
+
+This module is imported at plugin load: it imports nothing heavy.  The checks (torch,
+numpy) live in ``preflight_checks.py`` and load when an item runs.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,30 +37,14 @@ import pytest
 if TYPE_CHECKING:
     from pytest_mlgates.preflight_checks import PreflightSuite
 
-__all__ = ["PreflightFile", "PreflightItem", "add_options", "gate_file_items", "register"]
+__all__ = ["SUBJECT_FIXTURE", "PreflightFile", "PreflightItem", "add_options", "gate_file_items", "register"]
 
 DEFAULT_TIMEOUT_S = 20.0
+#: The fixture a conftest defines to hand its code to the plugin.
+SUBJECT_FIXTURE = "mlgates_subject"
 
 _SETTINGS_KEY = pytest.StashKey["_Settings"]()
-_SUITE_KEY = pytest.StashKey["PreflightSuite"]()
-
-
-class PreflightHookSpecs:
-    """Hooks a ``conftest.py`` may implement to adapt the preflight suite."""
-
-    @pytest.hookspec(firstresult=True)
-    def pytest_mlgates_preflight_model(self, config: pytest.Config, mlgates_config: Any, dataset: Any) -> Any:
-        """Return the ``torch.nn.Module`` the preflight checks should test, or None for the
-        engine's ``build_model(config.model, ...)``. Called once per check that needs a
-        fresh model, after ``torch.manual_seed(seed)``; ``mlgates_config`` is the validated
-        ``model.config.Config`` and ``dataset`` the ``model.data.Dataset`` it builds.
-
-        Example (``conftest.py``)::
-
-            def pytest_mlgates_preflight_model(config, mlgates_config, dataset):
-                from mypkg.nets import MyNet
-                return MyNet(num_classes=dataset.num_classes)
-        """
+_SUITES_KEY = pytest.StashKey[dict[int, "PreflightSuite"]]()
 
 
 # --------------------------------------------------------------------------- options
@@ -63,12 +55,13 @@ def add_options(group: Any, parser: Any = None) -> None:
     ``mlgates_config`` ini option. `group` is the plugin's ``parser.getgroup(...)``."""
     group.addoption(
         "--config", "--mlgates-config", dest="mlgates_config", metavar="C", default=None,
-        help="experiment config whose preflight suite to collect (pytest -m preflight --config C)",
+        help="experiment config handed to the mlgates_subject fixture; collects the preflight suite "
+             "(pytest -m preflight --config C)",
     )
     group.addoption(
         "--mlgates-preflight-timeout", dest="mlgates_preflight_timeout", type=float, metavar="S",
         default=None,
-        help=f"seconds the first batch of each split may take before preflight calls the loader hung "
+        help=f"seconds each batch of a loader may take before preflight calls the loader hung "
              f"(default {DEFAULT_TIMEOUT_S:g})",
     )
     parser = parser if parser is not None else getattr(group, "parser", None)
@@ -107,7 +100,7 @@ class _Settings:
         self.run_dir = (config.invocation_params.dir / run_dirs[0]) if run_dirs else None
         markexpr = str(config.getoption("markexpr", "") or "")
         # An ini default alone must not add the suite to every plain `pytest` run.
-        self.wanted = self.config_path is not None and (self.explicit or "preflight" in markexpr)
+        self.wanted = self.explicit or "preflight" in markexpr
 
 
 def _ini(config: pytest.Config, name: str) -> str:
@@ -117,12 +110,18 @@ def _ini(config: pytest.Config, name: str) -> str:
         return ""
 
 
+def config_path(config: pytest.Config) -> Path | None:
+    """The experiment config of this session (``--config``, else the ``mlgates_config`` ini
+    option), absolute; None when neither is set.  What a subject fixture builds from."""
+    settings = config.stash.get(_SETTINGS_KEY, None)
+    return settings.config_path if settings is not None else None
+
+
 # --------------------------------------------------------------------------- registration
 
 
 def register(config: pytest.Config) -> None:
-    """Called from ``pytest_configure``: hook specs, the marker, the collection plugin."""
-    config.pluginmanager.add_hookspecs(PreflightHookSpecs)
+    """Called from ``pytest_configure``: the marker and the collection plugin."""
     config.addinivalue_line("markers", "preflight: a check that runs before training (pytest -m preflight)")
     settings = _Settings(config)
     config.stash[_SETTINGS_KEY] = settings
@@ -133,44 +132,85 @@ def register(config: pytest.Config) -> None:
 class _PreflightCollection:
     """Adds the built-in suite in front of the collected items (same order on every worker)."""
 
+    def __init__(self) -> None:
+        self.folders: list[pytest.Collector] = []
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        if isinstance(collector, (pytest.Dir, pytest.Package, pytest.Session)):
+            self.folders.append(collector)
+
     @pytest.hookimpl(tryfirst=True)  # before the -m filter deselects by marker
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         settings = config.stash.get(_SETTINGS_KEY, None)
-        if settings is None or not settings.wanted or settings.config_path is None:
+        if settings is None or not settings.wanted:
             return
-        path = settings.config_path
-        try:
-            nodeid = str(path.relative_to(config.rootpath).as_posix())
-        except ValueError:
-            nodeid = path.name
-        file = PreflightFile.from_parent(session, path=path, nodeid=nodeid)
-        suite = list(file.collect())
-        # count them as collected, as pytest's own collection would (terminal "collected N items")
-        session.ihook.pytest_collectreport(
-            report=pytest.CollectReport(nodeid, "passed", None, list[pytest.Item | pytest.Collector](suite)))
+        suite: list[pytest.Item] = []
+        for parent, path in _suite_places(session, settings, self.folders):
+            file = PreflightFile.from_parent(parent, path=path)
+            items_here = list(file.collect())
+            session.ihook.pytest_collectreport(
+                report=pytest.CollectReport(file.nodeid, "passed", None,
+                                            list[pytest.Item | pytest.Collector](items_here)))
+            suite += items_here
         items[:0] = suite
 
 
-def _suite(config: pytest.Config) -> PreflightSuite:
-    """The one suite of this process: config, dataset and first batches are built once."""
-    suite = config.stash.get(_SUITE_KEY, None)
-    if suite is None:
-        from pytest_mlgates.preflight_checks import PreflightSuite
+def _visible_subject(session: pytest.Session, node: pytest.Collector) -> Any:
+    """The ``mlgates_subject`` definition a node under ``node`` would get, or None."""
+    manager = getattr(session, "_fixturemanager", None)  # pytest's fixture manager (no public handle)
+    try:
+        found = manager.getfixturedefs(SUBJECT_FIXTURE, node) if manager is not None else None
+    except Exception:  # noqa: BLE001 - an older pytest's signature: treat as not visible
+        return None
+    return found[-1] if found else None
 
-        settings = config.stash.get(_SETTINGS_KEY, None)
-        if settings is None or settings.config_path is None:
-            raise _PreflightError("no config: run `pytest -m preflight --config C` (or set the "
-                                  "mlgates_config ini option)")
 
-        def model_factory(mlgates_config: Any, dataset: Any) -> Any:
-            return config.hook.pytest_mlgates_preflight_model(
-                config=config, mlgates_config=mlgates_config, dataset=dataset)
+def _suite_places(session: pytest.Session, settings: _Settings,
+                  folders: list[pytest.Collector]) -> list[tuple[pytest.Collector, Path]]:
+    """(parent collector, path) of each suite: one per ``mlgates_subject`` definition, under
+    the shallowest folder from which that definition is the one pytest would use -- so the
+    suite's items get it, and a conftest further down with its own fixture gets its own
+    suite.  The path is the config file (``--config``) when it lies in that folder, else the
+    file defining the fixture.  With no definition but a config, one suite whose first check
+    says what is missing; with neither, none (``-m preflight`` then runs the user's own
+    marked tests only)."""
+    root = session.config.rootpath
+    places: dict[int, tuple[pytest.Collector, Path]] = {}
+    for folder in sorted({id(f): f for f in [session, *folders]}.values(), key=lambda f: len(f.nodeid)):
+        definition = _visible_subject(session, folder)
+        if definition is None or id(definition) in places:
+            continue
+        base = Path(getattr(folder, "path", root))
+        if settings.config_path is not None and _is_under(settings.config_path, base):
+            path = settings.config_path
+        else:
+            path = _defining_file(definition, base)
+        places[id(definition)] = (folder, path)
+    if not places and settings.config_path is not None:  # asked for a config's suite: say what is missing
+        places[0] = (session, settings.config_path)
+    return sorted(places.values(), key=lambda p: str(p[1]))
 
-        suite = PreflightSuite(settings.config_path, run_dir=settings.run_dir, timeout=settings.timeout,
-                               model_factory=model_factory)
-        config.stash[_SUITE_KEY] = suite
-    return suite
+
+def _defining_file(definition: Any, folder: Path) -> Path:
+    """The folder's conftest.py (where fixtures usually live), else the file that defines
+    the fixture when it lies in the folder."""
+    conftest = folder / "conftest.py"
+    if conftest.is_file():
+        return conftest
+    try:
+        path = Path(inspect.getfile(definition.func)).resolve()
+    except (TypeError, AttributeError):
+        return conftest
+    return path if _is_under(path, folder) else conftest
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- nodes
@@ -181,7 +221,7 @@ class _PreflightError(Exception):
 
 
 class PreflightFile(pytest.File):
-    """The config file, as a collector of the built-in checks in their fixed order."""
+    """Where a suite lives (a config, a conftest): collects the built-in checks in order."""
 
     def collect(self) -> Iterator[pytest.Item]:
         from pytest_mlgates.preflight_checks import CHECK_ORDER  # light: no torch at import
@@ -190,20 +230,26 @@ class PreflightFile(pytest.File):
             yield PreflightItem.from_parent(self, name=f"preflight[{check}]", check=check, params={})
 
 
-class PreflightItem(pytest.Item):
+def _preflight_entry(request: pytest.FixtureRequest) -> None:
+    """What a preflight item calls; its fixtures are resolved by pytest (``request`` only:
+    the subject is asked for lazily, so a broken fixture is one check's failure)."""
+
+
+class PreflightItem(pytest.Function):
     """One preflight check (built in, or from a gate file's ``preflight:`` section)."""
 
     def __init__(self, *, check: str, params: dict[str, Any], **kwargs: Any) -> None:
+        kwargs.setdefault("callobj", _preflight_entry)
         super().__init__(**kwargs)
         self.check = check
         self.params = params
         self.add_marker("preflight")
         if self.config.pluginmanager.has_plugin("xdist"):
-            # under `--dist loadgroup` the whole suite runs on one worker and builds the data once
+            # under `--dist loadgroup` the whole suite runs on one worker and scans the data once
             self.add_marker(pytest.mark.xdist_group("mlgates-preflight"))
 
     def runtest(self) -> None:
-        outcome = _suite(self.config).outcome(self.check, self.params)
+        outcome = _suite(self).outcome(self.check, self.params)
         self.user_properties.append(("mlgates.preflight", self.check))
         self.user_properties.append(("mlgates.preflight_message", outcome.message))
         if outcome.status == "skipped":
@@ -211,7 +257,7 @@ class PreflightItem(pytest.Item):
         if outcome.status == "failed":
             raise _PreflightError(outcome.message)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:  # type: ignore[override]
         if isinstance(excinfo.value, _PreflightError):
             name = self.name[len("preflight["):-1] if self.name.startswith("preflight[") else self.name
             label = self.check if name == self.check else f"{name} ({self.check})"
@@ -220,6 +266,50 @@ class PreflightItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"preflight: {self.name}"
+
+
+def _suite(item: PreflightItem) -> PreflightSuite:
+    """The suite of the subject this item sees; one per subject object and process, so the
+    loaders are scanned once however many items ask."""
+    from pytest_mlgates.preflight_checks import PreflightSuite
+
+    subject = _subject_of(item)
+    suites = item.config.stash.setdefault(_SUITES_KEY, {})
+    key = id(subject)
+    suite = suites.get(key)
+    if suite is None or suite.subject is not subject:
+        settings = item.config.stash[_SETTINGS_KEY]
+        suite = PreflightSuite(subject, timeout=settings.timeout, run_dir=settings.run_dir)
+        suites[key] = suite
+    return suite
+
+
+class NoSubjectError(Exception):
+    """No ``mlgates_subject`` fixture is visible from a preflight item."""
+
+
+def _subject_of(item: pytest.Function) -> Any:
+    """The ``mlgates_subject`` fixture's value for this item, or the exception it raised (the
+    suite turns either into ``subject_builds``'s verdict)."""
+    from pytest_mlgates.errors import MlgatesError
+
+    request = item.funcargs.get("request")
+    if request is None:  # not set up through pytest (a unit test calling runtest directly)
+        return NoSubjectError("no fixture request")
+    try:
+        return request.getfixturevalue(SUBJECT_FIXTURE)
+    except pytest.FixtureLookupError:
+        settings = item.config.stash[_SETTINGS_KEY]
+        hint = (f" that builds your subject from --config {settings.config_path.name}"
+                if settings.config_path is not None else "")
+        return MlgatesError(
+            f"no {SUBJECT_FIXTURE} fixture: define one in conftest.py{hint}, returning "
+            "pytest_mlgates.PreflightSubject(model=..., loaders=..., loss=..., num_classes=...) "
+            "(docs/preflight.md)")
+    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        return MlgatesError(f"{SUBJECT_FIXTURE}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the user's fixture: its failure is one check's line
+        return exc
 
 
 # --------------------------------------------------------------------------- gate files
@@ -236,7 +326,7 @@ def gate_file_items(parent: pytest.File, section: Any) -> list[pytest.Item]:
 
     Entries are validated here, whether or not the suite runs, so a typo is a collection
     error naming the file and the entry. Items are made only when this session runs the
-    preflight suite (``--config``, or the ini option with ``-m preflight``).
+    preflight suite (``--config``, or ``-m`` naming preflight).
     """
     from pytest_mlgates.errors import GateFileError
     from pytest_mlgates.preflight_checks import CHECKS

@@ -1,32 +1,36 @@
-"""The built-in preflight checks: what must hold for a config *before* any training.
+"""The built-in preflight checks: what must hold for the user's code *before* training.
 
-Each check is a method of :class:`PreflightSuite` that returns a one-line message when it
-passes and raises :class:`CheckFailed` (one line: what was measured, where, what was
-needed) when it does not. The suite is built once per pytest process and caches the
-expensive parts (config, dataset, first batches), so the whole suite takes seconds::
+Every check runs on a :class:`~pytest_mlgates.subject.PreflightSubject` (the
+``mlgates_subject`` fixture: the user's model factory, real loaders, loss...).  A check
+returns a one-line message when it passes and raises :class:`CheckFailed` (one line: what
+was measured, where, what was needed) when it does not; a check the subject cannot feed
+raises :class:`CheckSkipped` naming the field it needs.  The suite is built once per
+subject and caches the expensive parts (one pass over each loader, the first batches)::
 
-    >>> suite = PreflightSuite(Path("configs/default.yaml"))
+    >>> suite = PreflightSuite(subject)
     >>> suite.outcome("loss_at_init").message
     'loss at init 2.338 vs ln(10) = 2.303 (tolerance 1.15)'
 
 Checks depend on each other (a forward pass on NaN data says nothing new), so every check
 names the checks it needs in :data:`CHECKS`; when one of those did not pass, the dependent
-is *skipped* naming the root cause instead of piling up as more RED. Dependencies are
+is *skipped* naming the root cause instead of piling up as more RED.  Dependencies are
 evaluated lazily in the process that needs them, so the order in which pytest (or xdist,
 on several workers) runs the items does not matter.
 
-This module imports torch, numpy and the engine only inside the checks: the pytest
-plugin imports it lazily, when a preflight item first runs.
+torch and numpy are imported inside the checks only: the plugin imports this module when a
+preflight item first runs.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ class CheckFailed(Exception):
 
 
 class CheckSkipped(Exception):
-    """A check that does not apply to this config (e.g. an image probe on tabular data)."""
+    """A check that does not apply (an image probe on tabular data, a field not given)."""
 
 
 @dataclass(frozen=True)
@@ -54,25 +58,21 @@ class CheckSpec:
 #: Every built-in check in the order the suite runs them. Parameters are what a gate
 #: file's ``preflight:`` section may set (see docs/preflight.md).
 CHECKS: dict[str, CheckSpec] = {
-    "config_validates": CheckSpec((), "the config file loads and validates"),
+    "subject_builds": CheckSpec((), "the mlgates_subject fixture gives a valid PreflightSubject"),
     "loaders_first_batch": CheckSpec(
-        ("config_validates",), "every split loads through the real loaders; first batch within the time budget",
-        {"timeout": None},
+        ("subject_builds",), "every split's real loader gives (x, y) batches, each within the time budget",
+        {"timeout": None, "max_samples": 200_000},
     ),
     "no_nan_or_inf": CheckSpec(("loaders_first_batch",), "no NaN/Inf in any sample"),
-    "no_missing_band": CheckSpec(("loaders_first_batch",), "no sample has a band that is constant (missing)"),
-    "split_integrity": CheckSpec(("loaders_first_batch",), "no sample index and no group id in two splits"),
-    "split_proportions": CheckSpec(
-        ("loaders_first_batch",), "split sizes match val_fraction/test_fraction", {"tolerance": 0.05}
-    ),
+    "no_missing_band": CheckSpec(
+        ("loaders_first_batch",), "no image band constant within a sample; no feature constant over train"),
+    "split_integrity": CheckSpec(("subject_builds",), "no sample id and no group id in two splits"),
     "classes_in_every_split": CheckSpec(("loaders_first_batch",), "every class has samples in every split"),
     "forward_softmax": CheckSpec(
         ("loaders_first_batch", "no_nan_or_inf"), "model forward gives one valid softmax row per sample"
     ),
-    "loss_at_init": CheckSpec(
-        ("forward_softmax",), "class-weighted loss of the untrained model is near ln(C)",
-        {"tolerance": None},
-    ),
+    "loss_at_init": CheckSpec(("forward_softmax",), "the loss of the untrained model is near ln(C)",
+                              {"tolerance": None}),
     "backward_finite": CheckSpec(
         ("forward_softmax",), "one real batch backward gives finite, non-zero gradients"
     ),
@@ -81,22 +81,24 @@ CHECKS: dict[str, CheckSpec] = {
         {"samples": 16, "steps": 200, "max_loss": 0.05, "lr": 0.01},
     ),
     "logged_metric_names": CheckSpec(
-        ("forward_softmax",), "monitor and tracked metrics are keys one real validation step logs"
+        ("forward_softmax",), "every monitor is a key that one real validation pass (evaluate) returns"
     ),
     "grad_accumulation": CheckSpec(
-        ("backward_finite",), "gradient accumulation gives the configured effective batch",
-        {"rtol": 1e-3},
+        ("backward_finite",), "train_epoch steps the optimizer once per accumulate micro-batches, "
+        "with the gradient of their mean loss", {"rtol": 1e-3},
     ),
-    "tracked_from_config": CheckSpec(("config_validates",), "tracked metrics come from the config, not the defaults"),
     "shortcut_probe": CheckSpec(
         ("loaders_first_batch",), "a logistic regression on the central crop cannot predict the class",
         {"max_auc": 0.65, "radius": None},
     ),
     "run_dir_writable": CheckSpec(
-        ("config_validates",), "the run dir is writable with space to spare", {"min_free_mb": 1024}
+        ("subject_builds",), "the run dir is writable with space to spare", {"min_free_mb": 1024}
     ),
 }
 CHECK_ORDER: tuple[str, ...] = tuple(CHECKS)
+
+#: Images kept per split for the shortcut probe (enough for a cross-validated AUC).
+_PROBE_SAMPLES = 4000
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,26 @@ class Outcome:
     root: str | None = None
 
 
-ModelFactory = Callable[[Any, Any], Any]  # (model.config.Config, model.data.Dataset) -> nn.Module
+@dataclass
+class _SplitScan:
+    """What one pass over a split's loader found."""
+
+    samples: int = 0
+    batches: int = 0
+    nonfinite: list[int] = field(default_factory=list)  # positions, in loader order
+    dead_band: list[int] = field(default_factory=list)  # positions of images with a constant band
+    labels: dict[int, int] = field(default_factory=dict)  # class -> count
+    bad_labels: list[Any] = field(default_factory=list)
+    feature_min: Any = None  # tabular: per-feature min / max
+    feature_max: Any = None
+    images: list[Any] = field(default_factory=list)  # up to _PROBE_SAMPLES (N, C, H, W) arrays
+    image_labels: list[Any] = field(default_factory=list)
+    truncated: bool = False
 
 
 def _first(items: Any, n: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in list(items)[:n])
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:n])
     return f"[{shown}{', ...' if len(items) > n else ''}]"
 
 
@@ -122,29 +139,33 @@ def _closest(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-class PreflightSuite:
-    """The preflight checks for one config file, with everything expensive built once.
+def _gist(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    ``run_dir`` is where training would write (``None``: the engine's default);
-    ``timeout`` the seconds the first batch of a split may take; ``model_factory``
-    builds the model under test (default: the engine's ``build_model``).
+
+class PreflightSuite:
+    """The preflight checks of one subject, with everything expensive built once.
+
+    ``subject`` is a :class:`~pytest_mlgates.subject.PreflightSubject`, or the exception
+    the ``mlgates_subject`` fixture raised (then ``subject_builds`` fails with its line).
+    ``timeout`` is the seconds each batch of a loader may take; ``run_dir`` where training
+    would write (``--run-dir``; else the subject's ``run_dir``).
     """
 
-    def __init__(self, config_path: Path, *, run_dir: Path | None = None, timeout: float = 20.0,
-                 model_factory: ModelFactory | None = None) -> None:
-        self.config_path = Path(config_path)
-        self.run_dir = run_dir
+    def __init__(self, subject: Any, *, timeout: float = 20.0, run_dir: Path | None = None) -> None:
+        self.subject = subject
         self.timeout = float(timeout)
-        self.model_factory = model_factory
+        self.run_dir = run_dir
         self._outcomes: dict[str, Outcome] = {}
-        self._config: Any = None
-        self._dataset: Any = None
-        self._first_batches: dict[str, Any] = {}
+        self._scans: dict[str, _SplitScan] = {}
+        self._first: dict[str, list[tuple[Any, Any]]] = {}
 
     # ------------------------------------------------------------------ running checks
 
     def outcome(self, name: str, params: dict[str, Any] | None = None) -> Outcome:
-        """Run check `name` (once per process for default parameters) and say how it went."""
+        """Run check `name` (once per suite for default parameters) and say how it went."""
         if name not in CHECKS:
             raise KeyError(f"unknown preflight check {name!r}{_closest(name, list(CHECKS))}")
         params = dict(params or {})
@@ -159,8 +180,9 @@ class PreflightSuite:
         for dep in CHECKS[name].depends:
             dep_outcome = self.outcome(dep)
             if dep_outcome.status != "passed":
-                root = dep_outcome.root or dep
-                return Outcome("skipped", f"depends on {root}, which failed", root)
+                if dep_outcome.root is None:  # a skipped dependency: skipped for its reason
+                    return Outcome("skipped", dep_outcome.message, None)
+                return Outcome("skipped", f"depends on {dep_outcome.root}, which failed", dep_outcome.root)
         merged = {**CHECKS[name].params, **params}
         try:
             with _one_torch_thread():
@@ -169,215 +191,217 @@ class PreflightSuite:
             return Outcome("failed", str(exc), name)
         except CheckSkipped as exc:
             return Outcome("skipped", str(exc), None)
-        except Exception as exc:  # noqa: BLE001 - a crash inside the engine is a failed check, in one line
-            text = str(exc).splitlines()[0] if str(exc) else ""
-            return Outcome("failed", f"{type(exc).__name__}: {text}", name)
+        except Exception as exc:  # noqa: BLE001 - the user's code crashed: a failed check, in one line
+            return Outcome("failed", _gist(exc), name)
         return Outcome("passed", message or "ok", None)
 
-    # ------------------------------------------------------------------ shared state
+    # ------------------------------------------------------------------ the subject's parts
 
     @property
-    def config(self) -> Any:
-        if self._config is None:
-            from model.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
-
-    @property
-    def dataset(self) -> Any:
-        if self._dataset is None:
-            from model.data import build_dataset
-
-            self._dataset = build_dataset(self.config)
-        return self._dataset
+    def label(self) -> str:
+        return getattr(self.subject, "name", "mlgates_subject")
 
     def new_model(self) -> Any:
-        """A fresh, seeded model: the same weights every time it is asked for."""
+        """A fresh model from the subject's factory, seeded: the same weights every time."""
         import torch
 
-        torch.manual_seed(int(self.config.seed))
-        if self.model_factory is not None:
-            model = self.model_factory(self.config, self.dataset)
-            if model is not None:
-                return model
-        from model.nets import build_model
+        torch.manual_seed(0)
+        try:
+            model = self.subject.model()
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise CheckFailed(f"{self.label}.model(): {_gist(exc)}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise CheckFailed(f"{self.label}.model(): returned a {type(model).__name__}; needs a torch.nn.Module")
+        return model
 
-        return build_model(self.config.model, self.dataset.input_shape, self.dataset.num_classes)
+    def first_batches(self, split: str = "train") -> list[tuple[Any, Any]]:
+        """The first batches of a split as its loader gives them (kept by the scan)."""
+        if split not in self._first:
+            self.outcome("loaders_first_batch")
+        if not self._first.get(split):
+            raise CheckFailed(f"no batch of split '{split}' (see loaders_first_batch)")
+        return self._first[split]
 
     def first_batch(self, split: str = "train") -> tuple[Any, Any]:
-        """The first batch a training run would see (loaded by ``loaders_first_batch``)."""
-        if split not in self._first_batches:
-            self.outcome("loaders_first_batch")
-        if split not in self._first_batches:
-            raise CheckFailed(f"no first batch of split '{split}' (see loaders_first_batch)")
-        return self._first_batches[split]
+        return self.first_batches(split)[0]
 
-    def class_weights(self) -> Any:
-        """The loss weights the engine uses (its own ``compute_class_weights``), or None."""
-        import torch
-
-        from model.train import compute_class_weights
-
-        weights = compute_class_weights(self.config.train.class_weights, self.dataset)
-        return None if weights is None else torch.tensor(weights, dtype=torch.float32)
-
-    def criterion(self) -> Any:
-        """The engine's loss: cross-entropy weighted by ``train.class_weights``."""
-        import torch
-
-        return torch.nn.CrossEntropyLoss(weight=self.class_weights())
+    def loss(self, logits: Any, y: Any) -> Any:
+        return self.subject.loss(logits, y)
 
     # ------------------------------------------------------------------ the checks
 
-    def check_config_validates(self) -> str:
-        from model.config import ConfigError
+    def check_subject_builds(self) -> str:
+        from pytest_mlgates.subject import PreflightSubject
 
-        try:
-            cfg = self.config
-        except ConfigError as exc:
-            raise CheckFailed(str(exc)) from None
-        return f"{self.config_path}: {cfg.data.name} / {cfg.model.name}"
+        subject = self.subject
+        if isinstance(subject, BaseException):
+            from pytest_mlgates.errors import MlgatesError
 
-    def check_loaders_first_batch(self, timeout: float | None = None) -> str:
-        from model.config import ConfigError
+            raise CheckFailed(str(subject) if isinstance(subject, MlgatesError)
+                              else f"mlgates_subject: {_gist(subject)}")
+        if not isinstance(subject, PreflightSubject):
+            raise CheckFailed(f"mlgates_subject: returned a {type(subject).__name__}; needs a "
+                              "pytest_mlgates.PreflightSubject")
+        subject.validate()  # fields may have been changed after construction
+        splits = ", ".join(subject.loaders)
+        return f"{subject.name}: {subject.num_classes} classes, splits {splits}"
 
+    def check_loaders_first_batch(self, timeout: float | None = None, max_samples: int = 200_000) -> str:
         budget = self.timeout if timeout is None else float(timeout)
-        try:
-            ds = self.dataset
-        except ConfigError as exc:
-            raise CheckFailed(str(exc)) from None
-        cfg = self.config
         sizes = []
-        for split in ("train", "val", "test"):
-            n = len(ds.splits[split])
-            if n == 0:
-                if split == "test" and cfg.data.test_fraction == 0:
-                    continue
-                raise CheckFailed(f"split '{split}' is empty (data.{split}_fraction)")
-            loader = ds.loader(
-                split, cfg.train.batch_size, shuffle=(split == "train"), seed=int(cfg.seed), epoch=1,
-                core_dropout=cfg.train.core_dropout if split == "train" else None,
-                num_workers=cfg.data.num_workers,
-            )
-            batch = _first_batch_within(loader, budget)
-            if batch is None:
-                raise CheckFailed(f"first batch of split '{split}' did not arrive within {budget:g} s")
-            if isinstance(batch, BaseException):
-                raise CheckFailed(f"loading split '{split}': {type(batch).__name__}: {batch}")
-            x, y = batch
-            if x.shape[0] != y.shape[0] or x.shape[1:] != tuple(ds.input_shape):
-                raise CheckFailed(
-                    f"first batch of split '{split}' has inputs {tuple(x.shape)} and labels {tuple(y.shape)}; "
-                    f"expected (batch, {', '.join(map(str, ds.input_shape))}) and (batch,)"
-                )
-            self._first_batches[split] = (x, y)
-            sizes.append(f"{split} {n}")
-        return "first batches arrived: " + ", ".join(sizes)
+        for split, loader in self.subject.loaders.items():
+            scan = self._scan(split, loader, budget, int(max_samples))
+            if scan.samples == 0:
+                raise CheckFailed(f"{self.label}.loaders[{split!r}] gave no samples")
+            more = f", first {scan.samples} checked" if scan.truncated else ""
+            sizes.append(f"{split} {scan.samples}{more}")
+        return f"every batch arrived within {budget:g} s: " + ", ".join(sizes)
 
-    def check_no_nan_or_inf(self) -> str:
+    def _scan(self, split: str, loader: Any, budget: float, max_samples: int) -> _SplitScan:
+        """One pass over a loader (each batch within ``budget`` s), keeping what checks need."""
         import numpy as np
 
-        ds = self.dataset
-        flat = ds.x.reshape(len(ds.x), -1)
-        bad = ~np.isfinite(flat).all(axis=1)
-        return self._per_split_report(bad, "with NaN/Inf") or f"all {len(ds.x)} samples finite"
+        scan = _SplitScan()
+        kept: list[tuple[Any, Any]] = []
+        where = f"{self.label}.loaders[{split!r}]"
+        for index, batch in enumerate(_batches_within(loader, budget, where)):
+            x, y = _pair(batch, where, index)
+            xs = _arrays(x)
+            y_np = _as_numpy(y)
+            if y_np is None or y_np.ndim != 1:
+                raise CheckFailed(f"{where} batch {index}: labels of shape "
+                                  f"{getattr(y, 'shape', type(y).__name__)}; needs a 1-d tensor of class indices")
+            n = len(y_np)
+            if any(len(a) != n for a in xs.values()):
+                raise CheckFailed(f"{where} batch {index}: {n} labels for inputs of "
+                                  f"{[a.shape[0] for a in xs.values()]} samples")
+            if len(kept) < 64:
+                kept.append((x, y))
+            if y_np.dtype.kind not in "iu" and not (y_np.dtype.kind == "f" and np.all(np.mod(y_np, 1) == 0)):
+                scan.bad_labels.extend(y_np[:3].tolist())
+            else:
+                values, counts = np.unique(y_np.astype(np.int64), return_counts=True)
+                for v, c in zip(values.tolist(), counts.tolist()):
+                    scan.labels[v] = scan.labels.get(v, 0) + c
+            for name, a in xs.items():
+                if a.dtype.kind != "f":
+                    continue
+                flat = a.reshape(n, -1)
+                bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+                scan.nonfinite.extend((scan.samples + bad).tolist())
+                if a.ndim == 4 and name == "x":
+                    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN band
+                        bands = a.reshape(n, a.shape[1], -1)
+                        dead = ~(np.nanmax(bands, axis=2) > np.nanmin(bands, axis=2))
+                    scan.dead_band.extend((scan.samples + np.flatnonzero(dead.any(axis=1))).tolist())
+                    room = _PROBE_SAMPLES - sum(len(i) for i in scan.images)
+                    if room > 0:
+                        scan.images.append(a[:room])
+                        scan.image_labels.append(y_np[:room])
+                elif a.ndim == 2 and name == "x":
+                    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+                        lo, hi = np.nanmin(a, axis=0), np.nanmax(a, axis=0)
+                    scan.feature_min = lo if scan.feature_min is None else np.fmin(scan.feature_min, lo)
+                    scan.feature_max = hi if scan.feature_max is None else np.fmax(scan.feature_max, hi)
+            scan.samples += n
+            scan.batches += 1
+            if scan.samples >= max_samples:
+                scan.truncated = True
+                break
+        self._scans[split] = scan
+        self._first[split] = kept
+        return scan
+
+    def _splits_report(self, field_name: str, what: str) -> str | None:
+        """None when no split has a bad sample; else raise one line: how many, where."""
+        parts, total, seen = [], 0, 0
+        for split, scan in self._scans.items():
+            hits = getattr(scan, field_name)
+            seen += scan.samples
+            if hits:
+                total += len(hits)
+                parts.append(f"{split}: {len(hits)}, first at positions {_first(sorted(hits))}")
+        if total:
+            raise CheckFailed(f"{total} of {seen} samples {what} ({'; '.join(parts)}; positions in loader order)")
+        return None
+
+    def check_no_nan_or_inf(self) -> str:
+        self._splits_report("nonfinite", "with NaN/Inf")
+        seen = sum(s.samples for s in self._scans.values())
+        return f"all {seen} samples finite"
 
     def check_no_missing_band(self) -> str:
         import numpy as np
 
-        ds = self.dataset
-        x = ds.x
-        if ds.is_image:
-            with np.errstate(invalid="ignore"):
-                bands = x.reshape(x.shape[0], x.shape[1], -1)
-                lo, hi = np.nanmin(bands, axis=2), np.nanmax(bands, axis=2)
-            dead = ~(hi > lo)  # constant or all-NaN band
-            bad = dead.any(axis=1)
-            report = self._per_split_report(bad, "with a constant (missing) band")
-            return report or f"every band of all {len(x)} samples varies"
-        # tabular: a feature that is constant over the training split carries nothing
-        train = x[ds.splits["train"]]
-        with np.errstate(invalid="ignore"):
-            dead_cols = np.flatnonzero(~(np.nanmax(train, axis=0) > np.nanmin(train, axis=0)))
-        if len(dead_cols):
-            raise CheckFailed(f"{len(dead_cols)} features constant over the train split: columns {_first(dead_cols)}")
-        return f"all {x.shape[1]} features vary over the train split"
-
-    def _per_split_report(self, bad: Any, what: str) -> str | None:
-        """None when no sample is bad; else raise one line: how many, where, first indices."""
-        import numpy as np
-
-        ds = self.dataset
-        total = int(bad.sum())
-        if total == 0:
-            return None
-        parts = []
-        for split in ("train", "val", "test"):
-            idx = ds.splits[split]
-            hit = idx[bad[idx]]
-            if len(hit):
-                parts.append(f"{split}: {len(hit)}, first indices {_first(np.sort(hit))}")
-        raise CheckFailed(f"{total} of {len(bad)} samples {what} ({'; '.join(parts)})")
+        self._splits_report("dead_band", "with a constant (missing) band")
+        train = self._scans.get("train")
+        if train is not None and train.feature_min is not None:
+            dead = ~(train.feature_max > train.feature_min)
+            # A feature constant in every split (a digit's corner pixel) carries nothing but is
+            # no fault; one constant over train that varies elsewhere is a dead input in the
+            # data the model learns from.
+            varies = np.zeros_like(dead)
+            for split, scan in self._scans.items():
+                if split != "train" and scan.feature_min is not None and len(scan.feature_min) == len(dead):
+                    varies |= (scan.feature_max > scan.feature_min) | (scan.feature_min != train.feature_min)
+            bad = np.flatnonzero(dead & varies)
+            if len(bad):
+                others = ", ".join(s for s in self._scans if s != "train")
+                raise CheckFailed(f"{len(bad)} of {len(dead)} features constant over the train split but not in "
+                                  f"{others}: columns {_first(bad.tolist())} (a dead input in training)")
+            note = f"; {int(dead.sum())} constant in every split" if dead.any() else ""
+            return f"{len(dead)} features: none constant over train alone{note}"
+        seen = sum(s.samples for s in self._scans.values())
+        return f"every band of all {seen} samples varies"
 
     def check_split_integrity(self) -> str:
         import numpy as np
 
-        ds = self.dataset
-        names = [s for s in ("train", "val", "test") if len(ds.splits[s])]
+        ids, groups = self.subject.sample_ids, self.subject.groups
+        if ids is None and groups is None:
+            raise CheckSkipped(f"needs {self.label}.sample_ids (and optionally groups): "
+                               "{split: ids} to check that no sample is in two splits")
         problems = []
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                shared = np.intersect1d(ds.splits[a], ds.splits[b])
-                if len(shared):
-                    problems.append(f"{len(shared)} sample indices in {a} and {b} {_first(shared)}")
-                if ds.groups is not None:
-                    shared_g = np.intersect1d(ds.groups[ds.splits[a]], ds.groups[ds.splits[b]])
-                    if len(shared_g):
-                        problems.append(f"{len(shared_g)} group ids in {a} and {b} {_first(shared_g)}")
+        counts = []
+        for kind, table in (("sample ids", ids), ("group ids", groups)):
+            if table is None:
+                continue
+            names = list(table)
+            values = {s: np.unique(np.asarray(list(table[s]))) for s in names}
+            counts.append(f"{sum(len(v) for v in values.values())} {kind}")
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    shared = np.intersect1d(values[a], values[b])
+                    if len(shared):
+                        problems.append(f"{len(shared)} {kind} in {a} and {b} {_first(shared.tolist())}")
         if problems:
             raise CheckFailed("; ".join(problems))
-        groups = "" if ds.groups is None else f" and {len(np.unique(ds.groups))} groups"
-        return f"{len(ds.x)} samples{groups}, each in one split"
-
-    def check_split_proportions(self, tolerance: float = 0.05) -> str:
-        import numpy as np
-
-        ds, data = self.dataset, self.config.data
-        keep = np.ones(len(ds.y), dtype=bool)
-        note = ""
-        if data.imbalance is not None:  # the thinned class is meant to be off: compare the others
-            from model.data import _class_index
-
-            keep = ds.y != _class_index(data.imbalance.class_, ds.class_names)
-            note = f" (class '{data.imbalance.class_}' thinned by data.imbalance left out)"
-        counts = {s: int(keep[ds.splits[s]].sum()) for s in ("train", "val", "test")}
-        total = sum(counts.values())
-        wanted = {"val": data.val_fraction, "test": data.test_fraction}
-        wanted["train"] = 1.0 - wanted["val"] - wanted["test"]
-        got = {s: counts[s] / total if total else 0.0 for s in counts}
-        off = [f"{s} {got[s]:.3f} (configured {wanted[s]:.3f})" for s in ("train", "val", "test")
-               if abs(got[s] - wanted[s]) > tolerance]
-        if off:
-            raise CheckFailed(f"split fractions off by more than {tolerance:g}: {', '.join(off)}{note}")
-        return ", ".join(f"{s} {got[s]:.3f}" for s in ("train", "val", "test")) + note
+        return ", ".join(counts) + ", each in one split"
 
     def check_classes_in_every_split(self) -> str:
-        import numpy as np
-
-        ds = self.dataset
+        k = self.subject.num_classes
         missing = []
-        for split in ("train", "val", "test"):
-            idx = ds.splits[split]
-            if len(idx) == 0:
-                continue
-            present = set(np.unique(ds.y[idx]).tolist())
-            absent = [ds.class_names[c] for c in range(ds.num_classes) if c not in present]
+        for split, scan in self._scans.items():
+            if scan.bad_labels:
+                raise CheckFailed(f"{self.label}.loaders[{split!r}]: labels {_first(scan.bad_labels, 3)} are not "
+                                  "class indices; needs integers 0..num_classes-1")
+            outside = sorted(c for c in scan.labels if not 0 <= c < k)
+            if outside:
+                raise CheckFailed(f"{self.label}.loaders[{split!r}]: label {outside[0]} outside 0..{k - 1} "
+                                  f"(num_classes {k})")
+            absent = [c for c in range(k) if c not in scan.labels]
             if absent:
-                missing.append(f"{split} lacks class {', '.join(repr(a) for a in absent)}")
+                missing.append(f"{split} lacks class {', '.join(map(str, absent))}")
         if missing:
             raise CheckFailed("; ".join(missing))
-        return f"all {ds.num_classes} classes in every split"
+        return f"all {k} classes in every split ({', '.join(self._scans)})"
+
+    def _forward(self, model: Any, x: Any) -> Any:
+        from pytest_mlgates.models import forward
+
+        return forward(model, x)
 
     def check_forward_softmax(self) -> str:
         import torch
@@ -386,37 +410,37 @@ class PreflightSuite:
         model = self.new_model()
         model.eval()
         with torch.no_grad():
-            out = model(x)
-        k = self.dataset.num_classes
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (x.shape[0], k):
+            out = self._forward(model, _to(x, model))
+        n, k = _batch_len(x), self.subject.num_classes
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or tuple(out.shape) != (n, k):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise CheckFailed(f"model output {shape} for a batch of {x.shape[0]}; needs ({x.shape[0]}, {k}) logits")
+            raise CheckFailed(f"model output {shape} for a batch of {n}; needs ({n}, {k}) logits")
         bad_rows = int((~torch.isfinite(out)).any(dim=1).sum())
         if bad_rows:
-            raise CheckFailed(f"model gives NaN/Inf logits in {bad_rows} of {out.shape[0]} rows of the first train "
+            raise CheckFailed(f"model gives NaN/Inf logits in {bad_rows} of {n} rows of the first train "
                               "batch; softmax is not a distribution")
         probs = torch.softmax(out.double(), dim=1)
         worst = float((probs.sum(dim=1) - 1.0).abs().max())
         if not bool(torch.isfinite(probs).all()) or worst > 1e-6:
             raise CheckFailed(f"softmax rows sum to 1 ± {worst:.2g}; needs ± 1e-6")
-        return f"({x.shape[0]}, {k}) finite logits; softmax rows sum to 1 ± {worst:.1g}"
+        return f"({n}, {k}) finite logits; softmax rows sum to 1 ± {worst:.1g}"
 
     def check_loss_at_init(self, tolerance: float | None = None) -> str:
         import torch
 
         x, y = self.first_batch("train")
-        k = self.dataset.num_classes
+        k = self.subject.num_classes
         model = self.new_model()
         model.train()
         with torch.no_grad():
-            loss = float(self.criterion()(model(x), y))
+            loss = float(self.loss(self._forward(model, _to(x, model)), _to(y, model)))
         expected = math.log(k)
         # wide on purpose: BatchNorm and max-pooled heads move a healthy init by a few tenths;
         # a broken one (logits x100, a wrong target encoding) is off by several ln(C)
         tol = max(0.75, 0.5 * expected) if tolerance is None else float(tolerance)
         text = f"loss at init {loss:.3f} vs ln({k}) = {expected:.3f}"
         if not math.isfinite(loss) or abs(loss - expected) > tol:
-            raise CheckFailed(f"{text}; needs within {tol:.2f} (class-weighted cross-entropy, first train batch)")
+            raise CheckFailed(f"{text}; needs within {tol:.2f} (first train batch)")
         return f"{text} (tolerance {tol:.2f})"
 
     def check_backward_finite(self) -> str:
@@ -426,7 +450,7 @@ class PreflightSuite:
         model = self.new_model()
         model.train()
         model.zero_grad(set_to_none=True)
-        loss = self.criterion()(model(x), y)
+        loss = self.loss(self._forward(model, _to(x, model)), _to(y, model))
         loss.backward()
         missing, nonfinite, zero, n = [], [], [], 0
         for name, p in model.named_parameters():
@@ -450,109 +474,92 @@ class PreflightSuite:
                                   lr: float = 0.01) -> str:
         import torch
 
-        cfg, ds = self.config, self.dataset
-        loader = ds.loader("train", int(samples), shuffle=True, seed=int(cfg.seed), epoch=1)
-        x, y = next(iter(loader))
+        x, y = _take(self.first_batches("train"), int(samples))
         model = self.new_model()
+        x, y = _to(x, model), _to(y, model)
         opt = torch.optim.Adam(model.parameters(), lr=float(lr))
         loss_fn = torch.nn.functional.cross_entropy
         taken = 0
         for taken in range(1, int(steps) + 1):
             model.train()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(self._forward(model, x), y)
             loss.backward()
             opt.step()
             if taken % 10 == 0 or taken == steps:
                 model.eval()
                 with torch.no_grad():
-                    if float(loss_fn(model(x), y)) < max_loss:
+                    if float(loss_fn(self._forward(model, x), y)) < max_loss:
                         break
         model.eval()
         with torch.no_grad():
-            real = float(loss_fn(model(x), y))
-            zeroed = float(loss_fn(model(torch.zeros_like(x)), y))
+            real = float(loss_fn(self._forward(model, x), y))
+            zeroed = float(loss_fn(self._forward(model, _zeros_like(x)), y))
+        n = len(y)
         if not real < max_loss:
-            raise CheckFailed(f"loss on a batch of {len(y)} is {real:.3f} after {taken} Adam steps (lr {lr:g}); "
+            raise CheckFailed(f"loss on a batch of {n} is {real:.3f} after {taken} Adam steps (lr {lr:g}); "
                               f"needs < {max_loss:g}")
         if not zeroed > max(2 * real, real + 0.1):
             raise CheckFailed(f"loss on zeroed inputs {zeroed:.3f} vs {real:.3f} on the real ones: the model "
                               "ignores its input; needs clearly worse on zeroed inputs")
-        return f"loss {real:.4f} after {taken} steps; zeroed inputs {zeroed:.3f}"
-
-    def logged_keys(self) -> list[str]:
-        """The columns of one log row, found by running one real validation step through
-        the engine's own ``evaluate`` (the function that computes the logged ``val_*``)."""
-        import contextlib
-
-        import torch
-
-        from model.train import evaluate
-
-        cfg, ds = self.config, self.dataset
-        loader = ds.loader("val", cfg.train.batch_size, shuffle=False, seed=int(cfg.seed), epoch=0)
-        x, y = next(iter(loader))
-        val = evaluate(self.new_model(), [(torch.nan_to_num(x), y)], self.criterion(), list(ds.class_names),
-                       "val", torch.device("cpu"), contextlib.nullcontext())
-        # the engine's row: {"epoch", "train_loss", "train_accuracy", **val, "lr", "epoch_seconds"}
-        return ["epoch", "train_loss", "train_accuracy", *val, "lr", "epoch_seconds"]
+        return f"loss {real:.4f} on {n} samples after {taken} steps; zeroed inputs {zeroed:.3f}"
 
     def check_logged_metric_names(self) -> str:
-        cfg = self.config
-        keys = self.logged_keys()
-        wanted = [(f"checkpoint.tracked metric '{t.metric}'", t.metric) for t in cfg.checkpoint.tracked]
-        if cfg.train.early_stopping is not None:
-            wanted.append((f"train.early_stopping.monitor '{cfg.train.early_stopping.monitor}'",
-                           cfg.train.early_stopping.monitor))
-        unknown = [f"{label} is not a logged key{_closest(name, keys)}" for label, name in wanted if name not in keys]
+        subject = self.subject
+        if not subject.monitors:
+            raise CheckSkipped(f"needs {self.label}.monitors: the metric names your checkpointing and early "
+                               "stopping watch")
+        if subject.evaluate is None:
+            raise CheckSkipped(f"needs {self.label}.evaluate: fn(model) -> the dict one real validation pass logs")
+        try:
+            logged = subject.evaluate(self.new_model())
+        except CheckFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise CheckFailed(f"{self.label}.evaluate(model): {_gist(exc)}") from None
+        if not isinstance(logged, Mapping):
+            raise CheckFailed(f"{self.label}.evaluate(model): returned a {type(logged).__name__}; needs a dict "
+                              "of the metrics you log")
+        keys = [str(k) for k in logged]
+        unknown = [f"monitor '{m}' is not a key evaluate returns{_closest(m, keys)}"
+                   for m in subject.monitors if m not in keys]
         if unknown:
-            shown = ", ".join(k for k in keys if k.startswith("val_") and "recall_" not in k)
-            raise CheckFailed(f"{'; '.join(unknown)} (one validation step logs {shown}, val_recall_<class>, ...)")
-        return f"{', '.join(sorted({n for _, n in wanted}))} are logged keys"
+            shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
+            raise CheckFailed(f"{'; '.join(unknown)} (one validation pass returns {shown})")
+        return f"{', '.join(subject.monitors)}: keys one validation pass returns"
 
     def check_grad_accumulation(self, rtol: float = 1e-3) -> str:
-        """Drive the engine's own ``train_one_epoch`` over ``2 x accumulate`` micro-batches
-        with an optimizer that only records: it must step once per ``accumulate`` batches,
-        with the gradient of the mean loss over those batches (the effective batch)."""
-        import contextlib
+        """Drive the subject's ``train_epoch`` over ``2 x accumulate`` micro-batches with an
+        optimizer that only records: it must step once per ``accumulate`` batches, with the
+        gradient of the mean loss over those batches (the effective batch)."""
         import copy
 
         import torch
 
-        from model import distributed
-        from model.train import TrainState, train_one_epoch
-
-        cfg, ds = self.config, self.dataset
-        accumulate, batch = int(cfg.train.accumulate), int(cfg.train.batch_size)
-        loader = ds.loader("train", batch, shuffle=True, seed=int(cfg.seed), epoch=1)
-        micro: list[tuple[Any, Any]] = []
-        for xb, yb in loader:
-            if len(micro) == 2 * accumulate:
-                break
-            if len(yb) == batch:  # full micro-batches only: a partial one is a smaller group
-                micro.append((xb, yb))
+        subject = self.subject
+        accumulate = int(subject.accumulate)
+        if subject.train_epoch is None:
+            raise CheckSkipped(f"needs {self.label}.train_epoch: fn(model, loader, optimizer, accumulate), "
+                               "your own step loop, to check that it steps once per accumulate micro-batches")
+        batches = self.first_batches("train")
+        size = _batch_len(batches[0][0])
+        micro = [b for b in batches if _batch_len(b[0]) == size][: 2 * accumulate]
         if len(micro) < accumulate:
-            raise CheckFailed(f"the train split has {len(micro)} full batches of {batch}; "
-                              f"train.accumulate {accumulate} needs at least {accumulate}")
+            raise CheckFailed(f"{self.label}.loaders['train'] gave {len(micro)} full batches of {size}; "
+                              f"accumulate {accumulate} needs at least {accumulate}")
         micro = micro[: accumulate * (len(micro) // accumulate)]
-        quiet = cfg.model_copy(deep=True)
-        quiet.train.grad_clip = 0.0
-        quiet.train.progress_bar = False
         model = self.new_model()
         initial = copy.deepcopy(model)
         consumed = [0]
-
-        def counted() -> Any:
-            for item in micro:
-                consumed[0] += 1
-                yield item
 
         class CountedBatches:
             def __len__(self) -> int:
                 return len(micro)
 
-            def __iter__(self) -> Any:
-                return counted()
+            def __iter__(self) -> Iterator[tuple[Any, Any]]:
+                for item in micro:
+                    consumed[0] += 1
+                    yield item
 
         recorded: list[tuple[int, Any]] = []
 
@@ -561,71 +568,61 @@ class PreflightSuite:
 
             def step(self, closure: Any = None) -> Any:
                 grads = [p.grad.detach().reshape(-1).clone() for p in model.parameters() if p.grad is not None]
-                recorded.append((consumed[0], torch.cat(grads)))
+                recorded.append((consumed[0], torch.cat(grads) if grads else torch.zeros(0)))
 
         optimizer = RecordingOptimizer(model.parameters(), lr=0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        scaler = torch.amp.GradScaler("cpu", enabled=False)
-        torch.manual_seed(int(cfg.seed))
-        train_one_epoch(model, model, None, CountedBatches(), self.criterion(), optimizer, scheduler, scaler,
-                        contextlib.nullcontext(), TrainState.fresh(cfg), quiet, distributed.DistInfo(), 1)
+        torch.manual_seed(0)
+        try:
+            subject.train_epoch(model, CountedBatches(), optimizer, accumulate)
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise CheckFailed(f"{self.label}.train_epoch(model, loader, optimizer, {accumulate}): {_gist(exc)}") from None
         expected_steps = [accumulate * (i + 1) for i in range(len(micro) // accumulate)]
         steps_at = [n for n, _ in recorded]
         if steps_at != expected_steps:
-            raise CheckFailed(f"the engine stepped after micro-batches {steps_at}; train.accumulate {accumulate} "
-                              f"needs a step after {expected_steps}")
+            raise CheckFailed(f"train_epoch stepped the optimizer after micro-batches {steps_at}; accumulate "
+                              f"{accumulate} needs a step after {expected_steps}")
         # reference: gradient of the mean loss over the first group, one micro-batch at a time
         reference = initial
         reference.train()
-        criterion = self.criterion()
-        torch.manual_seed(int(cfg.seed))
+        torch.manual_seed(0)
         for xb, yb in micro[:accumulate]:
-            (criterion(reference(xb), yb) / accumulate).backward()
+            (self.loss(self._forward(reference, _to(xb, reference)), _to(yb, reference)) / accumulate).backward()
         want = torch.cat([p.grad.reshape(-1) for p in reference.parameters() if p.grad is not None])
         got = recorded[0][1]
         diff = float((got - want).norm() / want.norm().clamp_min(1e-12)) if got.shape == want.shape else math.inf
         if diff > rtol:
-            raise CheckFailed(f"gradient of one optimizer step over {accumulate} micro-batches of {batch} differs "
+            raise CheckFailed(f"gradient of one optimizer step over {accumulate} micro-batches of {size} differs "
                               f"from the gradient of their mean loss by {diff:.2g} (relative); needs <= {rtol:g}")
-        return (f"train.batch_size {batch} x train.accumulate {accumulate} = effective batch {accumulate * batch}: "
+        return (f"batch {size} x accumulate {accumulate} = effective batch {accumulate * size}: "
                 f"{len(recorded)} optimizer steps over {len(micro)} micro-batches, gradients agree to {diff:.1g}")
-
-    def check_tracked_from_config(self) -> str:
-        cfg = self.config
-        names = [t.metric for t in cfg.checkpoint.tracked]
-        if cfg.uses_default_tracking():
-            raise CheckFailed(f"checkpoint.tracked is the default [{', '.join(names)}]; name the metrics you need "
-                              f"a best checkpoint for in {self.config_path}")
-        return f"tracked: {', '.join(names)}"
 
     def check_shortcut_probe(self, max_auc: float = 0.65, radius: float | None = None) -> str:
         import numpy as np
 
-        from model.data import shortcut_probe_auc
+        from pytest_mlgates.probes import DEFAULT_RADIUS, core_mask, core_probe_auc
 
-        ds, cfg = self.dataset, self.config
-        if not ds.is_image:
-            raise CheckSkipped(f"no central crop to probe: dataset '{ds.name}' is tabular")
-        r = float(cfg.train.core_dropout.radius if radius is None else radius)
-        h, w = ds.x.shape[2], ds.x.shape[3]
-        yy, xx = np.mgrid[0:h, 0:w]
-        covered = float(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2 <= r * r).mean())
+        train = self._scans.get("train")
+        if train is None or not train.images:
+            raise CheckSkipped("no central crop to probe: the train inputs are not images (N, C, H, W)")
+        images = np.concatenate(train.images)
+        labels = np.concatenate(train.image_labels)
+        r = float(DEFAULT_RADIUS if radius is None else radius)
+        h, w = images.shape[2], images.shape[3]
+        covered = float(core_mask(h, w, r).mean())
         if covered > 0.25:
             raise CheckSkipped(f"a core of radius {r:g} covers {covered:.0%} of a {h}x{w} image: "
                                "not a central crop")
-        train = ds.splits["train"]
-        auc = shortcut_probe_auc(ds.x[train], ds.y[train], radius=r, seed=int(cfg.seed))
-        text = f"central-crop probe AUC = {auc:.3f} (radius {r:g}, raw train split)"
+        auc = core_probe_auc(images, labels, radius=r, seed=0)
+        text = f"central-crop probe AUC = {auc:.3f} (radius {r:g}, {len(labels)} train images)"
         if not auc <= max_auc:
             raise CheckFailed(f"{text}; needs <= {max_auc:g}: the image core alone predicts the class")
         return text
 
-    def default_run_dir(self) -> Path:
-        """Where ``python -m model train --config C`` writes without --run-dir (its cli.py)."""
-        return Path("runs") / self.config_path.stem
-
     def check_run_dir_writable(self, min_free_mb: float = 1024) -> str:
-        run_dir = self.run_dir or self.default_run_dir()
+        run_dir = self.run_dir or getattr(self.subject, "run_dir", None)
+        if run_dir is None:
+            raise CheckSkipped(f"no run dir to check: pass --run-dir DIR (or set {self.label}.run_dir)")
+        run_dir = Path(run_dir)
         existing = run_dir.absolute()
         while not existing.exists():
             if existing.parent == existing:
@@ -640,9 +637,8 @@ class PreflightSuite:
             raise CheckFailed(f"run dir {run_dir}: cannot write in {existing} ({exc.strerror or exc})") from None
         free_mb = shutil.disk_usage(existing).free / 2**20
         params = _parameter_count(self.new_model())
-        # model + EMA + two Adam moments per checkpoint file; best_* + final + last + temp copy
-        files = len(self.config.checkpoint.tracked) + 3
-        needed_mb = max(float(min_free_mb), 4 * params * 4 * files * 10 / 2**20)
+        # weights + two Adam moments + EMA, a handful of checkpoint files, room to spare
+        needed_mb = max(float(min_free_mb), 4 * params * 4 * 6 * 10 / 2**20)
         if free_mb < needed_mb:
             raise CheckFailed(f"run dir {run_dir}: {free_mb:.0f} MiB free on its disk; needs >= {needed_mb:.0f} MiB")
         where = "exists" if existing == run_dir.absolute() else f"will be created under {existing}"
@@ -650,6 +646,79 @@ class PreflightSuite:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _pair(batch: Any, where: str, index: int) -> tuple[Any, Any]:
+    """A batch as (x, y); one line naming what it is otherwise."""
+    if isinstance(batch, Mapping):
+        keys = ", ".join(map(str, list(batch)[:6]))
+        raise CheckFailed(f"{where} batch {index}: a dict with keys [{keys}]; needs (x, y) pairs "
+                          "(wrap the loader to yield (inputs, labels))")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"a {len(batch)}-tuple" if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}"
+        raise CheckFailed(f"{where} batch {index}: {got}; needs (x, y) pairs")
+    return batch[0], batch[1]
+
+
+def _as_numpy(value: Any) -> Any:
+    import numpy as np
+
+    detach = getattr(value, "detach", None)
+    if callable(detach):
+        value = detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except Exception:  # noqa: BLE001 - not array-like
+        return None
+
+
+def _arrays(x: Any) -> dict[str, Any]:
+    """The inputs of a batch as numpy arrays: ``{"x": array}`` or one per key of a dict."""
+    if isinstance(x, Mapping):
+        out = {str(k): _as_numpy(v) for k, v in x.items()}
+        return {k: v for k, v in out.items() if v is not None and v.ndim >= 1}
+    array = _as_numpy(x)
+    if array is None or array.ndim < 1:
+        raise CheckFailed(f"inputs of type {type(x).__name__} are not an array or tensor")
+    return {"x": array}
+
+
+def _batch_len(x: Any) -> int:
+    if isinstance(x, Mapping):
+        return len(next(iter(x.values())))
+    return len(x)
+
+
+def _to(value: Any, model: Any) -> Any:
+    from pytest_mlgates.models import to_device_of
+
+    return to_device_of(value, model)
+
+
+def _zeros_like(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, Mapping):
+        return {k: torch.zeros_like(v) for k, v in x.items()}
+    return torch.zeros_like(x)
+
+
+def _take(batches: list[tuple[Any, Any]], n: int) -> tuple[Any, Any]:
+    """The first ``n`` samples of the first batches, as one batch."""
+    import torch
+
+    xs, ys, have = [], [], 0
+    for x, y in batches:
+        xs.append(x)
+        ys.append(y)
+        have += _batch_len(x)
+        if have >= n:
+            break
+    if isinstance(xs[0], Mapping):
+        x_all: Any = {k: torch.cat([torch.as_tensor(x[k]) for x in xs])[:n] for k in xs[0]}
+    else:
+        x_all = torch.cat([torch.as_tensor(x) for x in xs])[:n]
+    return x_all, torch.cat([torch.as_tensor(y) for y in ys])[:n]
 
 
 def _parameter_count(model: Any) -> int:
@@ -677,21 +746,49 @@ class _one_torch_thread:
             self._torch.set_num_threads(self._threads)
 
 
-def _first_batch_within(loader: Any, timeout: float) -> Any:
-    """The loader's first batch, None if it did not come within `timeout` s, or the exception.
+_DONE = object()
 
-    Runs in a daemon thread so that a hung DataLoader (a deadlocked worker, a network
-    mount) becomes a failed check instead of a frozen terminal.
+
+def _batches_within(loader: Any, timeout: float, where: str) -> Iterator[Any]:
+    """The loader's batches, each within ``timeout`` s, or a :class:`CheckFailed` naming the
+    batch that did not come (a hung DataLoader is a failed check, not a frozen terminal).
+
+    The loader runs in a daemon thread that hands batches over one at a time; a loader that
+    hangs is left behind in that thread.
     """
-    box: list[Any] = []
+    handover: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
 
-    def fetch() -> None:
+    def produce() -> None:
         try:
-            box.append(next(iter(loader)))
-        except BaseException as exc:  # noqa: BLE001 - reported, not raised: we are in another thread
-            box.append(exc)
+            for batch in loader:
+                while not stop.is_set():
+                    try:
+                        handover.put(("batch", batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handover.put(("done", _DONE))
+        except BaseException as exc:  # noqa: BLE001 - reported in the consumer's thread
+            handover.put(("error", exc))
 
-    thread = threading.Thread(target=fetch, name="mlgates-preflight-first-batch", daemon=True)
+    thread = threading.Thread(target=produce, name="mlgates-preflight-loader", daemon=True)
     thread.start()
-    thread.join(timeout)
-    return box[0] if box else None
+    index = 0
+    try:
+        while True:
+            try:
+                kind, item = handover.get(timeout=timeout)
+            except queue.Empty:
+                raise CheckFailed(f"{where}: batch {index} did not arrive within {timeout:g} s") from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise CheckFailed(f"{where} batch {index}: {_gist(item)}")
+            yield item
+            index += 1
+    finally:
+        stop.set()
+

@@ -28,6 +28,7 @@ naming the field and what it needs (a :class:`SubjectError`).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class PreflightSubject:
     * ``model_from_checkpoint`` -- ``fn(checkpoint_dict) -> nn.Module`` with its weights
       loaded, for checkpoints the default rule (``model()`` plus the state dict found under
       ``model``, ``state_dict``, ``model_state_dict`` or the bare dict) cannot rebuild;
+    * ``run_dir`` -- where training will write (``run_dir_writable`` checks it when no
+      ``--run-dir`` is given);
     * ``name`` -- how messages name the subject (default ``mlgates_subject``).
     """
 
@@ -87,6 +90,7 @@ class PreflightSubject:
     accumulate: int = 1
     train_epoch: Callable[..., Any] | None = None
     model_from_checkpoint: Callable[[Any], Any] | None = None
+    run_dir: str | os.PathLike[str] | None = None
     name: str = "mlgates_subject"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -142,6 +146,8 @@ class PreflightSubject:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise self._error(name, "a function or None", value)
+        if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
+            raise self._error("run_dir", "a path or None", self.run_dir)
         if not isinstance(self.name, str) or not self.name:
             raise self._error("name", "a non-empty string", self.name)
 

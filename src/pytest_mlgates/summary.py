@@ -20,6 +20,7 @@ STATUSES = ("GREEN", "RED", "UNVERIFIED", "ERROR")
 COLUMNS = ("criterion", "run", "value", "threshold", "status")
 _PREFIX = "mlgates."
 _MAX_CELL = 48
+_WALK_CAP = 4096  # criterion names are never cut for display, but a name is not a book
 
 
 def record_of(report: Any) -> dict[str, Any] | None:
@@ -82,7 +83,8 @@ def overall(records: list[dict[str, Any]]) -> str:
 def _cell(value: Any, column: str) -> str:
     """A table cell on one line.  Criterion names are never cut (people search for them);
     a long run path keeps its end (the distinctive part), other cells their start."""
-    text = "-" if value is None or value == "" else " ".join(str(value).split())
+    # Cut before joining: a cell never walks more of a value than it could show.
+    text = "-" if value is None or value == "" else " ".join(str(value)[:_WALK_CAP].split())
     if column == "criterion" or len(text) <= _MAX_CELL:
         return text
     if column == "run":

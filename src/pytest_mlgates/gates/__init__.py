@@ -59,12 +59,16 @@ class GateResult:
 
 @dataclass
 class GateContext:
-    """What a gate may know besides the run: where the code under test lives, the baseline."""
+    """What a gate may know besides the run: where the code under test lives, the baseline,
+    and ``subject()`` -- the user's code (the ``mlgates_subject`` fixture's
+    :class:`~pytest_mlgates.PreflightSubject`, or None), asked for only by gates that need a
+    model or real data."""
 
     rootdir: Path
     baseline: Run | None = None
     metric_aliases: dict[str, str] = field(default_factory=dict)
     strict: bool = False
+    subject: Callable[[], Any] = field(default=lambda: None)
 
 
 # --------------------------------------------------------------------------- parameter types

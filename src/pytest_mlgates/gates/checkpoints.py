@@ -1,31 +1,21 @@
 """Gates that open checkpoints: best_checkpoints, resume_point, checkpoint_softmax, reproduces.
 
 Checkpoints are opened through ``Run.checkpoint`` (``weights_only=True``, one load per file
-per process). Models are rebuilt with the engine's ``model.nets.model_from_checkpoint``;
-for a model the engine did not build, the gate file names its class (``model:``), which
-is code under test and reviewed like a test -- the checkpoint itself never names code.
+per process).  A checkpoint holds weights, not code: the model comes from the gate file
+(``model: "pkg.mod:Class"``) or from the user's ``mlgates_subject`` fixture, both code
+under test and reviewed like a test (``pytest_mlgates.models``) -- the checkpoint itself
+never names code.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 from typing import Any
 
-from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
+from pytest_mlgates.errors import GateFailure, MlgatesError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
 from pytest_mlgates.rundir import Run, best_index, checkpoint_monitors, numbers_close
-
-_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-def _gist(exc: BaseException, limit: int = 240) -> str:
-    """An exception's message on one line, shortened (load_state_dict writes several)."""
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    text = text or exc.__class__.__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_float(value: Any) -> float | None:
@@ -179,138 +169,7 @@ def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
                       f"{shown}: epoch {last_epoch} with model, optimizer, scheduler and rng state; history matches the log")
 
 
-# --------------------------------------------------------------------------- models and data
-
-_DATASETS: dict[str, Any] = {}
-
-
-def _config_of(run: Run, ckpt: dict[str, Any], shown: str) -> Any:
-    from model.config import ConfigError, build_config
-
-    tree = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else run.config
-    if tree is None:
-        raise GateFailure(f"{shown}: no config in the checkpoint and no config.yaml in the run dir")
-    try:
-        return build_config(tree, shown)
-    except ConfigError as exc:
-        raise GateFailure(str(exc)) from None
-
-
-def rebuild_dataset(run: Run, config: Any, ckpt: dict[str, Any] | None = None) -> Any:
-    """The engine's dataset for ``config``, with the run's ``splits.json`` indices and the
-    checkpoint's normalization (what the model saw). Cached per config within a process."""
-    import numpy as np
-
-    from model.config import ConfigError
-    from model.data import build_dataset
-
-    key = json.dumps(config.to_dict()["data"], sort_keys=True) + f"|{config.seed}"
-    base = _DATASETS.get(key)
-    if base is None:
-        try:
-            base = build_dataset(config)
-        except ConfigError as exc:
-            raise GateFailure(str(exc)) from None
-        _DATASETS[key] = base
-    import dataclasses
-
-    dataset = dataclasses.replace(base, splits=dict(base.splits))
-    splits = run.splits
-    if splits is not None:
-        shown = run.shown(run.path / "splits.json")
-        for name in ("train", "val", "test"):
-            ids = splits.get(name)
-            if ids is None:
-                continue
-            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise RunDirError(f"{shown}: '{name}' is not a list of integer indices")
-            if ids and (min(ids) < 0 or max(ids) >= len(base.y)):
-                raise RunDirError(f"{shown}: '{name}' has an index outside the dataset (0..{len(base.y) - 1})")
-            dataset.splits[name] = np.asarray(ids, dtype=np.int64)
-    norm = (ckpt or {}).get("normalization")
-    if isinstance(norm, dict) and "mean" in norm and "std" in norm:
-        dataset = dataclasses.replace(dataset, normalization={"mean": list(norm["mean"]), "std": list(norm["std"])})
-    return dataset
-
-
-def engine_model(ckpt: dict[str, Any], shown: str, *, use_ema: bool = True) -> Any:
-    """The engine's model with the weights it was evaluated with (EMA when there is one)."""
-    from model.config import ConfigError
-    from model.nets import model_from_checkpoint
-
-    try:
-        model = model_from_checkpoint(ckpt)
-        if use_ema and isinstance(ckpt.get("ema"), dict):
-            model.load_state_dict(ckpt["ema"])
-    except ConfigError as exc:
-        raise GateFailure(f"{shown}: {exc}") from None
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise GateFailure(f"{shown}: weights do not fit the model ({_gist(exc)})") from None
-    model.eval()
-    return model
-
-
-def _is_import_target(module_name: str, class_name: str) -> bool:
-    """``package.module`` and ``ClassName`` are dotted identifiers: no relative or path-like names."""
-    parts = module_name.split(".")
-    return bool(module_name) and all(p.isidentifier() for p in parts) and class_name.isidentifier()
-
-
-def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> Any:
-    """A model class named in the gate file, loaded with the checkpoint's state dict."""
-    import torch
-
-    target = params["model"]
-    module_name, _, class_name = str(target).partition(":")
-    if not _is_import_target(module_name, class_name):
-        raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except Exception as exc:  # noqa: BLE001 - importing the code under test may raise anything
-        raise GateFailure(f"model {target!r}: cannot import ({exc.__class__.__name__}: {_gist(exc)})") from None
-    try:
-        model = cls(**(params.get("kwargs") or {}))
-    except Exception as exc:  # noqa: BLE001 - user code under test
-        raise GateFailure(f"model {target!r}: constructor failed ({exc.__class__.__name__}: {exc})") from None
-    state = None
-    for key in _STATE_DICT_KEYS:
-        if isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    if state is None and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    if state is None:
-        raise GateFailure(f"{shown}: no state dict under {', '.join(_STATE_DICT_KEYS)}")
-    prefix = params.get("prefix")
-    if prefix is None and state and all(str(k).startswith("model.") for k in state):
-        prefix = "model."
-    if prefix:
-        state = {(k[len(prefix):] if str(k).startswith(prefix) else k): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001
-        raise GateFailure(f"{shown}: weights do not fit {target} ({_gist(exc)})") from None
-    model.eval()
-    return model
-
-
-def _is_engine_checkpoint(ckpt: dict[str, Any]) -> bool:
-    """A checkpoint the engine wrote rebuilds its own model from its config, so one gate file
-    with ``model:`` (for other trainers' runs) also checks the engine's runs."""
-    config = ckpt.get("config")
-    return isinstance(config, dict) and isinstance(config.get("model"), dict) and isinstance(ckpt.get("model"), dict)
-
-
-def _logits(output: Any) -> Any:
-    """The logits of a forward pass: a tensor, ``.logits`` (a Hugging Face ModelOutput),
-    ``["logits"]`` of a dict, or the first element of a tuple."""
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output:
-        return output[0]
-    return output
+# --------------------------------------------------------------------------- models
 
 
 def _aliased(run: Run, name: str, ctx: GateContext) -> str:
@@ -330,53 +189,56 @@ def _aliased(run: Run, name: str, ctx: GateContext) -> str:
     return name
 
 
-def _default_checkpoint(run: Run) -> str:
-    return run.default_checkpoint()
+def _no_model(shown: str) -> GateFailure:
+    return GateFailure(f"{shown}: a checkpoint holds weights, not the model: name its class and an input in "
+                       "the gate file (model: 'pkg.module:Class', input_shape: [batch, ...]) or define the "
+                       "mlgates_subject fixture (docs/preflight.md)")
+
+
+def checkpoint_model(run: Run, ckpt: dict[str, Any], params: dict[str, Any], ctx: GateContext,
+                     shown: str) -> tuple[Any, Any]:
+    """(model with the checkpoint's weights, the subject or None): the gate file's
+    ``model:`` first, else the ``mlgates_subject`` fixture."""
+    from pytest_mlgates.models import is_import_target, model_from_subject, model_from_target
+
+    target = params.get("model")
+    if target and not is_import_target(str(target)):
+        raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
+    subject = ctx.subject()
+    if target:
+        return model_from_target(ckpt, params, shown), subject
+    if subject is None:
+        raise _no_model(shown)
+    return model_from_subject(subject, ckpt, shown), subject
 
 
 # --------------------------------------------------------------------------- checkpoint_softmax
 
 
 def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
-    import torch
+    from pytest_mlgates.errors import require_extra
+    from pytest_mlgates.models import first_samples, forward, to_device_of
 
-    name = _aliased(run, params.get("checkpoint") or _default_checkpoint(run), ctx)
+    torch = require_extra("torch", "gate checkpoint_softmax")
+    name = _aliased(run, params.get("checkpoint") or run.default_checkpoint(), ctx)
     shown = run.checkpoint_shown(name)
     ckpt = run.checkpoint(name)
     n = int(params.get("samples") or 16)
-    source = "random inputs"
-    inputs: Any = None
-    target = params.get("model")
-    if target and not _is_import_target(*str(target).partition(":")[::2]):
-        raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
-    if target and not (run.format == "engine" and _is_engine_checkpoint(ckpt)):
-        model = foreign_model(ckpt, params, shown)
-        shape = params.get("input_shape")
-        if not shape:
-            raise GateFailure(f"gate checkpoint_softmax: model {params['model']!r} needs input_shape: [batch, ...]")
-        inputs = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
-        num_classes = None
-    elif run.format != "engine":
-        raise GateFailure(f"{shown}: a {run.format} checkpoint holds weights, not the model: name its class and "
-                          "an input in the gate file (model: 'pkg.module:Class', input_shape: [batch, ...])")
+    model, subject = checkpoint_model(run, ckpt, params, ctx, shown)
+    shape = params.get("input_shape")
+    num_classes = None
+    if shape:
+        inputs: Any = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
+        source = "random inputs"
+    elif subject is not None:
+        inputs, _, source = first_samples(subject, "val", n)
+        num_classes = subject.num_classes
     else:
-        model = engine_model(ckpt, shown)
-        num_classes = len(ckpt.get("class_names") or [])
-        try:
-            config = _config_of(run, ckpt, shown)
-            dataset = rebuild_dataset(run, config, ckpt)
-            idx = dataset.splits["val"][:n]
-            if len(idx):
-                inputs = torch.from_numpy(dataset.normalized("val")[:n].copy())
-                source = f"{len(idx)} val samples"
-        except MlgatesError:
-            inputs = None
-        if inputs is None:
-            shape = params.get("input_shape") or [n, *[int(d) for d in ckpt.get("input_shape", [])]]
-            inputs = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        raise GateFailure(f"gate checkpoint_softmax: model {params['model']!r} needs input_shape: [batch, ...] "
+                          "(or a mlgates_subject fixture whose loaders give real samples)")
     try:
         with torch.no_grad():
-            logits = _logits(model(inputs.float()))
+            logits = forward(model, to_device_of(inputs, model))
     except Exception as exc:  # noqa: BLE001 - the model is code under test
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise GateFailure(f"{shown}: forward pass failed on {source} ({exc.__class__.__name__}: {first})") from None
@@ -402,57 +264,59 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
 # --------------------------------------------------------------------------- reproduces
 
 
-def reevaluate(run: Run, ckpt: dict[str, Any], shown: str, split: str) -> dict[str, float]:
-    """Loss and metrics of the checkpoint's weights on ``split``, computed as the engine does
-    (class-weighted cross-entropy over the whole split, ``classification_metrics``)."""
-    import torch
-
-    from model.config import ConfigError
-    from model.metrics import classification_metrics
-    from model.train import compute_class_weights
-
-    config = _config_of(run, ckpt, shown)
-    dataset = rebuild_dataset(run, config, ckpt)
-    if split not in dataset.splits:
-        raise GateFailure(f"gate reproduces: unknown split {split!r}")
-    model = engine_model(ckpt, shown)
-    try:
-        weights = compute_class_weights(config.train.class_weights, dataset)
-    except ConfigError as exc:
-        raise GateFailure(str(exc)) from None
-    x = torch.from_numpy(dataset.normalized(split).copy()).float()
-    y = torch.from_numpy(dataset.y[dataset.splits[split]].astype("int64"))
-    with torch.no_grad():
-        logits = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)]) if len(x) else torch.zeros(0, 2)
-    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-    loss = float(torch.nn.functional.cross_entropy(logits.float(), y, weight=weight)) if len(x) else math.nan
-    names = list(ckpt.get("class_names") or dataset.class_names)
-    return {f"{split}_loss": loss, **classification_metrics(logits, y, names, split)}
+def _reproduce_targets(run: Run, params: dict[str, Any]) -> list[tuple[str, list[str], int | None]]:
+    """(checkpoint name, metrics it must reproduce, its epoch in the log's numbering)."""
+    names = as_list(params["checkpoint"])
+    out: list[tuple[str, list[str], int | None]] = []
+    if names is None:
+        problems = []
+        for metric, mode in run.tracked:
+            record = run.best_checkpoint(metric, mode)
+            if record.problem is None:
+                out.append((f"best_{metric}", [metric], record.epoch))
+            else:
+                problems.append(record.problem)
+        if not out:
+            why = f" ({problems[0]})" if problems else " (no tracked metrics)"
+            raise GateFailure(f"{run.shown(run.path)}: no best checkpoint of a tracked metric to re-evaluate{why}")
+        return out
+    for name in names:
+        ckpt = run.checkpoint(name)
+        epoch = ckpt.get("epoch")
+        metrics = list(checkpoint_monitors(ckpt)) or [f"{params['split']}_loss", f"{params['split']}_accuracy"]
+        out.append((name, metrics, epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None))
+    return out
 
 
 def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """Each best checkpoint, re-evaluated by the subject's ``evaluate`` (one real validation
+    pass), gives the value of its metric that the log holds at its epoch."""
     tol = float(params["tolerance"])
-    split = params["split"]
-    names = as_list(params["checkpoint"])
-    if names is None:
-        names = [f"best_{m}" for m, _ in run.tracked if (run.path / "checkpoints" / f"best_{m}.pt").exists()]
-        if not names:
-            raise GateFailure(f"{run.shown(run.path / 'checkpoints')}: no best_<metric>.pt of a tracked metric to re-evaluate")
+    subject = ctx.subject()
+    if subject is None or subject.evaluate is None:
+        raise GateFailure("gate reproduces: needs the mlgates_subject fixture with evaluate=fn(model) -> the "
+                          "dict one validation pass logs, to re-evaluate the checkpoints (docs/preflight.md)")
+    if params["split"] != "val":
+        raise GateFailure(f"gate reproduces: split {params['split']!r}: {subject.name}.evaluate runs the "
+                          "validation pass; re-evaluating another split is not supported")
     log = run.log
     worst: tuple[float, str] | None = None
     checked = 0
-    for name in names:
-        path = run.checkpoint_path(name)
-        shown = run.shown(run.path / path.relative_to(run.path.resolve())) if path.is_relative_to(run.path.resolve()) else str(path)
+    targets = _reproduce_targets(run, params)
+    for name, metrics, epoch in targets:
+        shown = run.checkpoint_shown(name)
         ckpt = run.checkpoint(name)
-        monitors = checkpoint_monitors(ckpt)  # every metric it was the best for
-        metrics = list(monitors) or [f"{split}_loss", f"{split}_accuracy"]
-        got = reevaluate(run, ckpt, shown, split)
-        epoch = ckpt.get("epoch")
+        model, _ = checkpoint_model(run, ckpt, {}, ctx, shown)
+        try:
+            got = dict(subject.evaluate(model))
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise GateFailure(f"{subject.name}.evaluate on {shown}: {exc.__class__.__name__}: "
+                              f"{str(exc).strip()[:200]}") from None
+        monitors = checkpoint_monitors(ckpt)
         for metric in metrics:
             logged: float | None = None
             where = ""
-            if metric in log.columns and isinstance(epoch, int) and float(epoch) in log.epochs:
+            if metric in log.columns and epoch is not None and float(epoch) in log.epochs:
                 logged = log.columns[metric][log.epochs.index(float(epoch))]
                 where = f"{run.shown(log.source)} epoch {epoch}"
             elif metric in monitors:
@@ -461,21 +325,26 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
             elif isinstance(ckpt.get("metrics"), dict) and metric in ckpt["metrics"]:
                 logged = _as_float(ckpt["metrics"][metric])
                 where = f"{shown} metrics"
-            if logged is None or metric not in got:
+            value = _as_float(got.get(metric))
+            if logged is None:
                 raise GateFailure(f"{shown}: no logged value of {metric} to compare with")
-            diff = abs(got[metric] - logged) if not (math.isnan(got[metric]) and math.isnan(logged)) else 0.0
+            if value is None:
+                keys = ", ".join(list(got)[:10])
+                raise GateFailure(f"{subject.name}.evaluate returns no '{metric}' (it returns {keys}); "
+                                  f"cannot re-evaluate {shown}")
+            diff = abs(value - logged) if not (math.isnan(value) and math.isnan(logged)) else 0.0
             if math.isnan(diff):
                 diff = math.inf
             checked += 1
-            line = (f"{metric} re-evaluated from {shown} = {fmt(got[metric])}, logged {fmt(logged)} ({where}); "
+            line = (f"{metric} re-evaluated from {shown} = {fmt(value)}, logged {fmt(logged)} ({where}); "
                     f"needs |difference| <= {fmt_threshold(tol)}")
             if worst is None or diff > worst[0]:
                 worst = (diff, line)
     assert worst is not None
-    value = f"{worst[0]:.2g}"
+    value_text = f"{worst[0]:.2g}"
     threshold = f"<= {fmt_threshold(tol)}"
     if worst[0] > tol:
-        return GateResult(False, value, threshold, worst[1])
-    return GateResult(True, value, threshold,
-                      f"{checked} logged values reproduced from {len(names)} checkpoints within {fmt_threshold(tol)} "
-                      f"(largest difference {value})")
+        return GateResult(False, value_text, threshold, worst[1])
+    return GateResult(True, value_text, threshold,
+                      f"{checked} logged values reproduced from {len(targets)} checkpoints within "
+                      f"{fmt_threshold(tol)} (largest difference {value_text})")

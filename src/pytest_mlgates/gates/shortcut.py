@@ -4,18 +4,21 @@ model depend on it?
 Two measurements, in order; the first that decides gives the verdict:
 
 1. **Is there a shortcut in the data?** A logistic regression on the central disc of
-   ``radius`` pixels (``model.data.shortcut_probe_auc``, cross-validated on ``split``,
-   default train) reaches an AUC of at most ``max_auc`` -> GREEN: the core carries no
-   class, so no model can have learnt it from there.
+   ``radius`` pixels (``pytest_mlgates.probes.core_probe_auc``, cross-validated on the
+   subject's ``split`` loader, default train) reaches an AUC of at most ``max_auc`` ->
+   GREEN: the core carries no class, so no model can have learnt it from there.
 2. **Does the model depend on the core?** The checkpoint's val AUROC on the images as
    they are minus its val AUROC on the same images with the core filled by the median of
-   the rest of each band (``model.data.fill_core_with_median``, what ``core_dropout`` does
-   in training). A drop above ``max_drop`` -> RED: without the core the model loses what
-   it claimed to know, so it was reading the class from there. Otherwise GREEN: the data
-   has a core shortcut but the model classifies without it.
+   the rest of each band (``probes.fill_core_with_median``, what the bundled engine's
+   ``core_dropout`` does in training). A drop above ``max_drop`` -> RED: without the core
+   the model loses what it claimed to know, so it was reading the class from there.
+   Otherwise GREEN: the data has a core shortcut but the model classifies without it.
 
-Nothing is taken on trust from the run's config: a run trained with
-``train.core_dropout`` is GREEN only when its model measures GREEN.
+The images and the model come from the user's ``mlgates_subject`` fixture (its loaders,
+and its model given the checkpoint's weights); the images are the loaders' (normalised)
+ones, which changes neither measurement (both are invariant to a per-band affine map).
+Nothing is taken on trust from the run's config: a run trained with ``core_dropout`` is
+GREEN only when its model measures GREEN.
 
 Why a fill, and why a swap does not decide: exchanging cores between classes (the
 earlier test) also flips a model trained with ``core_dropout``. Such a model never saw a
@@ -39,28 +42,59 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pytest_mlgates.errors import GateFailure
+from pytest_mlgates.errors import GateFailure, MlgatesError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import fmt, fmt_threshold
-from pytest_mlgates.gates.checkpoints import (
-    _config_of,
-    _default_checkpoint,
-    engine_model,
-    rebuild_dataset,
-)
 from pytest_mlgates.rundir import Run
+
+#: Images read from a loader for the probe and the dependence measurement.
+MAX_IMAGES = 4000
 
 _PROBES: dict[tuple[Any, ...], float] = {}
 
 
-def _auroc(model: Any, x: Any, y: Any, class_names: list[str]) -> float:
-    import torch
+def _images(subject: Any, split: str) -> tuple[Any, Any]:
+    """Up to MAX_IMAGES (N, C, H, W) images and their labels from the subject's loader."""
+    import numpy as np
 
-    from model.metrics import classification_metrics
+    from pytest_mlgates.models import first_samples
+
+    if split not in subject.loaders:
+        raise GateFailure(f"gate shortcut: {subject.name} has no '{split}' loader "
+                          f"(loaders: {', '.join(subject.loaders)})")
+    x, y, _ = first_samples(subject, split, MAX_IMAGES)
+    if isinstance(x, dict) or getattr(x, "ndim", 0) != 4:
+        shape = tuple(getattr(x, "shape", ())) if not isinstance(x, dict) else "a dict"
+        raise GateFailure(f"gate shortcut: {subject.name}.loaders['{split}'] gives inputs of shape {shape}; "
+                          "the core probe needs images (N, C, H, W)")
+    return np.asarray(x.detach().cpu().numpy(), dtype=np.float32), np.asarray(y.cpu().numpy()).astype(np.int64)
+
+
+def _auroc(model: Any, images: Any, labels: Any) -> float:
+    """Binary: AUROC of the positive (second) class; more classes: macro one-vs-rest."""
+    import numpy as np
+
+    from pytest_mlgates.errors import require_extra
+    from pytest_mlgates.models import forward, to_device_of
+
+    torch = require_extra("torch", "gate shortcut")
+    require_extra("sklearn", "gate shortcut")
+    from sklearn.metrics import roc_auc_score
 
     with torch.no_grad():
-        logits = torch.cat([model(torch.from_numpy(x[i:i + 256]).float()) for i in range(0, len(x), 256)])
-    return float(classification_metrics(logits, torch.from_numpy(y), class_names, "val")["val_auroc"])
+        logits = torch.cat([forward(model, to_device_of(images[i:i + 256], model)).float().cpu()
+                            for i in range(0, len(images), 256)])
+    probs = torch.softmax(logits.double(), dim=1).numpy()
+    if not np.isfinite(probs).all():
+        return math.nan
+    classes = np.unique(labels)
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    if len(classes) < probs.shape[1]:  # sklearn needs every class present for multi-class scores
+        present = probs[:, classes]
+        present = present / present.sum(axis=1, keepdims=True)
+        return float(roc_auc_score(labels, present, multi_class="ovr", average="macro", labels=classes))
+    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
 
 
 def swap_cores(images: Any, labels: Any, radius: float, seed: int = 0) -> Any:
@@ -68,10 +102,10 @@ def swap_cores(images: Any, labels: Any, radius: float, seed: int = 0) -> Any:
     image of another class (same split). Classes with no other class to draw from keep theirs."""
     import numpy as np
 
-    from model.data import _core_mask
+    from pytest_mlgates.probes import core_mask
 
     out = np.array(images, dtype=np.float32, copy=True)
-    mask = _core_mask(out.shape[2], out.shape[3], radius)
+    mask = core_mask(out.shape[2], out.shape[3], radius)
     rng = np.random.default_rng([abs(int(seed)), 7411])
     labels = np.asarray(labels)
     for cls in np.unique(labels):
@@ -88,42 +122,43 @@ def swap_cores(images: Any, labels: Any, radius: float, seed: int = 0) -> Any:
 
 
 def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
-    from model.data import _core_mask, shortcut_probe_auc
+    from pytest_mlgates.probes import core_mask, core_probe_auc
 
     if params["region"] != "core":
         raise GateFailure(f"gate shortcut: region {params['region']!r} is not supported (supported: core)")
     radius = float(params["radius"])
     max_auc, max_drop = float(params["max_auc"]), float(params["max_drop"])
-    name = params.get("checkpoint") or _measured_checkpoint(run)
-    shown = run.checkpoint_shown(name)
-    ckpt = run.checkpoint(name)
-    config = _config_of(run, ckpt, shown)
-    dataset = rebuild_dataset(run, config, ckpt)
-    if not dataset.is_image:
-        raise GateFailure(f"gate shortcut: dataset '{dataset.name}' is not images; the core probe needs (N, C, H, W)")
-    covered = float(_core_mask(dataset.x.shape[2], dataset.x.shape[3], radius).mean())
+    subject = ctx.subject()
+    if subject is None:
+        raise GateFailure("gate shortcut: needs the images and the model: define the mlgates_subject fixture "
+                          "(its loaders and model; docs/preflight.md)")
+    split = params["split"]
+    images, labels = _images(subject, split)
+    covered = float(core_mask(images.shape[2], images.shape[3], radius).mean())
     if covered > 0.5:
         raise GateFailure(
             f"gate shortcut: radius {fmt_threshold(radius)} covers {covered:.0%} of a "
-            f"{dataset.x.shape[2]}x{dataset.x.shape[3]} image; the core must be a small part of it (give a smaller radius:)"
+            f"{images.shape[2]}x{images.shape[3]} image; the core must be a small part of it (give a smaller radius:)"
         )
-    split = params["split"]
-    if split not in dataset.splits:
-        raise GateFailure(f"gate shortcut: unknown split {split!r} (valid: train, val, test)")
-
-    key = (dataset.name, config.seed, tuple(config.data.faults), config.data.n_samples, split, radius,
-           tuple(int(i) for i in dataset.splits[split][:8]), len(dataset.splits[split]))
+    key = (id(subject), split, radius, len(labels))
     probe = _PROBES.get(key)
     if probe is None:
-        idx = dataset.splits[split]
-        probe = shortcut_probe_auc(dataset.x[idx], dataset.y[idx], radius=radius, seed=int(config.seed))
+        probe = core_probe_auc(images, labels, radius=radius, seed=0)
         _PROBES[key] = probe
-    probe_txt = f"core probe AUC = {fmt(probe)} on {split}"
+    probe_txt = f"core probe AUC = {fmt(probe)} on {len(labels)} {split} images"
     if math.isnan(probe) or probe <= max_auc:
         return GateResult(True, fmt(probe), f"probe AUC <= {fmt_threshold(max_auc)}",
                           f"{probe_txt}; needs <= {fmt_threshold(max_auc)}: no shortcut in the image core")
 
-    m = core_dependence(dataset, ckpt, shown, radius, int(config.seed))
+    name = params.get("checkpoint") or _measured_checkpoint(run)
+    shown = run.checkpoint_shown(name)
+    from pytest_mlgates.gates.checkpoints import checkpoint_model
+
+    model, _ = checkpoint_model(run, run.checkpoint(name), {}, ctx, shown)
+    val_images, val_labels = images, labels
+    if split != "val" and "val" in subject.loaders:
+        val_images, val_labels = _images(subject, "val")
+    m = core_dependence(model, val_images, val_labels, radius)
     threshold = f"AUROC drop <= {fmt_threshold(max_drop)}"
     where = (f"({shown}: val AUROC {fmt(m['intact'])} intact -> {fmt(m['filled'])} with the core filled; "
              f"{probe_txt}; for information {fmt(m['swapped'])} with cores swapped between classes)")
@@ -147,34 +182,28 @@ def _measured_checkpoint(run: Run) -> str:
     0.04. The final weights are what the training taught; name a best checkpoint with
     ``checkpoint:`` to judge the one you ship.
     """
-    if (run.path / "checkpoints" / "final.pt").exists():
-        return "final"
-    return _default_checkpoint(run)
+    try:
+        if run.checkpoint_path("final").is_file():
+            return "final"
+    except MlgatesError:  # a format without a final checkpoint
+        pass
+    return run.default_checkpoint()
 
 
-def core_dependence(dataset: Any, ckpt: dict[str, Any], shown: str, radius: float, seed: int) -> dict[str, float]:
-    """The checkpoint's val AUROC on intact images (``intact``), with the central disc filled
-    by the median of the rest of each band (``filled``) and with cores swapped between
-    classes (``swapped``); ``drop = intact - filled`` (``inf`` when not finite, so a model
-    that gives NaN never passes)."""
+def core_dependence(model: Any, images: Any, labels: Any, radius: float, seed: int = 0) -> dict[str, float]:
+    """The model's val AUROC on intact images (``intact``), with the central disc filled by
+    the median of the rest of each band (``filled``) and with cores swapped between classes
+    (``swapped``); ``drop = intact - filled`` (``inf`` when not finite, so a model that
+    gives NaN never passes)."""
     import numpy as np
 
-    from model.data import _normalize, fill_core_with_median
+    from pytest_mlgates.probes import fill_core_with_median
 
-    model = engine_model(ckpt, shown)
-    val = dataset.splits["val"]
-    raw = dataset.x[val]
-    y = dataset.y[val].astype(np.int64)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(labels)) < 2:
         raise GateFailure("gate shortcut: the val split has fewer than two classes; cannot measure AUROC")
-    names = list(ckpt.get("class_names") or dataset.class_names)
-
-    def auroc(images: Any) -> float:
-        return _auroc(model, _normalize(images, dataset.normalization, True).astype(np.float32), y, names)
-
-    intact = auroc(raw)
-    filled = auroc(fill_core_with_median(raw, radius))
-    swapped = auroc(swap_cores(raw, y, radius, seed=seed))
+    intact = _auroc(model, images, labels)
+    filled = _auroc(model, fill_core_with_median(images, radius), labels)
+    swapped = _auroc(model, swap_cores(images, labels, radius, seed=seed), labels)
     drop = intact - filled
     return {"intact": intact, "filled": filled, "swapped": swapped,
             "drop": drop if math.isfinite(drop) else math.inf}

@@ -1,0 +1,428 @@
+"""Where the archive lands: ``<run>/acceptance/``, opened without following a symlink.
+
+A run dir may come from a stranger, so its ``acceptance/`` may be a symlink to somewhere
+else, and so may its ``ledger.jsonl`` or lock file.  Writing through one would put the
+archive -- and a ledger line holding the run's file names -- in a directory the run's
+author chose.  So every write here goes through directory file descriptors:
+
+* the run dir itself is opened as the user named it (``runs/latest`` may be a symlink: the
+  user typed it); ``acceptance`` inside it is created if missing and opened with
+  ``O_DIRECTORY | O_NOFOLLOW``;
+* everything below is opened relative to that descriptor with ``O_NOFOLLOW`` (and
+  ``O_NONBLOCK``, then ``fstat``: a FIFO is refused, never waited on); session dirs are
+  created under a fresh random name with ``O_EXCL`` files and renamed into place;
+* the ledger must be a regular file with one link (a hard link to a file outside the run
+  would carry the appended line out), and the lock is taken with ``flock`` on a lock file
+  opened the same way (never truncated); both are checked before the session dir is
+  written, so a refused ledger leaves nothing behind.
+
+Anything that does not hold is an :class:`ArchiveError`: one line, nothing written.
+
+On a platform without ``dir_fd`` support (Windows) the same checks are made on paths with
+``lstat`` just before each open: a best effort, racy against a concurrent attacker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pytest_mlgates.fingerprint import kind_of
+
+LOCK_SUFFIX = ".lock"
+_LOCK_TIMEOUT_S = 120.0
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_DIR_FDS = os.open in os.supports_dir_fd and bool(_NOFOLLOW) and bool(_DIRECTORY)
+
+
+class ArchiveError(Exception):
+    """The archive cannot be written (or read) safely; ``str(err)`` is one line."""
+
+
+class ArchiveDir:
+    """One run's archive directory, held open.  Use :meth:`open`, then ``with``."""
+
+    def __init__(self, fd: int | None, path: Path) -> None:
+        self.fd = fd  # None on platforms without dir_fd: paths are used instead
+        self.path = path
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, base: Path, name: str, *, create: bool) -> ArchiveDir | None:
+        """``base/name`` (``<run>/acceptance``, or ``DIR/<run name>`` for
+        ``--mlgates-archive=DIR``).  None when it does not exist and ``create`` is False."""
+        shown = base / name
+        if not _DIR_FDS:
+            return cls._open_by_path(base, name, create=create)
+        try:
+            base_fd = os.open(base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                return None
+            raise ArchiveError(f"{base}: no such directory; nothing archived") from None
+        except NotADirectoryError:
+            raise ArchiveError(f"{base}: not a directory; nothing archived") from None
+        try:
+            if create:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=base_fd)
+                except FileExistsError:
+                    pass
+            try:
+                st = os.stat(name, dir_fd=base_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            _require_dir(st, shown)
+            fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=base_fd)
+        except OSError as err:
+            raise ArchiveError(_os_line(err, shown)) from None
+        finally:
+            os.close(base_fd)
+        return cls(fd, shown)
+
+    @classmethod
+    def _open_by_path(cls, base: Path, name: str, *, create: bool) -> ArchiveDir | None:
+        shown = base / name
+        if not base.is_dir():
+            if not create:
+                return None
+            raise ArchiveError(f"{base}: no such directory; nothing archived")
+        try:
+            if create:
+                shown.mkdir(exist_ok=True)
+            st = os.lstat(shown)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise ArchiveError(_os_line(err, shown)) from None
+        _require_dir(st, shown)
+        return cls(None, shown)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> ArchiveDir:  # noqa: PYI034 - a final class
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- primitives --------------------------------------------------------------------
+
+    def _open(self, name: str, flags: int, mode: int = 0o644, *, within: int | None = None) -> int:
+        """Open ``name`` in this dir (or in the dir fd ``within``) without following links."""
+        flags |= _NOFOLLOW | _CLOEXEC | _BINARY
+        if self.fd is None:
+            path = self.path / name
+            if path.is_symlink():
+                raise ArchiveError(f"{path}: a symlink; the archive writes only inside the run "
+                                   "dir, refused")
+            return os.open(path, flags, mode)
+        return os.open(name, flags, mode, dir_fd=self.fd if within is None else within)
+
+    def _lstat(self, name: str) -> os.stat_result:
+        if self.fd is None:
+            return os.lstat(self.path / name)
+        return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def _regular(self, fd: int, name: str, *, single_link: bool = False) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a {kind_of(st.st_mode)}, not a regular "
+                               "file; refused")
+        if single_link and st.st_nlink > 1:
+            raise ArchiveError(f"{self.path / name}: has {st.st_nlink} hard links (one may be "
+                               "outside the run dir); refused")
+
+    def _check_existing(self, name: str) -> None:
+        """A ``name`` that exists must be a regular file, not a symlink, FIFO or directory
+        (the open that follows checks again with ``O_NOFOLLOW`` and ``fstat``)."""
+        try:
+            st = self._lstat(name)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a symlink; the archive writes only inside "
+                               "the run dir, refused")
+        if not stat.S_ISREG(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a {kind_of(st.st_mode)}, not a regular "
+                               "file; refused")
+
+    def _check_not_link(self, name: str) -> None:
+        try:
+            st = self._lstat(name)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ArchiveError(f"{self.path / name}: a symlink; the archive writes only inside "
+                               "the run dir, refused")
+
+    # -- reading -----------------------------------------------------------------------
+
+    def open_for_reading(self, name: str) -> BinaryIO | None:
+        """A regular file of the archive opened for reading, or None when it is absent."""
+        try:
+            self._check_not_link(name)
+            fd = self._open(name, os.O_RDONLY | _NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise ArchiveError(_os_line(err, self.path / name)) from None
+        try:
+            self._regular(fd, name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write_session(self, name: str, contents: dict[str, str]) -> str:
+        """Write ``contents`` into a fresh temp dir here and rename it to ``name``; return
+        the name it got (a fresh suffix if ``name`` is taken).  All or nothing."""
+        temp = self._make_temp_dir()
+        try:
+            self._fill(temp, contents)
+            stem, verdict = name.rsplit("-", 1)
+            target = name
+            for _attempt in range(5):
+                try:
+                    self._rename(temp, target)
+                    temp = ""
+                    self._sync_dir()
+                    return target
+                except OSError as err:
+                    if err.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR,
+                                         errno.EISDIR):
+                        raise
+                    target = f"{stem}{secrets.token_hex(2)}-{verdict}"
+            raise ArchiveError(f"{self.path}: no free archive dir name for {name}")
+        except OSError as err:
+            raise ArchiveError(_os_line(err, self.path)) from None
+        finally:
+            if temp:
+                self._remove_temp(temp, contents)
+
+    def write_file(self, name: str, text: str) -> None:
+        """Write one file here whole (temp file with ``O_EXCL``, fsync, rename): for
+        ``mlgates prove``'s ``proof-<UTC>.json``.  A symlink at ``name`` is replaced, never
+        followed."""
+        temp = f".tmp-{secrets.token_hex(6)}-{name}"
+        try:
+            fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            try:
+                _write_all(fd, text.encode("utf-8", "surrogateescape"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._rename(temp, name)
+            temp = ""
+            self._sync_dir()
+        except OSError as err:
+            raise ArchiveError(_os_line(err, self.path / name)) from None
+        finally:
+            if temp:
+                try:
+                    if self.fd is None:
+                        os.unlink(self.path / temp)
+                    else:
+                        os.unlink(temp, dir_fd=self.fd)
+                except OSError:
+                    pass
+
+    def _make_temp_dir(self) -> str:
+        for _attempt in range(10):
+            temp = f".tmp-{secrets.token_hex(6)}"
+            try:
+                if self.fd is None:
+                    os.mkdir(self.path / temp, 0o755)
+                else:
+                    os.mkdir(temp, 0o755, dir_fd=self.fd)
+                return temp
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise ArchiveError(_os_line(err, self.path)) from None
+        raise ArchiveError(f"{self.path}: could not create a temporary dir")
+
+    def _fill(self, temp: str, contents: dict[str, str]) -> None:
+        within = None
+        if self.fd is not None:
+            within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC,
+                             dir_fd=self.fd)
+        try:
+            for filename, text in contents.items():
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                if within is None:
+                    fd = os.open(self.path / temp / filename, flags | _NOFOLLOW | _BINARY, 0o644)
+                else:
+                    fd = self._open(filename, flags, within=within)
+                try:
+                    _write_all(fd, text.encode("utf-8", "surrogateescape"))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if within is not None:
+                os.fsync(within)
+        finally:
+            if within is not None:
+                os.close(within)
+
+    def _rename(self, src: str, dst: str) -> None:
+        if self.fd is None:
+            os.rename(self.path / src, self.path / dst)
+        else:
+            os.rename(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def _remove_temp(self, temp: str, contents: dict[str, str]) -> None:
+        for filename in contents:
+            try:
+                if self.fd is None:
+                    os.unlink(self.path / temp / filename)
+                else:
+                    within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC,
+                                     dir_fd=self.fd)
+                    try:
+                        os.unlink(filename, dir_fd=within)
+                    finally:
+                        os.close(within)
+            except OSError:
+                pass
+        try:
+            if self.fd is None:
+                os.rmdir(self.path / temp)
+            else:
+                os.rmdir(temp, dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def _sync_dir(self) -> None:
+        if self.fd is not None:
+            try:
+                os.fsync(self.fd)
+            except OSError:
+                pass
+
+    @contextmanager
+    def ledger(self, ledger_name: str) -> Iterator[Callable[[bytes], None]]:
+        """Lock the ledger and open it for appending; yields ``append(line)``.
+
+        Taken before the session dir is written, so a ledger (or lock file) that is a
+        symlink, a FIFO or hard-linked out refuses the whole session: nothing is written.
+        ``append`` is one ``write`` with ``O_APPEND``, then fsync; a torn last line left by
+        a killed session stays one unreadable line: the new line starts on a line of its
+        own."""
+        lock_name = ledger_name + LOCK_SUFFIX
+        try:
+            self._check_existing(ledger_name)  # before the lock file is created
+            self._check_not_link(lock_name)
+            lock_fd = self._open(lock_name, os.O_RDWR | os.O_CREAT | _NONBLOCK)
+        except OSError as err:
+            raise ArchiveError(_os_line(err, self.path / lock_name)) from None
+        try:
+            self._regular(lock_fd, lock_name)
+            with _Locked(lock_fd, self.path / lock_name):
+                try:
+                    self._check_not_link(ledger_name)
+                    fd = self._open(ledger_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NONBLOCK)
+                except OSError as err:
+                    raise ArchiveError(_os_line(err, self.path / ledger_name)) from None
+                try:
+                    self._regular(fd, ledger_name, single_link=True)
+
+                    def append(data: bytes) -> None:
+                        try:
+                            size = os.fstat(fd).st_size
+                            if size and _pread(fd, size - 1) != b"\n":
+                                data = b"\n" + data
+                            _write_all(fd, data)
+                            os.fsync(fd)
+                        except OSError as err:
+                            raise ArchiveError(_os_line(err, self.path / ledger_name)) from None
+
+                    yield append
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(lock_fd)
+
+
+class _Locked:
+    """``flock`` the lock file (an exclusive lock; what filelock takes on POSIX too, so
+    sessions of older versions are kept out), waiting up to two minutes."""
+
+    def __init__(self, fd: int, shown: Path) -> None:
+        self.fd = fd
+        self.shown = shown
+        self.fallback: Any = None
+
+    def __enter__(self) -> _Locked:  # noqa: PYI034 - a final class
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            from filelock import FileLock
+
+            self.fallback = FileLock(str(self.shown), timeout=_LOCK_TIMEOUT_S)
+            self.fallback.acquire()
+            return self
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ArchiveError(f"{self.shown}: still locked by another session after "
+                                       f"{_LOCK_TIMEOUT_S:.0f} s") from None
+                time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fallback is not None:
+            self.fallback.release()
+            return
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+def _require_dir(st: os.stat_result, shown: Path) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise ArchiveError(f"{shown}: a symlink; the archive writes only inside the run dir, "
+                           "refused")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{shown}: a {kind_of(st.st_mode)}, not a directory; refused")
+
+
+def _pread(fd: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, 1, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, 1)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _os_line(err: OSError, shown: Path) -> str:
+    """An OSError as one line naming the path; ELOOP means a symlink met O_NOFOLLOW."""
+    if err.errno == errno.ELOOP:
+        return f"{shown}: a symlink; the archive writes only inside the run dir, refused"
+    return f"{shown}: {err.strerror or err}"
