@@ -93,8 +93,6 @@ def _imports_of_model(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(reason="needs the plugin's imports of the engine removed (issue 14, 'One direction')",
-                   strict=False)
 def test_plugin_sources_import_nothing_from_model() -> None:
     """The plugin never imports the engine: in a user's venv ``model`` is the user's module."""
     found = [hit for path in sorted(PLUGIN_SOURCES.rglob("*.py")) for hit in _imports_of_model(path)]
