@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import TRAINER_SCRIPTS_DIR, need_package, trainer_env
 
 # the HF Trainer logs eval_<name> and the training loss as loss

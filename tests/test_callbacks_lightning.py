@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import TRAINER_SCRIPTS_DIR, need_package, trainer_env
 
 INFLIGHT_GATES = """\

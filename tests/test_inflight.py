@@ -214,8 +214,8 @@ def test_acceptance_names_a_stop_an_inflight_gate_recorded(pytester: pytest.Pyte
     result = pytester.runpytest("ok.gates.yaml", "--run-dir", "run", "-p", "no:cacheprovider",
                                 "--mlgates-archive=off")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["run: stopped by an in-flight gate after epoch 2 (run/mlgates_inflight.json): "
-                                 "criterion improving: *"])
+    line = "run: stopped by an in-flight gate after epoch 2 (run/mlgates_inflight.json): criterion improving: *"
+    result.stdout.fnmatch_lines([line])
 
 
 def test_a_fifo_or_a_symlink_in_place_of_the_stop_record_is_no_stop(tmp_path: Path) -> None:

@@ -192,6 +192,10 @@ class PreflightSuite:
         except CheckSkipped as exc:
             return Outcome("skipped", str(exc), None)
         except Exception as exc:  # noqa: BLE001 - the user's code crashed: a failed check, in one line
+            from pytest_mlgates.errors import is_missing_extra, missing_extra
+
+            if is_missing_extra(exc):
+                return Outcome("failed", str(missing_extra(exc, f"preflight {name}")), name)  # type: ignore[arg-type]
             return Outcome("failed", _gist(exc), name)
         return Outcome("passed", message or "ok", None)
 
