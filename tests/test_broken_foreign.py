@@ -48,7 +48,6 @@ EXPECTED_LINES = {
     ("best_checkpoints", "l_ckpt_runs_code"): "last.ckpt: refused to load",
     ("checkpoint_softmax", "l_checkpoints_symlink_out"): "checkpoints/last.ckpt: symlink leads outside the run dir",
     ("shortcut", "l_checkpoints_symlink_out"): "checkpoints/last.ckpt: symlink leads outside the run dir",
-    ("shortcut", "l_hparams_python_tag"): "hparams.yaml: line 1, column 1 invalid YAML",
     ("best_checkpoints", "hf_best_metric_string"): "trainer_state.json: best_metric 'low'",
     ("best_checkpoints", "hf_log_history_not_list"): "trainer_state.json: no 'log_history' list",
     ("best_checkpoints", "hf_checkpoint_a_file"): "checkpoint-80: a file, not a checkpoint folder",

@@ -90,11 +90,16 @@ def test_run_format_detected_for_each_trainer(trainer: str, trainer_run: Callabl
 
 def test_engine_run_passes_the_same_gate_file(trained_run, pytester: pytest.Pytester,  # type: ignore[no-untyped-def]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's checkpoints are judged with the engine's own model: its subject (this
+    repository's conftest hands it over) comes before the gate file's ``model:``, which
+    names the class of the other trainers' runs."""
     monkeypatch.setenv("PYTHONPATH", trainer_env()["PYTHONPATH"])
     run = trained_run()  # configs/default.yaml, the run make demo trains
     (pytester.path / "engine").symlink_to(run, target_is_directory=True)
-    result = pytester.runpytest_subprocess(str(GATES), "-rA", "-p", "no:cacheprovider", "--mlgates-archive=off",
-                                           "--rootdir", str(pytester.path), "--run-dir", "engine", timeout=300)
+    pytester.makeconftest("from model.mlgates import mlgates_subject  # noqa: F401\n")
+    (pytester.path / GATES.name).write_text(GATES.read_text(encoding="utf-8"), encoding="utf-8")
+    result = pytester.runpytest_subprocess(GATES.name, "-rA", "-p", "no:cacheprovider", "--mlgates-archive=off",
+                                           "--run-dir", "engine", timeout=300)
     verdicts = _verdicts(result.stdout.str())
     assert verdicts == {(c, "engine"): "PASSED" for c in CRITERIA}, result.stdout.str()[-4000:]
 

@@ -3,11 +3,12 @@
 A checkpoint holds weights, not code.  The model to load them into comes from one of two
 places, both code under test and reviewed like a test, never from the run dir:
 
-* the gate file names a class: ``model: "mypkg.nets:Net"`` (with ``kwargs:``), built and
-  given the checkpoint's state dict (:func:`model_from_target`);
-* the ``mlgates_subject`` fixture (:class:`~pytest_mlgates.PreflightSubject`): its
-  ``model_from_checkpoint(ckpt)``, else ``model()`` given the state dict
-  (:func:`model_from_subject`); its loaders give real samples (:func:`first_samples`).
+* the ``mlgates_subject`` fixture (:class:`~pytest_mlgates.PreflightSubject`), the code
+  that trained the run: its ``model_from_checkpoint(ckpt)``, else ``model()`` given the
+  state dict (:func:`model_from_subject`); its loaders give real samples
+  (:func:`first_samples`);
+* else the gate file names a class: ``model: "mypkg.nets:Net"`` (with ``kwargs:``), built
+  and given the checkpoint's state dict (:func:`model_from_target`).
 
 The state dict is found the same way for every gate and for ``mlgates prove``
 (:func:`state_dict_of`): under ``model``, ``state_dict`` or ``model_state_dict``, or the

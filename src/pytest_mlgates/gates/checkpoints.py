@@ -197,19 +197,23 @@ def _no_model(shown: str) -> GateFailure:
 
 def checkpoint_model(run: Run, ckpt: dict[str, Any], params: dict[str, Any], ctx: GateContext,
                      shown: str) -> tuple[Any, Any]:
-    """(model with the checkpoint's weights, the subject or None): the gate file's
-    ``model:`` first, else the ``mlgates_subject`` fixture."""
+    """(model with the checkpoint's weights, the subject or None).
+
+    The ``mlgates_subject`` fixture first: it is the code that trained this run (the
+    bundled engine's fixture gives a subject for its own runs only).  Else the class the
+    gate file names (``model:``), which is how one gate file also judges the runs of
+    trainers no subject describes."""
     from pytest_mlgates.models import is_import_target, model_from_subject, model_from_target
 
     target = params.get("model")
     if target and not is_import_target(str(target)):
         raise GateFailure(f"model {target!r}: expected 'package.module:ClassName'")
     subject = ctx.subject()
+    if subject is not None:
+        return model_from_subject(subject, ckpt, shown), subject
     if target:
-        return model_from_target(ckpt, params, shown), subject
-    if subject is None:
-        raise _no_model(shown)
-    return model_from_subject(subject, ckpt, shown), subject
+        return model_from_target(ckpt, params, shown), None
+    raise _no_model(shown)
 
 
 # --------------------------------------------------------------------------- checkpoint_softmax
@@ -227,12 +231,13 @@ def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
     model, subject = checkpoint_model(run, ckpt, params, ctx, shown)
     shape = params.get("input_shape")
     num_classes = None
-    if shape:
-        inputs: Any = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
-        source = "random inputs"
-    elif subject is not None:
+    if subject is not None:  # the subject's model: its real samples (input_shape is the model: class's)
+        inputs: Any
         inputs, _, source = first_samples(subject, "val", n)
         num_classes = subject.num_classes
+    elif shape:
+        inputs = torch.randn(*[int(d) for d in shape], generator=torch.Generator().manual_seed(0))
+        source = "random inputs"
     else:
         raise GateFailure(f"gate checkpoint_softmax: model {params['model']!r} needs input_shape: [batch, ...] "
                           "(or a mlgates_subject fixture whose loaders give real samples)")
@@ -294,8 +299,9 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
     tol = float(params["tolerance"])
     subject = ctx.subject()
     if subject is None or subject.evaluate is None:
-        raise GateFailure("gate reproduces: needs the mlgates_subject fixture with evaluate=fn(model) -> the "
-                          "dict one validation pass logs, to re-evaluate the checkpoints (docs/preflight.md)")
+        raise GateFailure(f"{run.shown(run.path)}: gate reproduces needs the mlgates_subject fixture with "
+                          "evaluate=fn(model) -> the dict one validation pass logs, to re-evaluate the checkpoints "
+                          "(docs/preflight.md)")
     if params["split"] != "val":
         raise GateFailure(f"gate reproduces: split {params['split']!r}: {subject.name}.evaluate runs the "
                           "validation pass; re-evaluating another split is not supported")

@@ -128,10 +128,12 @@ def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         raise GateFailure(f"gate shortcut: region {params['region']!r} is not supported (supported: core)")
     radius = float(params["radius"])
     max_auc, max_drop = float(params["max_auc"]), float(params["max_drop"])
+    name = params.get("checkpoint") or _measured_checkpoint(run)
+    run.checkpoint_path(name)  # a missing or unsafe checkpoint is named before anything is measured
     subject = ctx.subject()
     if subject is None:
-        raise GateFailure("gate shortcut: needs the images and the model: define the mlgates_subject fixture "
-                          "(its loaders and model; docs/preflight.md)")
+        raise GateFailure(f"{run.shown(run.path)}: gate shortcut needs the images and the model of this run: "
+                          "define the mlgates_subject fixture (its loaders and model; docs/preflight.md)")
     split = params["split"]
     images, labels = _images(subject, split)
     covered = float(core_mask(images.shape[2], images.shape[3], radius).mean())
@@ -150,7 +152,6 @@ def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         return GateResult(True, fmt(probe), f"probe AUC <= {fmt_threshold(max_auc)}",
                           f"{probe_txt}; needs <= {fmt_threshold(max_auc)}: no shortcut in the image core")
 
-    name = params.get("checkpoint") or _measured_checkpoint(run)
     shown = run.checkpoint_shown(name)
     from pytest_mlgates.gates.checkpoints import checkpoint_model
 
