@@ -16,9 +16,14 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
-from pytest_mlgates.rundir import Run, best_index, checkpoint_monitors, numbers_close
-
-_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+from pytest_mlgates.rundir import (
+    Run,
+    best_index,
+    checkpoint_monitors,
+    numbers_close,
+    resume_kinds,
+    state_dict_of,
+)
 
 
 def _gist(exc: BaseException, limit: int = 240) -> str:
@@ -48,6 +53,7 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
             if run.format != "engine":
                 where = {"lightning": "no ModelCheckpoint callback with a monitor",
                          "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
+                         "plain": "no tracked: in the gate file's run: section",
                          }.get(run.format, "no checkpoints/best_<metric>.pt")
                 raise GateFailure(f"{run.shown(run.path)}: a {run.format} run with {where}, so no tracked "
                                   "metrics; give metrics: explicitly")
@@ -103,9 +109,8 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             continue
         found.append(shown.rsplit("/", 1)[-1])
     threshold = "one matching best checkpoint per tracked metric"
-    if problems:
-        extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, problems[0] + extra)
+    if problems:  # every one of them: a user should not have to rerun to learn the next
+        return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, "; ".join(problems))
     names = ", ".join(found)
     return GateResult(True, f"{len(tracked)} files", threshold,
                       f"{names}: each holds the best epoch and value of its metric in {src}")
@@ -164,8 +169,9 @@ def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
         return GateResult(False, "missing", threshold, f"{shown}: not found; needs a resume point")
     ckpt = run.checkpoint(rel)
     needed = ["model", "optimizer", "scheduler", "rng"]
-    red, last_epoch = _resume_red(run, shown, ckpt.get("epoch"), needed,
-                                  [k for k in needed if not ckpt.get(k)], threshold)
+    held = resume_kinds(ckpt, shown)  # model / model_state_dict / state_dict, optimizer_state_dict ...
+    red, last_epoch = _resume_red(run, shown, run.log_epoch_of(ckpt), needed,
+                                  [k for k in needed if k not in held], threshold)
     if red is not None:
         return red
     log = run.log
@@ -258,8 +264,6 @@ def _is_import_target(module_name: str, class_name: str) -> bool:
 
 def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> Any:
     """A model class named in the gate file, loaded with the checkpoint's state dict."""
-    import torch
-
     target = params["model"]
     module_name, _, class_name = str(target).partition(":")
     if not _is_import_target(module_name, class_name):
@@ -272,15 +276,10 @@ def foreign_model(ckpt: dict[str, Any], params: dict[str, Any], shown: str) -> A
         model = cls(**(params.get("kwargs") or {}))
     except Exception as exc:  # noqa: BLE001 - user code under test
         raise GateFailure(f"model {target!r}: constructor failed ({exc.__class__.__name__}: {exc})") from None
-    state = None
-    for key in _STATE_DICT_KEYS:
-        if isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    if state is None and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    if state is None:
-        raise GateFailure(f"{shown}: no state dict under {', '.join(_STATE_DICT_KEYS)}")
+    try:
+        state = state_dict_of(ckpt, shown)
+    except RunDirError as exc:
+        raise GateFailure(str(exc)) from None
     prefix = params.get("prefix")
     if prefix is None and state and all(str(k).startswith("model.") for k in state):
         prefix = "model."
