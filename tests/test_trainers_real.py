@@ -278,3 +278,29 @@ def test_prove_turns_every_criterion_of_a_lightning_run_red(
     by_name = {c["criterion"]: c for c in report["criteria"]}
     assert by_name["log_complete"]["mutation"] == "val_loss emptied at the last epoch of metrics.csv"
     assert by_name["best_checkpoint_per_metric"]["mutation"].startswith("checkpoints/best-epoch=")
+
+
+@pytest.mark.parametrize("trainer", ["huggingface", "mlflow-sqlite", "mlflow-file", "tensorboard"])
+def test_prove_turns_every_criterion_red_on_other_trainers_runs(
+        trainer: str, trainer_run: Callable[[str, str], Path], tmp_path: Path) -> None:
+    """Each format edits its own files: trainer_state.json and checkpoint-N/, an MLflow store
+    (SQLite rows, file-store lines), TensorBoard event records (framed again with their CRCs)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    need_package(TRAINER_SCRIPTS[trainer][2])
+    source = trainer_run(trainer, "healthy")
+    if trainer == "mlflow-file":  # the run folder mlruns/<exp>/<run>/, inside its copied store
+        store = Path(shutil.copytree(source.parents[2], tmp_path / "store"))
+        run = store / source.relative_to(source.parents[2])
+    else:
+        run = Path(shutil.copytree(source, tmp_path / "run"))
+    proc = subprocess.run([sys.executable, "-m", "pytest_mlgates.cli", "prove", str(run), "--gates", str(GATES),
+                           "--json"], capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=tmp_path,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert sorted(report["proven"]) == sorted(CRITERIA), json.dumps(report["criteria"], indent=1)[-4000:]
+    assert report["defects"] == report["mutation_failed"] == report["not_green_before"] == []

@@ -176,7 +176,7 @@ def parse_gate_text(
         criteria += _exit_criteria(top["exit_criteria"][1], where)
     _reject_duplicates(criteria, display)
     preflight = _construct(top["preflight"][1], where) if "preflight" in top else None
-    run = _run_section(top["run"][1], where) if "run" in top else None
+    run = _run_section(top["run"], where) if "run" in top else None
     return GateDocument(path, title, aliases, criteria, preflight, run)
 
 
@@ -253,7 +253,7 @@ def _relative_path(value: Any, node: Any, label: str, where: _Located) -> str:
     return value
 
 
-def _run_section(node: Any, where: _Located) -> Any:
+def _run_section(pair: tuple[Any, Any], where: _Located) -> Any:
     """The ``run:`` section: how a run with no layout of its own is read (SPEC "A plain run")::
 
         run: {format: plain, log: logs/metrics.csv, epochs_from: 1, checkpoints: "ckpt/*.pt",
@@ -262,6 +262,7 @@ def _run_section(node: Any, where: _Located) -> Any:
     from pytest_mlgates.formats import FORMATS
     from pytest_mlgates.rundir import RunSection, default_mode
 
+    key_node, node = pair
     if not _is_mapping(node):
         raise where.error(node, f"run must be a mapping with keys {', '.join(RUN_KEYS)}")
     pairs = _pairs(node)
@@ -310,7 +311,7 @@ def _run_section(node: Any, where: _Located) -> Any:
                 raise where.error(vnode, f"run.tracked mode of {entry['metric']!r} must be 'min' or 'max', got {mode!r}")
             out.append((entry["metric"], mode))
         fields["tracked"] = tuple(out)
-    section = RunSection(**fields, origin=f"{where.display}:{where.line(node)}")
+    section = RunSection(**fields, origin=f"{where.display}:{where.line(key_node)}")
     fmt = section.forced_format()
     if fmt == "plain" and not section.log:
         raise where.error(node, "run: format: plain needs log: (the CSV or JSONL log, relative to the run dir)")

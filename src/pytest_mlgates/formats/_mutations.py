@@ -305,8 +305,11 @@ def nan_weights(rels: list[str], extra_keys: tuple[str, ...] = ()) -> Callable[[
         done = 0
         for rel in rels:
             target = run / rel
+            # a folder is an HF checkpoint: its weight files only (its optimizer.pt,
+            # rng_state.pth and training_args.bin are pickles that are never opened)
             files = [target] if target.is_file() else sorted(
-                p for p in target.glob("*") if p.name.endswith((".safetensors", ".bin", ".pt", ".pth")))
+                p for p in target.glob("*") if (p.name.startswith("model") and p.name.endswith(".safetensors"))
+                or (p.name.startswith("pytorch_model") and p.name.endswith(".bin")))
             for file in files:
                 nan_checkpoint_file(file, extra_keys)
                 done += 1

@@ -701,6 +701,11 @@ class Mutations(m.Mutations):
     """An MLflow run: metric points in its store (SQLite or file store), checkpoints the
     engine's way among its artifacts."""
 
+    @property
+    def log_name(self) -> str:
+        record = self.run.record  # type: ignore[attr-defined]
+        return f"run {record.run_id[:8]}'s metrics"
+
     def open_log(self, run: Path) -> m.LogEditor:
         record = self.run.record  # type: ignore[attr-defined]
         try:

@@ -381,5 +381,7 @@ class Mutations(m.Mutations):
     """TensorBoard event files as the log (torch's SummaryWriter scalars); checkpoints the
     engine's way beside them."""
 
+    log_name = "the event files"
+
     def open_log(self, run: Path) -> m.LogEditor:
         return EventLogEditor(run)
