@@ -256,8 +256,9 @@ def test_run_section_is_a_run_section_on_the_gate_document() -> None:
     ("run:\n  format: plain\n  logs: m.csv\n", r"^g.gates.yaml:3:3: unknown key run.logs \(did you mean 'log'\?\)$"),
     ("run:\n  format: plian\n  log: m.csv\n", r"^g.gates.yaml:2:11: run.format 'plian' is not a run format \(did you mean 'plain'\?\)$"),
     ("run:\n  format: plain\n", r"^g.gates.yaml:2:3: run: format: plain needs log:"),
-    ("run:\n  format: lightning\n  best: 'b_{metric}.pt'\n", r"^g.gates.yaml:3:3: run.best describes a plain run's files; "
-                                                          r"it needs format: plain \(this run: says format: lightning\)$"),
+    ("run:\n  format: lightning\n  best: 'b_{metric}.pt'\n", (r"^g.gates.yaml:3:3: run.best describes a plain run's "
+                                                           r"files; it needs format: plain \(this run: says format: "
+                                                           r"lightning\)$")),
     ("run:\n  log: m.csv\n  best: ckpt/best.pt\n", r"^g.gates.yaml:3:9: run.best 'ckpt/best.pt' must hold \{metric\}"),
     ("run:\n  log: m.csv\n  epochs_from: 2\n", r"^g.gates.yaml:3:16: run.epochs_from must be 0 or 1"),
     ("run:\n  log: ../m.csv\n", r"^g.gates.yaml:2:8: run.log '../m.csv' must stay inside the run dir"),
@@ -293,7 +294,7 @@ def _session(pytester: pytest.Pytester, gates: str, runs: dict[str, Path], *extr
 def _outcomes(output: str) -> dict[tuple[str, str], str]:
     import re
 
-    return {(c, run): s for s, c, run in re.findall(r"^(PASSED|FAILED|ERROR) \S*::(\w+)\[([\w-]+)\]", output, re.M)}
+    return {(c, run): s for s, c, run in re.findall(r"^(PASSED|FAILED|ERROR) \S*::(\w+)\[([\w-]+)\]", output, re.MULTILINE)}
 
 
 def _line(output: str, criterion: str, run: str) -> str:

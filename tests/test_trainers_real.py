@@ -224,6 +224,20 @@ def test_two_model_checkpoints_take_each_best_from_the_newest_state(
         "'val_min_recall') names it as its best_model_path" in r.message, r.message
 
 
+def test_resume_point_of_a_checkpoint_saved_after_fit_is_placed_by_its_step(
+        trainer_run: Callable[[str, str], Path]) -> None:
+    """issue 17: ``trainer.save_checkpoint`` after ``fit`` writes ``epoch`` = max_epochs, one
+    past the log's last epoch; its global_step places it at that epoch (it was RED:
+    ``last.ckpt: epoch = 9; needs 8``)."""
+    import torch
+    from gate_helpers import run_gate
+
+    run = trainer_run("lightning-after-fit", "healthy")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == TRAINER_EPOCHS
+    r = run_gate(run, "resume_point")
+    assert r.passed and f"last.ckpt: epoch {TRAINER_EPOCHS - 1} with model, optimizer" in r.message, r.message
+
+
 @pytest.mark.parametrize("trainer", ["lightning", "lightning-2ckpt", "lightning-2ckpt-3"])
 @pytest.mark.parametrize("stray", [False, True])
 def test_healthy_lightning_runs_have_no_false_red(

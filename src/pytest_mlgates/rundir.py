@@ -463,8 +463,9 @@ class RunSection:
     best: str | None = None
     tracked: tuple[tuple[str, str], ...] = ()
     splits: str | None = None
-    #: where the section is, for messages: ``acceptance/plain.gates.yaml:3``
-    origin: str = ""
+    #: where the section is, for messages: ``acceptance/plain.gates.yaml:3`` (two gate files
+    #: that say the same thing are the same section: one reader, one parse of the log)
+    origin: str = field(default="", compare=False)
 
     def forced_format(self) -> str | None:
         """The format the section names, or ``plain`` when it says where the log is."""
