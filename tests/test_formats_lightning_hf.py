@@ -389,3 +389,14 @@ def test_artifact_loads_an_hf_checkpoint_folder(tmp_path: Path) -> None:
     with pytest.raises(GateFailure, match=r"checkpoint-20: weights do not fit torch.nn:Linear"):
         run_gate(out, "artifact", {"path": "checkpoint-20",
                                    "loads": {**loads, "kwargs": {"in_features": 5, "out_features": 3}}})
+
+
+def test_check_expressions_use_lightnings_own_epoch_numbers(tmp_path: Path) -> None:
+    """``epoch[n]`` selects by the log's own number: Lightning's first epoch is epoch[0]."""
+    from pytest_mlgates.expr import compile_check
+
+    env = open_run(lightning_dir(tmp_path)).eval_env()
+    assert compile_check("epoch[0].val_loss == 0.9 and epoch[2].val_loss == 0.6").evaluate(env).passed
+    outcome = compile_check("final.val_loss < 0.5").evaluate(env)
+    assert not outcome.passed and outcome.text == "val_loss = 0.600 at epoch 2 (final); needs < 0.5"
+    assert compile_check("best.val_loss == 0.5").evaluate(env).passed
