@@ -250,6 +250,8 @@ def test_run_section_is_a_run_section_on_the_gate_document() -> None:
     only_log = section_of("run: {log: m.jsonl, tracked: [val_f1, val_loss]}\n")
     assert only_log.forced_format() == "plain" and only_log.tracked == (("val_f1", "max"), ("val_loss", "min"))
     assert section_of("run: {format: lightning, splits: s.json}\n").forced_format() == "lightning"
+    document = parse_gate_text("run:\nexit_criteria: []\n", Path("g.gates.yaml"))
+    assert document is not None and document.run is None  # an empty run: is no section
 
 
 @pytest.mark.parametrize(("text", "message"), [

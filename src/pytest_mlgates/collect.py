@@ -263,6 +263,8 @@ def _run_section(pair: tuple[Any, Any], where: _Located) -> Any:
     from pytest_mlgates.rundir import RunSection, default_mode
 
     key_node, node = pair
+    if node.id == "scalar" and node.value in ("", "~", "null"):
+        return None  # ``run:`` left empty: read the run as if it were absent
     if not _is_mapping(node):
         raise where.error(node, f"run must be a mapping with keys {', '.join(RUN_KEYS)}")
     pairs = _pairs(node)
