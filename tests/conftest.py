@@ -143,6 +143,14 @@ TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "lightning-mlflow": ("lightning_run.py", ("--mlflow",), "lightning"),
     # two ModelCheckpoint callbacks: val_loss (min) and val_min_recall (max)
     "lightning-2ckpt": ("lightning_run.py", ("--track-recall",), "lightning"),
+    # the same, 3 epochs: val_min_recall improves in the last one, so last.ckpt (saved by the
+    # val_loss callback first) holds a stale best path of the recall callback
+    "lightning-2ckpt-3": ("lightning_run.py", ("--track-recall", "--epochs", "3"), "lightning"),
+    # last.ckpt written by trainer.save_checkpoint after fit: its epoch is one past the log's
+    "lightning-after-fit": ("lightning_run.py", ("--save-after-fit",), "lightning"),
+    # a hand-written loop: its gate file's run: section says where the log and files are
+    "plain": ("plain_run.py", (), "torch"),
+    "plain-15": ("plain_run.py", ("--epochs", "15"), "torch"),
 }
 
 

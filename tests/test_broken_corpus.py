@@ -56,9 +56,11 @@ def gate_file_text(params: dict[str, dict[str, Any]] | None = None, metrics: dic
 CONFTEST = """
 def pytest_configure(config):
     import torch, sklearn.datasets, model.nets, model.data  # noqa: F401
-    from pytest_mlgates import gates
+    from pytest_mlgates import formats, gates
     for name in gates.GATE_NAMES:
         gates.get_gate(name)
+    for name in formats.FORMATS:  # detection asks every format module
+        formats.format_module(name)
 """
 
 

@@ -21,7 +21,7 @@ from pytest_mlgates.rundir import open_run
 
 torch = pytest.importorskip("torch")
 
-VAL = [0.9, 0.5, 0.6]  # best val_loss at Lightning epoch 1, the log's epoch 2
+VAL = [0.9, 0.5, 0.6]  # best val_loss at Lightning epoch 1 (epochs count from 0, in the log too)
 MC_KEY = ("ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, "
           "'every_n_epochs': 1, 'train_time_interval': None}")
 
@@ -113,10 +113,10 @@ def test_lightning_dir_detected_and_read_from_its_save_dir(tmp_path: Path) -> No
     assert detect(run_dir) == "lightning"
     run = open_run(tmp_path)  # the save_dir with one version_N is enough
     assert run.format == "lightning" and run.path == run_dir
-    assert run.log.epochs == [1.0, 2.0, 3.0]
+    assert run.log.epochs == [0.0, 1.0, 2.0]  # Lightning's own numbers
     assert run.log.columns["val_loss"] == VAL and run.log.columns["train_loss"] == [1.0, 0.9, 0.8]
     assert run.tracked == [("val_loss", "min")] and run.monitor == ("val_loss", "min")
-    assert run.best_epoch == 2
+    assert run.best_epoch == 1
     assert run.config == {"lr": 0.01, "hidden": 8}
 
 
@@ -319,15 +319,31 @@ def test_resume_point_of_a_lightning_run(tmp_path: Path) -> None:
     ckpt.update(optimizer_states=[{"state": {}, "param_groups": []}], loops={"fit_loop": {}})
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     r = run_gate(run, "resume_point")
-    assert r.passed and "last.ckpt: epoch 3 with model, optimizer, loops state (no RNG state" in r.message, r.message
+    assert r.passed and "last.ckpt: epoch 2 with model, optimizer, loops state (no RNG state" in r.message, r.message
     del ckpt["optimizer_states"]
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     r = run_gate(run, "resume_point")
     assert not r.passed and "last.ckpt: no optimizer state" in r.message
-    ckpt.update(optimizer_states=[{"state": {}}], epoch=1)
+    ckpt.update(optimizer_states=[{"state": {}}], epoch=1, global_step=20)  # saved an epoch early
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     r = run_gate(run, "resume_point")
-    assert not r.passed and "epoch = 2; needs 3" in r.message
+    assert not r.passed and "epoch = 1; needs 2" in r.message, r.message
+
+
+def test_resume_point_of_a_lightning_checkpoint_saved_after_fit(tmp_path: Path) -> None:
+    """issue 17: ``trainer.save_checkpoint`` after ``fit`` writes ``epoch`` one past the last
+    logged epoch (the loop finished it); its global_step still places it at the log's last
+    epoch, so a healthy run is GREEN (it read ``last.ckpt: epoch = 9; needs 8``)."""
+    run = lightning_dir(tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt.update(optimizer_states=[{"state": {}, "param_groups": []}], loops={"fit_loop": {}}, epoch=3)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    r = run_gate(run, "resume_point")
+    assert r.passed and "last.ckpt: epoch 2 with" in r.message, r.message
+    ckpt.update(global_step=20)  # a step the log places at epoch 1: a stale resume point
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    r = run_gate(run, "resume_point")
+    assert not r.passed and "last.ckpt: epoch = 1; needs 2" in r.message, r.message
 
 
 def test_resume_point_of_an_hf_run_never_opens_its_pickles(tmp_path: Path) -> None:
@@ -373,3 +389,14 @@ def test_artifact_loads_an_hf_checkpoint_folder(tmp_path: Path) -> None:
     with pytest.raises(GateFailure, match=r"checkpoint-20: weights do not fit torch.nn:Linear"):
         run_gate(out, "artifact", {"path": "checkpoint-20",
                                    "loads": {**loads, "kwargs": {"in_features": 5, "out_features": 3}}})
+
+
+def test_check_expressions_use_lightnings_own_epoch_numbers(tmp_path: Path) -> None:
+    """``epoch[n]`` selects by the log's own number: Lightning's first epoch is epoch[0]."""
+    from pytest_mlgates.expr import compile_check
+
+    env = open_run(lightning_dir(tmp_path)).eval_env()
+    assert compile_check("epoch[0].val_loss == 0.9 and epoch[2].val_loss == 0.6").evaluate(env).passed
+    outcome = compile_check("final.val_loss < 0.5").evaluate(env)
+    assert not outcome.passed and outcome.text == "val_loss = 0.600 at epoch 2 (final); needs < 0.5"
+    assert compile_check("best.val_loss == 0.5").evaluate(env).passed

@@ -200,3 +200,47 @@ def test_truncated_checkpoint_is_a_run_dir_error(copy: Path) -> None:
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(RunDirError, match="checkpoints/final.pt: not a loadable checkpoint"):
         run_gate(copy, "checkpoint_softmax", {"checkpoint": "final"})
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def test_best_checkpoints_names_every_wrong_metric_in_its_one_line(copy: Path) -> None:
+    """Both best files gone: both named, so the user learns them without a rerun (issue 17)."""
+    (copy / "checkpoints" / "best_val_loss.pt").unlink()
+    (copy / "checkpoints" / "best_val_macro_f1.pt").unlink()
+    r = run_gate(copy, "best_checkpoints")
+    assert not r.passed and r.value == "2 of 2 wrong"
+    assert "best_val_loss.pt: not found" in r.message and "best_val_macro_f1.pt: not found" in r.message
+    assert "more)" not in r.message and "\n" not in r.message
+
+
+@pytest.mark.parametrize("key", ["model", "state_dict", "model_state_dict", None])
+def test_state_dict_of_finds_the_weights_under_every_convention(key: str | None) -> None:
+    import torch
+
+    from pytest_mlgates.rundir import state_dict_of
+
+    weights = torch.nn.Linear(3, 2).state_dict()
+    ckpt = dict(weights) if key is None else {"epoch": 4, key: weights, "optimizer_state_dict": {"state": {}}}
+    assert state_dict_of(ckpt, "c.pt") is (ckpt if key is None else weights)
+    with pytest.raises(RunDirError, match=r"^c.pt: no model weights \(no state dict under state_dict, "
+                                          r"model_state_dict, model"):
+        state_dict_of({"epoch": 4, "note": "no weights"}, "c.pt")
+
+
+def test_resume_point_reads_a_hand_written_loops_keys(copy: Path) -> None:
+    """model_state_dict / optimizer_state_dict / scheduler_state_dict / rng_state: the keys
+    of the common hand-written loop are the same state as the engine's own."""
+    renames = {"model": "model_state_dict", "optimizer": "optimizer_state_dict",
+               "scheduler": "scheduler_state_dict", "rng": "rng_state"}
+
+    def rename(c: dict) -> None:  # type: ignore[type-arg]
+        for old, new in renames.items():
+            c[new] = c.pop(old)
+    _resave(copy / "checkpoints" / "last.pt", rename)
+    r = run_gate(copy, "resume_point")
+    assert r.passed, r.message
+    _resave(copy / "checkpoints" / "last.pt", lambda c: c.pop("optimizer_state_dict"))
+    r = run_gate(copy, "resume_point")
+    assert not r.passed and "last.pt: no optimizer state; needs model, optimizer, scheduler, rng" in r.message

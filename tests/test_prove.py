@@ -41,7 +41,7 @@ def test_every_acceptance_criterion_turns_red_under_its_mutation(
     assert len(names) == collected_criteria(run) and len(names) >= 20
     assert sorted(report["proven"] + report["no_mutation"]) == sorted(names)
     by_name = {c["criterion"]: c for c in report["criteria"]}
-    assert by_name["finite_log"]["mutation"] == "NaN written into val_loss (last row)"
+    assert by_name["finite_log"]["mutation"] == "NaN written into val_loss (last epoch)"
     assert by_name["best_checkpoints"]["after"] == "RED"
     assert by_name["checkpoint_softmax"]["mutation"].startswith("model weights of")
     for entry in report["criteria"]:
@@ -93,14 +93,57 @@ def test_prove_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
     assert proc.stderr.startswith("mlgates: ")
 
 
-def test_prove_refuses_another_trainers_run_in_one_line(tmp_path: Path) -> None:
+def test_prove_on_a_run_that_fits_two_formats_is_one_line(tmp_path: Path) -> None:
     from pytest_mlgates.prove import ProveError, prove
 
     run = tmp_path / "version_0"
     run.mkdir()
     (run / "metrics.csv").write_text("epoch,step,val_loss\n0,9,0.5\n")
+    (run / "training_log.csv").write_text("epoch,val_loss\n1,0.5\n")
     gates = tmp_path / "g.gates.yaml"
     gates.write_text("title: t\nexit_criteria:\n  - name: no_nan\n    gate: finite_log\n")
-    with pytest.raises(ProveError, match=r"version_0: a lightning run; mlgates prove mutates") as exc:
+    with pytest.raises(ProveError, match=r"version_0: looks like both engine \(training_log.csv\) and lightning "
+                                         r"\(metrics.csv\); pass --run-format NAME") as exc:
         prove(run, [gates], write=False)
     assert "\n" not in str(exc.value)
+
+
+def test_each_format_says_where_a_gate_has_no_mutation(tmp_path: Path) -> None:
+    """A criterion without a mutation is one line saying why, never a bogus count: the
+    engine-only gates on another trainer's run, a shortcut, a truth."""
+    from test_formats_lightning_hf import lightning_dir
+
+    from pytest_mlgates.formats import format_module
+    from pytest_mlgates.rundir import open_run
+
+    run = open_run(lightning_dir(tmp_path))
+    mutations = format_module(run.format).Mutations(run)
+    for gate in ("plots", "provenance", "reproduces"):
+        tiers, note = mutations.for_criterion(gate, {})
+        assert tiers == [] and note == f"no mutation: {gate} reads files only the engine writes; a lightning run has none"
+    assert mutations.for_criterion("shortcut", {})[1].startswith("no mutation: a shortcut lives in the trained weights")
+    tiers, note = mutations.for_criterion("finite_log", {})
+    assert note == "" and tiers[0].description == "NaN written into val_loss (last epoch)"
+    tiers, note = mutations.for_criterion("best_checkpoints", {})
+    assert tiers[0].description == ("checkpoints/best-epoch=1-val_loss=0.5000.ckpt deleted "
+                                    "(the best checkpoint of val_loss)")
+
+
+def test_a_mutation_that_cannot_be_applied_is_no_defect(tmp_path: Path) -> None:
+    """An engine run read from metric_history.json alone: its log mutations edit
+    training_log.csv, which it lacks. Reported as such, never as a gate that stayed GREEN
+    (that count would be bogus); a check on the epoch column alone has no mutation."""
+    from pytest_mlgates.prove import prove
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metric_history.json").write_text(json.dumps(
+        {"columns": ["epoch", "val_loss"], "rows": [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.2}]}))
+    gates = tmp_path / "g.gates.yaml"
+    gates.write_text("exit_criteria:\n  - name: improves\n    gate: converged\n"
+                     "  - name: few\n    check: 'len(epoch) < 3'\n")
+    report = prove(run, [gates], write=False)
+    assert report["defects"] == [] and report["mutation_failed"] == ["improves"] and report["no_mutation"] == ["few"]
+    by_name = {c["criterion"]: c for c in report["criteria"]}
+    assert by_name["improves"]["note"] == "mutation failed: MutationError: training_log.csv: not in the run"
+    assert by_name["few"]["note"] == "no mutation: the check names no logged column"

@@ -262,8 +262,10 @@ def test_lightning_metrics_csv_is_read_per_epoch(tmp_path: Path) -> None:
     )
     run = open_run(d)
     assert run.log.kind == "lightning"
-    assert run.log.columns["epoch"] == [1.0, 2.0]
+    assert run.log.columns["epoch"] == [0.0, 1.0]  # Lightning's own numbers, never renumbered
+    assert run.log.first_epoch == 0
     assert run.log.columns["train_loss"] == [0.8, 0.5]
+    assert run.log.columns["step"] == [99.0, 199.0]  # the step of each epoch's last row
     assert run.final.val_acc == 0.7
 
 
@@ -297,7 +299,8 @@ def test_every_error_is_an_mlgates_error() -> None:
 def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
         points: list[tuple[int, int, float]], zero_based: bool) -> None:
     """Random (epoch, metric, value) points logged at increasing global steps: each epoch's
-    cell is the last value logged in it; epochs count from 1 whichever way the trainer counts."""
+    cell is the last value logged in it; epochs keep the trainer's numbers (Lightning's from
+    0), and fractional epochs done are the epoch they complete, from 1."""
     from pytest_mlgates.rundir import Log, regroup_by_logged_epoch
 
     points = sorted(points, key=lambda p: p[0])  # epochs never go back
@@ -318,7 +321,7 @@ def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
         if not zero_based:
             return float(e + 1)  # e + 0.999 epochs done: the (e+1)-th epoch
         if min(p[0] for p in points) == 0:
-            return float(e + 1)  # Lightning's 0-based epoch index
+            return float(e)  # Lightning's 0-based epoch index, as logged
         return float(max(1, e))  # whole numbers not starting at 0: epochs done
 
     expected: dict[float, dict[str, float]] = {}

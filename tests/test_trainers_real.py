@@ -113,7 +113,9 @@ def test_lightning_logging_to_mlflow_by_global_step_reads_as_the_csv_run(
     by_steps = open_run(trainer_run("lightning-mlflow", "healthy"))
     by_csv = open_run(trainer_run("lightning", "healthy"))
     assert by_steps.format == "mlflow" and by_csv.format == "lightning"
-    assert by_steps.log.epochs == by_csv.log.epochs == [float(e) for e in range(1, TRAINER_EPOCHS + 1)]
+    # Lightning's own epoch numbers (from 0), whichever logger wrote them
+    assert by_steps.log.epochs == by_csv.log.epochs == [float(e) for e in range(TRAINER_EPOCHS)]
+    assert by_steps.log.first_epoch == by_csv.log.first_epoch == 0
     shared = sorted(set(by_steps.log.columns) & set(by_csv.log.columns) - {"epoch"})
     assert {"train_loss", "val_loss", "val_min_recall", "val_recall_3"} <= set(shared)
     for name in shared:
@@ -137,7 +139,8 @@ def test_resume_point_of_real_lightning_and_hf_runs(trainer: str, trainer_run: C
     from gate_helpers import run_gate
 
     r = run_gate(trainer_run(trainer, "healthy"), "resume_point")
-    assert r.passed and f"epoch {TRAINER_EPOCHS} with model, optimizer" in r.message, r.message
+    last = TRAINER_EPOCHS - 1 if trainer == "lightning" else TRAINER_EPOCHS  # each log's own numbering
+    assert r.passed and f"epoch {last} with model, optimizer" in r.message, r.message
     assert ("no RNG state" in r.message) == (trainer == "lightning")  # the HF Trainer saves rng_state.pth
 
 
@@ -160,3 +163,163 @@ def test_lightning_run_with_two_model_checkpoints_tracks_both(trainer_run: Calla
         best.unlink()
     r = run_gate(copy, "best_checkpoints")
     assert not r.passed and "ModelCheckpoint(monitor='val_min_recall') names it" in r.message
+
+
+# --------------------------------------------------------------------------- Lightning: several ModelCheckpoints
+
+LIGHTNING_GATES = """\
+title: Lightning - every criterion a healthy run must pass
+exit_criteria:
+  - name: no_nan
+    gate: finite_log
+  - name: log_complete
+    gate: log_complete
+  - name: every_class_learned
+    gate: class_recall
+    floor: 0
+  - name: minority_not_collapsed
+    check: "final.val_min_recall > 0"
+  - name: best_checkpoint_per_metric
+    gate: best_checkpoints
+  - name: best_model_gives_a_softmax
+    gate: checkpoint_softmax
+    checkpoint: best_val_loss
+    model: "digits_model:DigitsMLP"
+    input_shape: [16, 64]
+  - name: val_loss_improves
+    gate: converged
+    metric: val_loss
+    min_improvement: 0.1
+  - name: resumable
+    gate: resume_point
+"""
+LIGHTNING_CRITERIA = ("no_nan", "log_complete", "every_class_learned", "minority_not_collapsed",
+                      "best_checkpoint_per_metric", "best_model_gives_a_softmax", "val_loss_improves", "resumable")
+
+
+def test_two_model_checkpoints_take_each_best_from_the_newest_state(
+        trainer_run: Callable[[str, str], Path], tmp_path: Path) -> None:
+    """issue 14: val_min_recall improves in the last epoch, after the val_loss callback has
+    saved last.ckpt, so last.ckpt names the recall callback's previous best file, which
+    top-1 has deleted (\"bestrec-epoch=0-...ckpt: not found\" while the file is epoch=1)."""
+    import shutil
+
+    import torch
+    from gate_helpers import run_gate
+
+    from pytest_mlgates.rundir import open_run
+
+    run = trainer_run("lightning-2ckpt-3", "healthy")
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    stale = [s["best_model_path"] for k, s in last["callbacks"].items() if "val_min_recall" in k]
+    assert stale and not Path(stale[0]).exists()  # the trap is real in this run
+    got = open_run(run)
+    assert got.tracked == [("val_loss", "min"), ("val_min_recall", "max")]
+    record = got.best_checkpoint("val_min_recall", "max")
+    assert record.problem is None and record.epoch == 2 and "best-recall-epoch=2" in record.shown
+    r = run_gate(run, "best_checkpoints")
+    assert r.passed and r.value == "2 files", r.message
+    copy = Path(shutil.copytree(run, tmp_path / "version_0"))
+    for best in (copy / "checkpoints").glob("best-recall-*.ckpt"):
+        best.unlink()
+    r = run_gate(copy, "best_checkpoints")
+    # no file left on disk knows the epoch-2 best: the newest surviving state names its own
+    assert not r.passed and r.value == "1 of 2 wrong", r.message
+    assert "checkpoints/best-recall-epoch=" in r.message and ".ckpt: not found; ModelCheckpoint(monitor=" \
+        "'val_min_recall') names it as its best_model_path" in r.message, r.message
+
+
+def test_resume_point_of_a_checkpoint_saved_after_fit_is_placed_by_its_step(
+        trainer_run: Callable[[str, str], Path]) -> None:
+    """issue 17: ``trainer.save_checkpoint`` after ``fit`` writes ``epoch`` = max_epochs, one
+    past the log's last epoch; its global_step places it at that epoch (it was RED:
+    ``last.ckpt: epoch = 9; needs 8``)."""
+    import torch
+    from gate_helpers import run_gate
+
+    run = trainer_run("lightning-after-fit", "healthy")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == TRAINER_EPOCHS
+    r = run_gate(run, "resume_point")
+    assert r.passed and f"last.ckpt: epoch {TRAINER_EPOCHS - 1} with model, optimizer" in r.message, r.message
+
+
+@pytest.mark.parametrize("trainer", ["lightning", "lightning-2ckpt", "lightning-2ckpt-3"])
+@pytest.mark.parametrize("stray", [False, True])
+def test_healthy_lightning_runs_have_no_false_red(
+        trainer: str, stray: bool, trainer_run: Callable[[str, str], Path], pytester: pytest.Pytester,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One and two ModelCheckpoints, with and without a splits.json the user put in the
+    version dir (it once turned the run into an engine run): every criterion GREEN."""
+    import shutil
+
+    need_package("lightning")
+    monkeypatch.setenv("PYTHONPATH", trainer_env()["PYTHONPATH"])
+    run = Path(shutil.copytree(trainer_run(trainer, "healthy"), pytester.path / "version_0"))
+    if stray:
+        (run / "splits.json").write_text('{"train": [0, 1, 2], "val": [3, 4]}')
+    pytester.makefile(".gates.yaml", lightning=LIGHTNING_GATES)
+    result = pytester.runpytest_subprocess("lightning.gates.yaml", "-rA", "-p", "no:cacheprovider",
+                                           "--mlgates-archive=off", "--run-dir", "version_0", timeout=300)
+    verdicts = _verdicts(result.stdout.str())
+    assert verdicts == {(c, "version_0"): "PASSED" for c in LIGHTNING_CRITERIA}, result.stdout.str()[-4000:]
+
+
+def test_lightning_messages_carry_lightnings_own_epochs(
+        trainer_run: Callable[[str, str], Path]) -> None:
+    from gate_helpers import run_gate
+
+    r = run_gate(trainer_run("lightning", "collapsed"), "class_recall")
+    assert not r.passed and r.message == f"val_recall_3 = 0.000 at epoch {TRAINER_EPOCHS - 1} (final); needs > 0"
+    r = run_gate(trainer_run("lightning", "nan"), "finite_log", {"columns": "val_loss"})
+    assert not r.passed and r.message.startswith("val_loss = nan at epoch 2;"), r.message  # its 3rd epoch, from 0
+
+
+def test_prove_turns_every_criterion_of_a_lightning_run_red(
+        trainer_run: Callable[[str, str], Path], tmp_path: Path) -> None:
+    """On the folder a user names (the CSVLogger's save_dir, one version_N below)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    run = trainer_run("lightning-2ckpt-3", "healthy")
+    save_dir = tmp_path / "out"
+    shutil.copytree(run, save_dir / "lightning_logs" / "version_0")
+    gates = tmp_path / "lightning.gates.yaml"
+    gates.write_text(LIGHTNING_GATES)
+    proc = subprocess.run([sys.executable, "-m", "pytest_mlgates.cli", "prove", str(save_dir), "--gates", str(gates),
+                           "--json"], capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=tmp_path,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert sorted(report["proven"]) == sorted(LIGHTNING_CRITERIA), json.dumps(report["criteria"], indent=1)[-4000:]
+    assert report["defects"] == report["no_mutation"] == report["mutation_failed"] == report["not_green_before"] == []
+    by_name = {c["criterion"]: c for c in report["criteria"]}
+    assert by_name["log_complete"]["mutation"] == "val_loss emptied at the last epoch of metrics.csv"
+    assert by_name["best_checkpoint_per_metric"]["mutation"].startswith("checkpoints/best-epoch=")
+
+
+@pytest.mark.parametrize("trainer", ["huggingface", "mlflow-sqlite", "mlflow-file", "tensorboard"])
+def test_prove_turns_every_criterion_red_on_other_trainers_runs(
+        trainer: str, trainer_run: Callable[[str, str], Path], tmp_path: Path) -> None:
+    """Each format edits its own files: trainer_state.json and checkpoint-N/, an MLflow store
+    (SQLite rows, file-store lines), TensorBoard event records (framed again with their CRCs)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    need_package(TRAINER_SCRIPTS[trainer][2])
+    source = trainer_run(trainer, "healthy")
+    if trainer == "mlflow-file":  # the run folder mlruns/<exp>/<run>/, inside its copied store
+        store = Path(shutil.copytree(source.parents[2], tmp_path / "store"))
+        run = store / source.relative_to(source.parents[2])
+    else:
+        run = Path(shutil.copytree(source, tmp_path / "run"))
+    proc = subprocess.run([sys.executable, "-m", "pytest_mlgates.cli", "prove", str(run), "--gates", str(GATES),
+                           "--json"], capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=tmp_path,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert sorted(report["proven"]) == sorted(CRITERIA), json.dumps(report["criteria"], indent=1)[-4000:]
+    assert report["defects"] == report["mutation_failed"] == report["not_green_before"] == []

@@ -300,7 +300,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     try:
         baseline = run_dir_arg(args.baseline_run) if args.baseline_run else None
         report = prove.prove(run, gates, jobs=args.jobs, timeout_s=args.timeout,
-                             baseline=baseline)
+                             baseline=baseline, run_format=args.run_format)
     except prove.ProveError as err:
         raise CliError(str(err)) from None
     if args.json:
@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     prove_cmd.add_argument("--baseline-run", metavar="DIR", default=None,
                            help="run the baseline gate compares against (default: DIR "
                            "itself, unmutated)")
+    prove_cmd.add_argument("--run-format", metavar="NAME", default=None,
+                           help="read the run as this format, as pytest's --run-format does")
     prove_cmd.add_argument("--jobs", type=int, default=2, choices=(1, 2),
                            help="pytest subprocesses at once (default 2)")
     prove_cmd.add_argument("--timeout", type=float, default=300.0,

@@ -45,8 +45,15 @@ def run_for_request(request: pytest.FixtureRequest) -> Any:
         if not runs:
             pytest.fail(NO_RUN_DIR, pytrace=False)
         chosen = runs[0]
+    sections = get_settings(request.config).run_sections
+    distinct = list(dict.fromkeys(sections.values()))
+    if len(distinct) > 1:
+        files = ", ".join(sorted(f for f, sec in sections.items() if sec in distinct[:2]))
+        pytest.fail(f"run fixture: the gate files collected give different run: sections ({files}); "
+                    "the run fixture reads a run one way: collect one of them", pytrace=False)
     try:
-        return open_cached_run(request.config, chosen)
+        # a gate file's run: section (a plain run's log and checkpoints) applies here too
+        return open_cached_run(request.config, chosen, distinct[0] if distinct else None)
     except MlgatesError as err:
         pytest.fail(str(err), pytrace=False)
 

@@ -22,7 +22,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_mlgates.collect import Criterion, GateDocument
-    from pytest_mlgates.rundir import Run
+    from pytest_mlgates.rundir import Run, RunSection
 
 GREEN, RED, UNVERIFIED, ERROR = "GREEN", "RED", "UNVERIFIED", "ERROR"
 NO_RUN_DIR = "no run dir: pass --run-dir DIR (or set mlgates_run_dirs in the ini file)"
@@ -46,8 +46,11 @@ class Settings:
     gate_patterns: list[str]
     plan_patterns: list[str]
     run_format: str | None = None
-    runs: dict[Path, Any] = field(default_factory=dict)
-    envs: dict[tuple[Path, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
+    #: opened runs (or their errors) by (path, the gate file's run: section)
+    runs: dict[tuple[Path, Any], Any] = field(default_factory=dict)
+    envs: dict[tuple[Path, Any, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
+    #: the run: section of every gate file collected, by the file's path (for the run fixture)
+    run_sections: dict[str, Any] = field(default_factory=dict)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -90,23 +93,24 @@ def get_settings(config: pytest.Config) -> Settings:
     return settings
 
 
-def open_cached_run(config: pytest.Config, run: RunDir) -> Run:
-    """Open a run dir once per process: its log is parsed and its checkpoints loaded once,
-    however many criteria read them.  A run dir that cannot be opened fails every item
-    with the same one-line RunDirError."""
+def open_cached_run(config: pytest.Config, run: RunDir, section: RunSection | None = None) -> Run:
+    """Open a run dir once per process and ``run:`` section: its log is parsed and its
+    checkpoints loaded once, however many criteria read them.  A run dir that cannot be
+    opened (or fits two formats, or none) fails every item with the same one-line error."""
     from pytest_mlgates.errors import MlgatesError
     from pytest_mlgates.rundir import open_run
 
     settings = get_settings(config)
     cache = settings.runs
-    if run.path not in cache:
+    key = (run.path, section)
+    if key not in cache:
         # --run-format names the format of the --run-dir runs; a baseline is detected
         forced = settings.run_format if run != settings.baseline else None
         try:
-            cache[run.path] = open_run(run.path, forced)
+            cache[key] = open_run(run.path, forced, section)
         except MlgatesError as err:
-            cache[run.path] = err
-    found = cache[run.path]
+            cache[key] = err
+    found = cache[key]
     if isinstance(found, BaseException):
         raise found
     return found  # type: ignore[no-any-return]
@@ -217,7 +221,7 @@ class GateItem(pytest.Function):
     def _evaluate(self) -> tuple[bool, str, Any, Any]:
         """(passed, one-line message, value, threshold) of this criterion on this run."""
         assert self.run is not None
-        run = open_cached_run(self.config, self.run)
+        run = open_cached_run(self.config, self.run, self.document.run)
         crit = self.criterion
         if crit.kind == "check":
             from pytest_mlgates.expr import format_value
@@ -230,7 +234,7 @@ class GateItem(pytest.Function):
         settings = get_settings(self.config)
         baseline = None
         if settings.baseline is not None and crit.gate == "baseline":
-            baseline = open_cached_run(self.config, settings.baseline)
+            baseline = open_cached_run(self.config, settings.baseline, self.document.run)
         ctx = gates.GateContext(
             rootdir=self.config.rootpath,
             baseline=baseline,
@@ -264,7 +268,7 @@ class GateItem(pytest.Function):
     def _env(self, run: Run) -> Any:
         settings = get_settings(self.config)
         aliases = self.document.metric_aliases
-        key = (self.run.path if self.run else Path(), tuple(sorted(aliases.items())))
+        key = (self.run.path if self.run else Path(), self.document.run, tuple(sorted(aliases.items())))
         if key not in settings.envs:
             settings.envs[key] = run.eval_env(dict(aliases))
         return settings.envs[key]

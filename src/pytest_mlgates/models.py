@@ -11,7 +11,7 @@ places, both code under test and reviewed like a test, never from the run dir:
   and given the checkpoint's state dict (:func:`model_from_target`).
 
 The state dict is found the same way for every gate and for ``mlgates prove``
-(:func:`state_dict_of`): under ``model``, ``state_dict`` or ``model_state_dict``, or the
+(``rundir.state_dict_of``): under ``state_dict``, ``model_state_dict`` or ``model``, or the
 checkpoint is a bare state dict; a ``model.`` prefix on every key (a LightningModule that
 holds its net as ``self.model``) is stripped when the bare model's keys lack it.
 
@@ -27,13 +27,9 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, MlgatesError
 
 __all__ = [
-    "STATE_DICT_KEYS", "first_samples", "forward", "load_weights", "logits_of", "model_from_subject",
-    "model_from_target", "state_dict_of", "to_device_of",
+    "first_samples", "forward", "load_weights", "logits_of", "model_from_subject", "model_from_target",
+    "to_device_of",
 ]
-
-#: Where checkpoints keep their weights, in the order they are looked for.
-STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
-
 
 def gist(exc: BaseException, limit: int = 240) -> str:
     """An exception's message on one line, shortened (load_state_dict writes several)."""
@@ -42,28 +38,12 @@ def gist(exc: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def state_dict_of(ckpt: Any) -> dict[str, Any] | None:
-    """The weights of a checkpoint dict: under ``model``, ``state_dict`` or
-    ``model_state_dict``, or the dict itself when every value is a tensor; None otherwise."""
-    if not isinstance(ckpt, Mapping):
-        return None
-    for key in STATE_DICT_KEYS:
-        value = ckpt.get(key)
-        if isinstance(value, Mapping) and value:
-            return dict(value)
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt)
-    return None
-
-
 def load_weights(model: Any, ckpt: Any, shown: str, label: str, prefix: str | None = None) -> Any:
-    """``model`` with the checkpoint's state dict loaded (strictly), in eval mode."""
-    state = state_dict_of(ckpt)
-    if state is None:
-        raise GateFailure(f"{shown}: no state dict under {', '.join(STATE_DICT_KEYS)} (and not a bare state dict)")
+    """``model`` with the checkpoint's state dict (``rundir.state_dict_of``) loaded
+    (strictly), in eval mode."""
+    from pytest_mlgates.rundir import state_dict_of
+
+    state = state_dict_of(ckpt, shown)
     own = set(model.state_dict())
     if prefix is None and state and all(str(k).startswith("model.") for k in state) \
             and not any(k.startswith("model.") for k in own):

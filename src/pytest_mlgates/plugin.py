@@ -27,11 +27,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run dir to check gate files against; repeat for several runs "
              "(each criterion becomes one item per run dir)",
     )
+    from pytest_mlgates.formats import FORMATS  # names only: no reader is imported
+
     group.addoption(
         "--run-format", "--mlgates-run-format", dest="mlgates_run_format", default=None,
-        choices=("auto", "engine", "lightning", "huggingface", "mlflow", "tensorboard"),
-        help="read the run dirs as this trainer's output instead of detecting it "
-             "(default: auto)",
+        choices=("auto", *FORMATS),
+        help="read the run dirs as this trainer's output instead of detecting it; wins over "
+             "a gate file's run: {format: NAME} (default: auto)",
     )
     group.addoption(
         "--mlgates-strict", action="store_true", dest="mlgates_strict", default=False,

@@ -1,28 +1,32 @@
-"""The parsed run dir: what every gate and the ``run`` fixture read.
+"""The parsed run dir: what every gate and the ``run`` fixture read, whatever wrote it.
 
-A run dir comes from a stranger as often as from a colleague, so every reader here is
+This module holds what every run format shares; each format (the engine, Lightning, the
+HF Trainer, MLflow, TensorBoard, a plain loop) is one module of ``pytest_mlgates.formats``
+holding its reader (a :class:`Run` subclass), its detection and its ``mlgates prove``
+mutations::
+
+    >>> run = open_run("runs/x")            # the format is detected, or forced
+    >>> run.format, run.final.val_loss, run.best_epoch
+    ('engine', 0.31, 9)
+
+A run dir comes from a stranger as often as from a colleague, so every reader is
 defensive: a missing file, a ragged CSV row, a non-numeric cell, truncated JSON or a
 checkpoint that wants to unpickle a class each give one :class:`RunDirError` line naming
 the file and what was wrong -- never another exception and never executed code.
 
-Readers are lazy and cached: ``open_run`` only checks that the directory exists, and a
-gate that needs only the log never opens a checkpoint::
+Readers are lazy and cached: ``open_run`` only finds the format from file names, and a
+gate that needs only the log never opens a checkpoint.  Checkpoints load with
+``torch.load(..., weights_only=True)`` once per process and path (memory-mapped where the
+file format allows), however many gates ask for them; :func:`state_dict_of` finds the
+weights in one, the same way for every gate and for ``mlgates prove``.
 
-    >>> run = open_run("runs/x")
-    >>> run.final.val_loss, run.best_epoch
-    (0.31, 9)
-
-Checkpoints load with ``torch.load(..., weights_only=True)`` once per process and path
-(memory-mapped where the file format allows), however many gates ask for them.
-
-Besides the engine's own layout, a PyTorch Lightning ``metrics.csv`` and a Hugging Face
-``trainer_state.json`` are read as the log, so a gate file does not change with the trainer.
+Epoch numbers are the log's own everywhere: Lightning's count from 0, the engine's and
+most hand-written loops' from 1 (``Log.first_epoch``); a checkpoint's epoch is compared
+in the log's numbering (``BestRecord.epoch``, ``Run.resume_state``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -32,7 +36,10 @@ from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 
-__all__ = ["MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "load_checkpoint_file", "open_run"]
+__all__ = [
+    "MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "RunSection", "load_checkpoint_file", "open_run",
+    "state_dict_of",
+]
 
 #: Text files (logs, JSON, YAML) larger than this are refused rather than read: a 2 GB
 #: "log" is a broken or hostile run dir, and reading it would stall the session.
@@ -186,13 +193,16 @@ class Log:
     """The per-epoch log: ``columns`` (``epoch`` included) and the same data as ``rows``.
 
     ``empty`` lists, per column, the epochs whose cell was empty (read as NaN), so that
-    ``log_complete`` can tell a missing value from a logged NaN.
+    ``log_complete`` can tell a missing value from a logged NaN.  ``first_epoch`` is the
+    number the log gives its first epoch (1 for the engine, 0 for Lightning): epochs are
+    never renumbered, so every message names the epoch the user sees in the file.
     """
 
     columns: dict[str, list[float]]
     source: Path
     empty: dict[str, list[int]] = field(default_factory=dict)
-    kind: str = "engine"  # engine | metric_history | lightning | huggingface
+    kind: str = "engine"  # engine | metric_history | lightning | huggingface | mlflow | tensorboard | plain
+    first_epoch: int = 1
 
     @property
     def rows(self) -> list[dict[str, float]]:
@@ -208,76 +218,8 @@ class Log:
         return self.columns.get("epoch", [])
 
 
-def parse_engine_csv(text: str, shown: str) -> Log:
-    """``training_log.csv``: a header, then one row per epoch, every cell a number."""
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
-    rows = [r for r in rows if r != []]
-    if not rows:
-        raise RunDirError(f"{shown}: empty file (no header)")
-    header = [h.strip() for h in rows[0]]
-    if "epoch" not in header:
-        raise RunDirError(f"{shown}: header has no 'epoch' column (header: {','.join(header)[:120]})")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
-    if "" in header:
-        raise RunDirError(f"{shown}: empty column name in the header")
-    columns: dict[str, list[float]] = {h: [] for h in header}
-    empty: dict[str, list[int]] = {}
-    for line_no, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise RunDirError(f"{shown} line {line_no}: {len(row)} cells, header has {len(header)}")
-        for name, cell in zip(header, row):
-            if cell.strip() == "":
-                if name == "epoch":
-                    raise RunDirError(f"{shown} line {line_no}: empty 'epoch' cell")
-                columns[name].append(float("nan"))
-                empty.setdefault(name, []).append(line_no - 1)
-            elif name == "epoch":
-                columns[name].append(to_epoch(cell, f"{shown} line {line_no}, column epoch"))
-            else:
-                columns[name].append(to_float(cell, f"{shown} line {line_no}, column {name}"))
-    # record empties by epoch number, not row index, now that epochs are known
-    for name, idx in empty.items():
-        empty[name] = [int(columns["epoch"][i - 1]) for i in idx]
-    return Log(columns=columns, source=Path(shown), empty=empty)
-
-
-def parse_metric_history(data: Any, shown: str) -> Log:
-    """``metric_history.json``: ``{"columns": [...], "rows": [{col: value}, ...]}``."""
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise RunDirError(f"{shown}: expected an object with a 'rows' list")
-    names = data.get("columns")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        names = []
-        for row in data["rows"]:
-            if isinstance(row, dict):
-                names += [k for k in row if k not in names]
-    if "epoch" not in names:
-        raise RunDirError(f"{shown}: no 'epoch' column")
-    columns: dict[str, list[float]] = {n: [] for n in names}
-    empty: dict[str, list[int]] = {}
-    for i, row in enumerate(data["rows"]):
-        if not isinstance(row, dict):
-            raise RunDirError(f"{shown}: rows[{i}] is not an object")
-        for name in names:
-            cell = row.get(name)
-            if cell is None or cell == "":
-                if name == "epoch":
-                    raise RunDirError(f"{shown}: rows[{i}] has no epoch")
-                columns[name].append(float("nan"))
-                empty.setdefault(name, []).append(i + 1)
-            elif name == "epoch":
-                columns[name].append(to_epoch(cell, f"{shown}: rows[{i}].epoch"))
-            else:
-                columns[name].append(to_float(cell, f"{shown}: rows[{i}].{name}"))
-    return Log(columns=columns, source=Path(shown), empty=empty, kind="metric_history")
-
-
-def _merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, kind: str) -> Log:
+def merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, kind: str,
+                   first_epoch: int = 1) -> Log:
     """Rows of (epoch, values) that may repeat an epoch -> one row per epoch, last value wins."""
     by_epoch: dict[float, dict[str, float]] = {}
     names: list[str] = ["epoch"]
@@ -297,7 +239,7 @@ def _merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, k
             if n not in by_epoch[epoch]:  # never logged at this epoch: an empty cell, not a NaN
                 empty.setdefault(n, []).append(int(epoch))
             columns[n].append(by_epoch[epoch].get(n, float("nan")))
-    return Log(columns=columns, source=Path(shown), empty=empty, kind=kind)
+    return Log(columns=columns, source=Path(shown), empty=empty, kind=kind, first_epoch=first_epoch)
 
 
 def regroup_by_logged_epoch(log: Log) -> Log:
@@ -306,10 +248,10 @@ def regroup_by_logged_epoch(log: Log) -> Log:
     Trainers that log to MLflow or TensorBoard by global step (Lightning's MLFlowLogger and
     TensorBoardLogger, the HF Trainer's MLflow and TensorBoard callbacks) also log the epoch
     as a metric. Each step's values go to the epoch logged at that step (or last logged
-    before it), later values winning, as Lightning's CSV rows are merged. Lightning counts
-    epochs from 0 (whole numbers starting at 0: +1); the HF Trainer logs the fraction of
-    epochs done (``ceil``); either way the log counts completed epochs from 1, like the
-    engine. A log without ``logged_epoch`` comes back unchanged.
+    before it), later values winning, as Lightning's CSV rows are merged. Whole-number
+    epochs starting at 0 are Lightning's and stay as logged (``first_epoch`` 0); the HF
+    Trainer logs the fraction of epochs done, read as the epoch it completes (``ceil``, from
+    1). A log without ``logged_epoch`` comes back unchanged.
     """
     marks = log.columns.get("logged_epoch")
     if not marks or not any(math.isfinite(v) for v in marks):
@@ -324,64 +266,11 @@ def regroup_by_logged_epoch(log: Log) -> Log:
     for i, step in enumerate(steps):
         if math.isfinite(marks[i]):
             current = marks[i]
-        epoch = current + 1 if zero_based else max(1.0, float(math.ceil(current - 1e-9)))
+        epoch = current if zero_based else max(1.0, float(math.ceil(current - 1e-9)))
         values = {name: column[i] for name, column in log.columns.items()
                   if name not in ("epoch", "logged_epoch") and int(step) not in empty.get(name, ())}
         entries.append((float(epoch), values))
-    return _merge_by_epoch(entries, str(log.source), log.kind)
-
-
-def parse_lightning_csv(text: str, shown: str) -> Log:
-    """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
-
-    Lightning counts epochs from 0; the engine from 1 (completed epochs), so 1 is added.
-    """
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    entries: list[tuple[float, dict[str, float]]] = []
-    try:
-        for line_no, row in enumerate(reader, start=2):
-            if None in row:
-                raise RunDirError(f"{shown} line {line_no}: more cells than the header")
-            raw_epoch = (row.get("epoch") or "").strip()
-            if not raw_epoch:
-                continue
-            epoch = to_epoch(raw_epoch, f"{shown} line {line_no}, column epoch") + 1
-            values = {
-                k: to_float(v, f"{shown} line {line_no}, column {k}")
-                for k, v in row.items()
-                if k not in ("epoch", "step") and v is not None and v.strip() != ""
-            }
-            entries.append((epoch, values))
-    except csv.Error as exc:
-        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
-    if reader.fieldnames is None or "epoch" not in reader.fieldnames:
-        raise RunDirError(f"{shown}: header has no 'epoch' column")
-    return _merge_by_epoch(entries, shown, "lightning")
-
-
-def parse_trainer_state(data: Any, shown: str) -> Log:
-    """Hugging Face ``trainer_state.json``: ``log_history`` entries grouped by epoch.
-
-    Entries carry a fractional ``epoch``; each is assigned to the epoch it completes
-    (``ceil``). The final summary entry (``train_runtime``...) is skipped.
-    """
-    history = data.get("log_history") if isinstance(data, dict) else None
-    if not isinstance(history, list):
-        raise RunDirError(f"{shown}: no 'log_history' list")
-    entries: list[tuple[float, dict[str, float]]] = []
-    for i, entry in enumerate(history):
-        if not isinstance(entry, dict) or "train_runtime" in entry:
-            continue
-        if "epoch" not in entry:
-            continue
-        epoch = float(math.ceil(to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
-        values = {
-            k: to_float(v, f"{shown}: log_history[{i}].{k}")
-            for k, v in entry.items()
-            if k not in ("epoch", "step") and isinstance(v, (int, float, str))
-        }
-        entries.append((max(epoch, 1.0), values))
-    return _merge_by_epoch(entries, shown, "huggingface")
+    return merge_by_epoch(entries, str(log.source), log.kind, first_epoch=0 if zero_based else 1)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -478,9 +367,111 @@ def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]
     return obj
 
 
+#: Where a checkpoint dict keeps the model's weights, in the order they are looked for:
+#: Lightning and the HF readers (``state_dict``), the common hand-written loop
+#: (``model_state_dict``), the engine (``model``).
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "dtype")
+
+
+def state_dict_of(ckpt: Any, shown: str) -> dict[str, Any]:
+    """The model weights of a checkpoint: the dict under ``state_dict``,
+    ``model_state_dict`` or ``model``, or the checkpoint itself when it is a bare state
+    dict (every value a tensor).  The same rule for every gate and for ``mlgates prove``;
+    the dict returned is the checkpoint's own (prove edits it in place)::
+
+        >>> state_dict_of({"epoch": 3, "model_state_dict": {"fc.weight": w}}, "ckpt/last.pt")
+        {'fc.weight': tensor(...)}
+    """
+    if isinstance(ckpt, dict):
+        for key in STATE_DICT_KEYS:
+            state = ckpt.get(key)
+            if isinstance(state, dict) and any(_is_tensor(v) for v in state.values()):
+                return state
+        if ckpt and all(isinstance(k, str) for k in ckpt) and all(_is_tensor(v) for v in ckpt.values()):
+            return ckpt
+    raise RunDirError(f"{shown}: no model weights (no state dict under {', '.join(STATE_DICT_KEYS)}, "
+                      "and not a bare state dict of tensors)")
+
+
+#: What a resume needs, and the keys each kind of state is saved under by the trainers
+#: whose checkpoints are read: the engine, Lightning, and common hand-written loops.
+RESUME_KEYS: dict[str, tuple[str, ...]] = {
+    "optimizer": ("optimizer", "optimizer_state_dict", "optimizer_states", "optim"),
+    "scheduler": ("scheduler", "scheduler_state_dict", "lr_scheduler", "lr_schedulers"),
+    "rng": ("rng", "rng_state", "rng_states"),
+}
+
+
+def resume_kinds(ckpt: Any, shown: str) -> list[str]:
+    """The kinds of state a checkpoint holds, of ``model``, ``optimizer``, ``scheduler``,
+    ``rng``: weights found by :func:`state_dict_of`, the rest under any of their usual keys."""
+    held: list[str] = []
+    try:
+        state_dict_of(ckpt, shown)
+        held.append("model")
+    except RunDirError:
+        pass
+    if isinstance(ckpt, dict):
+        for kind, keys in RESUME_KEYS.items():
+            if any(ckpt.get(k) for k in keys):
+                held.append(kind)
+    return held
+
+
+def checkpoint_monitors(ckpt: Any) -> dict[str, dict[str, Any]]:
+    """The tracked metrics an engine checkpoint says it is the best for, each with its
+    ``mode`` and ``value``. ``model-checkpoint/2`` maps them all (``{"val_loss": {"mode":
+    "min", "value": 0.23}, ...}``: one epoch's checkpoint serves every metric that improved
+    then); ``/1`` held one ``{"metric", "mode", "value"}``. Anything else: none. The records
+    are the checkpoint's own dicts (editing one edits the checkpoint: ``mlgates prove``)."""
+    monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
+    if not isinstance(monitor, dict):
+        return {}
+    if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
+        return {monitor["metric"]: monitor}
+    return {k: v for k, v in monitor.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
 # --------------------------------------------------------------------------- the run
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """A gate file's ``run:`` section: how to read a run that has no layout of its own.
+
+    Parsed and validated by ``collect.py`` (``GateDocument.run``); paths are relative to the
+    run dir, ``best`` holds ``{metric}``, ``tracked`` is ``((metric, mode), ...)``::
+
+        run:
+          format: plain
+          log: logs/metrics.csv          # CSV or JSONL
+          epochs_from: 1
+          checkpoints: "ckpt/*.pt"
+          best: "ckpt/best_{metric}.pt"
+          tracked: [{metric: val_loss, mode: min}]
+          splits: splits.json
+    """
+
+    format: str | None = None
+    log: str | None = None
+    epochs_from: int | None = None
+    checkpoints: str | None = None
+    best: str | None = None
+    tracked: tuple[tuple[str, str], ...] = ()
+    splits: str | None = None
+    #: where the section is, for messages: ``acceptance/plain.gates.yaml:3`` (two gate files
+    #: that say the same thing are the same section: one reader, one parse of the log)
+    origin: str = field(default="", compare=False)
+
+    def forced_format(self) -> str | None:
+        """The format the section names, or ``plain`` when it says where the log is."""
+        return self.format or ("plain" if self.log else None)
 
 
 @dataclass
@@ -489,32 +480,34 @@ class BestRecord:
 
     ``problem`` is set (one line) when the run has no usable best checkpoint for the metric:
     the file is missing, or names another metric.  ``epoch``/``value`` are None when the
-    trainer does not record them."""
+    trainer does not record them.  ``path`` is the file (or HF folder) found."""
 
     metric: str
     shown: str
     epoch: int | None = None
     value: float | None = None
     problem: str | None = None
+    path: Path | None = None
 
 
 class Run:
-    """A run dir, parsed lazily. See the module docstring.
+    """A run dir, parsed lazily: what every format shares.  See the module docstring.
 
-    This class reads the engine's own layout; ``pytest_mlgates.formats`` has one subclass
-    per other trainer, overriding where the log, the tracked metrics and the checkpoints
-    are found (``_read_log``, ``tracked``, ``monitor``, ``best_checkpoint``,
-    ``checkpoint_path``, ``checkpoint``, ``default_checkpoint``)."""
+    One subclass per format (``pytest_mlgates.formats.<name>``) says where the log, the
+    tracked metrics and the checkpoints are: ``_read_log``, ``tracked``, ``monitor``,
+    ``best_checkpoint``, ``checkpoint_path``, ``default_checkpoint``, ``resume_state``,
+    and optionally ``results``, ``config``, ``class_names``, ``splits_file``."""
 
-    #: which trainer wrote the run dir (see ``pytest_mlgates.formats.FORMATS``)
-    format = "engine"
+    #: which trainer wrote the run dir (a name of ``pytest_mlgates.formats.FORMATS``)
+    format = "?"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, section: RunSection | None = None) -> None:
         self.path = path
+        self.section = section
         self._cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     # -- paths ---------------------------------------------------------------------
 
@@ -555,18 +548,6 @@ class Run:
             raise RunDirError(f"{self.shown(self.path / name)}: expected a JSON object, got {type(data).__name__}")
         return data
 
-    @property
-    def results(self) -> dict[str, Any] | None:
-        return self._cached("results", lambda: self._optional_object("training_results.json"))
-
-    @property
-    def provenance(self) -> dict[str, Any] | None:
-        return self._cached("provenance", lambda: self._optional_object("provenance.json"))
-
-    @property
-    def splits(self) -> dict[str, Any] | None:
-        return self._cached("splits", lambda: self._optional_object("splits.json"))
-
     def _optional_yaml_mapping(self, name: str) -> dict[str, Any] | None:
         """A YAML mapping of the run dir (``{}`` when empty), None when the file is absent."""
         path = self.path / name
@@ -581,43 +562,38 @@ class Run:
         return data
 
     @property
+    def results(self) -> dict[str, Any] | None:
+        """The trainer's own summary of the run (the engine's training_results.json)."""
+        return None
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return None
+
+    @property
     def config(self) -> dict[str, Any] | None:
-        return self._cached("config", lambda: self._optional_yaml_mapping("config.yaml"))
+        """The run's hyper-parameters as the trainer recorded them, if it did."""
+        return None
+
+    @property
+    def splits_file(self) -> str:
+        """The JSON of named index lists (``split_integrity``'s default ``path:``)."""
+        return self.section.splits if self.section is not None and self.section.splits else "splits.json"
+
+    @property
+    def splits(self) -> dict[str, Any] | None:
+        return self._cached("splits", lambda: self._optional_object(self.splits_file))
 
     @property
     def log(self) -> Log:
         return self._cached("log", self._read_log)
 
     def _read_log(self) -> Log:
-        for name, kind in (
-            ("training_log.csv", "engine"),
-            ("metric_history.json", "metric_history"),
-            ("metrics.csv", "lightning"),
-            ("trainer_state.json", "huggingface"),
-        ):
-            path = self.path / name
-            if not path.exists() and not path.is_symlink():
-                continue
-            self.resolve(name)
-            shown = self.shown(path)
-            if kind == "engine":
-                return parse_engine_csv(read_text_file(path, shown), shown)
-            if kind == "metric_history":
-                return parse_metric_history(read_json_file(path, shown), shown)
-            if kind == "lightning":
-                return parse_lightning_csv(read_text_file(path, shown), shown)
-            return parse_trainer_state(read_json_file(path, shown), shown)
-        raise RunDirError(f"{self.shown(self.path / 'training_log.csv')}: not found (no training log in the run dir)")
+        raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no log reader")
 
     def metric_history(self) -> Log | None:
-        """``metric_history.json`` on its own (None when absent), to compare with the CSV."""
-        def make() -> Log | None:
-            data = self._optional_json("metric_history.json")
-            if data is None:
-                return None
-            return parse_metric_history(data, self.shown(self.path / "metric_history.json"))
-
-        return self._cached("metric_history", make)
+        """A second copy of the log to compare with (the engine's metric_history.json)."""
+        return None
 
     # -- rows ------------------------------------------------------------------------
 
@@ -633,17 +609,7 @@ class Run:
 
     @property
     def monitor(self) -> tuple[str, str]:
-        """(metric, mode) that defines "best": results, else config early stopping, else val_loss."""
-        results = self.results or {}
-        mon = results.get("monitor")
-        if isinstance(mon, dict) and isinstance(mon.get("metric"), str):
-            mode = mon.get("mode")
-            return mon["metric"], mode if mode in ("min", "max") else default_mode(mon["metric"])
-        cfg = self.config or {}
-        es = (cfg.get("train") or {}).get("early_stopping") if isinstance(cfg.get("train"), dict) else None
-        if isinstance(es, dict) and isinstance(es.get("monitor"), str):
-            mode = es.get("mode")
-            return es["monitor"], mode if mode in ("min", "max") else default_mode(es["monitor"])
+        """(metric, mode) that defines "best"; ``val_loss`` unless the format knows better."""
         return "val_loss", "min"
 
     @property
@@ -656,7 +622,7 @@ class Run:
             index = best_index(log.columns[metric], mode)
             return None if index is None else int(log.columns["epoch"][index])
 
-        return self._cached("best_epoch", make)
+        return self._cached("best_epoch", make)  # type: ignore[no-any-return]
 
     @property
     def best(self) -> Row:
@@ -673,18 +639,8 @@ class Run:
 
     @property
     def class_names(self) -> list[str]:
-        """Class names from training_results.json, else a checkpoint, else the log's recall columns."""
-        names = (self.results or {}).get("class_names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return list(names)
-        for rel in ("checkpoints/final.pt", "checkpoints/last.pt"):
-            if (self.path / rel).is_file():
-                try:
-                    names = self.checkpoint(rel).get("class_names")
-                except RunDirError:
-                    continue
-                if isinstance(names, list) and names:
-                    return [str(n) for n in names]
+        """Class names from the log's ``val_recall_<class>`` columns (formats that record
+        them elsewhere override this)."""
         try:
             return [c[len("val_recall_"):] for c in self.log.columns if c.startswith("val_recall_")]
         except RunDirError:
@@ -692,32 +648,14 @@ class Run:
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
-        """(metric, mode) of every tracked best checkpoint: config, else results' ``best``."""
-        cfg = self.config or {}
-        tracked = (cfg.get("checkpoint") or {}).get("tracked") if isinstance(cfg.get("checkpoint"), dict) else None
-        out: list[tuple[str, str]] = []
-        if isinstance(tracked, list):
-            for t in tracked:
-                if isinstance(t, dict) and isinstance(t.get("metric"), str):
-                    mode = t.get("mode")
-                    out.append((t["metric"], mode if mode in ("min", "max") else default_mode(t["metric"])))
-        if out:
-            return out
-        best = (self.results or {}).get("best")
-        if isinstance(best, dict):
-            for metric, info in best.items():
-                mode = info.get("mode") if isinstance(info, dict) else None
-                out.append((str(metric), mode if mode in ("min", "max") else default_mode(str(metric))))
-        return out
+        """(metric, mode) of every metric the run keeps a best checkpoint of."""
+        return []
 
     # -- checkpoints -------------------------------------------------------------------
 
     def checkpoint_path(self, name: str) -> Path:
-        """``best_val_loss`` / ``final`` / ``last`` / ``best`` (the monitor's) or a relative path."""
-        if name == "best":
-            name = f"best_{self.monitor[0]}"
-        if "/" not in name and "\\" not in name and not name.endswith((".pt", ".pth", ".ckpt", ".bin")):
-            name = f"checkpoints/{name}.pt"
+        """A checkpoint by name (``best``, ``best_<metric>``, ``final``, ``last`` where the
+        format knows them) or by its path relative to the run dir."""
         return self.resolve(name)
 
     def checkpoint(self, name: str) -> dict[str, Any]:
@@ -732,40 +670,29 @@ class Run:
         return self.shown(self.path / path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
     def default_checkpoint(self) -> str:
-        """The checkpoint a gate opens when the gate file names none: the first tracked
-        metric's best, else final, else last."""
-        for metric, _ in self.tracked[:1]:
-            if (self.path / "checkpoints" / f"best_{metric}.pt").exists():
-                return f"best_{metric}"
-        for name in ("final", "last"):
-            if (self.path / "checkpoints" / f"{name}.pt").exists():
-                return name
-        raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no best_*.pt, final.pt or last.pt to load")
+        """The checkpoint a gate opens when the gate file names none."""
+        raise RunDirError(f"{self.shown(self.path)}: a {self.format} run names no checkpoint to load; "
+                          "give checkpoint: in the gate file")
 
     def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
         """The run's resume point: (shown name, epoch in the log's numbering, the kinds of
-        state it holds, the kinds a resume needs that it lacks).  Other trainers override
-        this; the engine's gate reads ``checkpoints/last.pt`` itself."""
+        state it holds, the kinds a resume needs that it lacks)."""
+        raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
+
+    def resume_path(self) -> Path:
+        """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
 
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
-        """``checkpoints/best_<metric>.pt`` and the epoch and value its ``monitor`` records."""
-        rel = f"checkpoints/best_{metric}.pt"
-        shown = self.shown(self.path / rel)
-        if not self.resolve(rel).exists():
-            return BestRecord(metric, shown, problem=f"{shown}: not found; needs one best checkpoint per "
-                                                     f"tracked metric ({metric}, {mode})")
-        try:
-            ckpt = self.checkpoint(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
-        monitors = checkpoint_monitors(ckpt)
-        if metric not in monitors:
-            got = ", ".join(monitors) if monitors else "no metric"
-            return BestRecord(metric, shown, problem=f"{shown}: monitor names {got}; needs '{metric}'")
-        epoch = ckpt.get("epoch")
-        return BestRecord(metric, shown, epoch=epoch if isinstance(epoch, int) else None,
-                          value=_float_or_none(monitors[metric].get("value")))
+        """Where the best checkpoint of ``metric`` is, and the epoch and value it records."""
+        shown = self.shown(self.path)
+        return BestRecord(metric, shown, problem=f"{shown}: a {self.format} run keeps no best checkpoint "
+                                                 f"the gate can read for {metric}")
+
+    def log_epoch_of(self, ckpt: Any) -> int | None:
+        """The epoch a checkpoint was saved at, in the log's numbering (its ``epoch``)."""
+        epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     # -- expressions ---------------------------------------------------------------------
 
@@ -794,20 +721,6 @@ class Run:
         )
 
 
-def checkpoint_monitors(ckpt: Any) -> dict[str, dict[str, Any]]:
-    """The tracked metrics an engine checkpoint says it is the best for, each with its
-    ``mode`` and ``value``. ``model-checkpoint/2`` maps them all (``{"val_loss": {"mode":
-    "min", "value": 0.23}, ...}``: one epoch's checkpoint serves every metric that improved
-    then); ``/1`` held one ``{"metric", "mode", "value"}``. Anything else: none. The records
-    are the checkpoint's own dicts (editing one edits the checkpoint: ``mlgates prove``)."""
-    monitor = ckpt.get("monitor") if isinstance(ckpt, dict) else None
-    if not isinstance(monitor, dict):
-        return {}
-    if isinstance(monitor.get("metric"), str):  # model-checkpoint/1
-        return {monitor["metric"]: monitor}
-    return {k: v for k, v in monitor.items() if isinstance(k, str) and isinstance(v, dict)}
-
-
 def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:
     """Equal within a relative ``tol`` (NaN equals NaN): a number as written down and read back."""
     if math.isnan(a) and math.isnan(b):
@@ -815,16 +728,7 @@ def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:
     return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
-def epochs_done(value: Any) -> int | None:
-    """A fractional epoch count (the HF Trainer's ``epoch``) as the epoch it completes, from 1;
-    None when it is not a finite number."""
-    raw = _float_or_none(value)
-    if raw is None or not math.isfinite(raw):
-        return None
-    return max(1, math.ceil(raw - 1e-9))
-
-
-def _float_or_none(value: Any) -> float | None:
+def float_or_none(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -866,28 +770,16 @@ def resolve_inside(root: Path, rel: str, what: str) -> Path:
     return target
 
 
-def _single_version(p: Path) -> Path | None:
-    """A Lightning ``save_dir`` or ``lightning_logs`` folder holding exactly one ``version_N``."""
-    for base in (p, p / "lightning_logs"):
-        try:
-            versions = [d for d in base.iterdir() if d.name.startswith("version_") and d.is_dir()]
-        except OSError:
-            continue
-        if len(versions) == 1:
-            return versions[0]
-    return None
-
-
-def open_run(path: str | Path, run_format: str | None = None, run_section: Any = None) -> Run:
+def open_run(path: str | Path, run_format: str | None = None, run_section: RunSection | None = None) -> Run:
     """The run dir at ``path``; a RunDirError naming it when it is not one.
 
-    ``run_section`` is a gate file's parsed ``run:`` section (where the log, checkpoints
-    and splits of a run are, and its format), or None.
-
-    ``run_format`` forces a reader (``engine``, ``lightning``, ``huggingface``, ``mlflow``,
-    ``tensorboard``); by default the format is detected from the names in the directory.
+    ``run_section`` is a gate file's parsed ``run:`` section (its format, and for a plain
+    run where the log, checkpoints and splits are), or None.  ``run_format`` (the
+    ``--run-format`` option) forces a reader and wins over the section's ``format:``;
+    otherwise the format is detected from the names in the directory, and a directory that
+    fits two formats, or none, is one RunDirError line naming the candidates.
     """
-    from pytest_mlgates.formats import FORMATS, detect
+    from pytest_mlgates import formats
 
     p = Path(path)
     if not p.exists():
@@ -898,23 +790,8 @@ def open_run(path: str | Path, run_format: str | None = None, run_section: Any =
         os.listdir(p)
     except OSError as exc:
         raise RunDirError(f"{p}: cannot list run dir ({exc.strerror or exc})") from None
-    if run_format in (None, "", "auto"):
-        fmt = detect(p)
-        if fmt is None:
-            version = _single_version(p)
-            if version is not None:
-                p, fmt = version, detect(version)
-        if fmt is None:
-            raise RunDirError(
-                f"{p}: not a run dir (none of training_log.csv, training_results.json, config.yaml, "
-                "checkpoints/, metrics.csv, trainer_state.json, mlflow.db, mlruns/, events.out.tfevents.*)"
-            )
-    else:
-        fmt = run_format
-        if fmt not in FORMATS:
-            raise RunDirError(f"--run-format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if fmt == "engine":
-        return Run(p)
-    from pytest_mlgates.formats import readers
-
-    return readers.open_format(p, fmt)
+    forced = run_format if run_format not in (None, "", "auto") else None
+    if forced is None and run_section is not None:
+        forced = run_section.forced_format()
+    where, name = formats.choose(p, forced)
+    return formats.read(name, where, run_section)

@@ -7,7 +7,9 @@ TensorBoardLogger writing its event file into the same version dir. ``--mlflow``
 Lightning's MLFlowLogger instead of the CSVLogger (OUT/mlflow.db, by global step, with the
 epoch as a metric, as MLflow users of Lightning have it), checkpoints in OUT/lightning_ckpts/;
 the run dir printed is then OUT. ``--track-recall`` adds a second ModelCheckpoint, for
-val_min_recall (mode max): two tracked metrics, two best files.
+val_min_recall (mode max): two tracked metrics, two best files. ``--save-after-fit`` writes
+last.ckpt with ``trainer.save_checkpoint`` once ``fit`` returns, as many users do: its
+``epoch`` is then one past the last logged epoch (the loop finished it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def add_tb(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow", action="store_true", help="log to MLflow (sqlite) instead of CSV")
     parser.add_argument("--track-recall", action="store_true",
                         help="a second ModelCheckpoint, for val_min_recall (max)")
+    parser.add_argument("--save-after-fit", action="store_true",
+                        help="write last.ckpt with trainer.save_checkpoint after fit")
 
 
 def main() -> None:
@@ -104,6 +108,8 @@ def main() -> None:
     module = DigitsModule(lr=common.LR, epochs=args.epochs, seed=args.seed, hidden=common.HIDDEN,
                           fault=args.fault)
     trainer.fit(module, train, val)
+    if args.save_after_fit:
+        trainer.save_checkpoint(str(checkpoint.dirpath) + "/last.ckpt")
     if args.fault == "no_best":
         from pathlib import Path
 

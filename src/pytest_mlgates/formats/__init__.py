@@ -1,54 +1,137 @@
-"""Run dirs written by other trainers: which trainer wrote a directory, and its reader.
+"""Run formats: which trainer wrote a directory, its reader, and its ``mlgates prove`` mutations.
 
-Each trainer gets one module that knows its files (``lightning``, ``huggingface``,
-``mlflow``, ``tensorboard``); ``detect`` picks one from the names in a directory, cheaply
-(no file is parsed), and ``--run-format`` overrides it.  Nothing heavy is imported here.
+Each format is one module of this package, registered by one line in :data:`REGISTRY`.
+A format module holds:
+
+``IDENTIFIED_BY``
+    the files that define the format, in words, for messages and ``docs/formats.md``;
+``detect(path) -> list[str]``
+    the defining files found in the directory (names only, nothing parsed), ``[]`` when
+    none: a stray file of another trainer (a ``splits.json``) is never one of them;
+``read(path, section) -> Run``
+    the reader, a :class:`~pytest_mlgates.rundir.Run` subclass;
+``Mutations``
+    what ``mlgates prove`` changes in a copy of such a run to turn each gate RED
+    (a subclass of :class:`pytest_mlgates.formats._mutations.Mutations`);
+``CONTAINS`` (optional)
+    formats whose files a run of this one may hold as one of its own loggers (Lightning's
+    TensorBoardLogger writes event files into the version dir), so they are no rival;
+``locate(path) -> Path | None`` (optional)
+    the run inside a folder users name instead (a Lightning ``save_dir`` holding one
+    ``version_N``).
+
+Detection never guesses: a directory that fits two formats, or none, is one line naming
+the candidates and how to choose::
+
+    runs/x: looks like both lightning (metrics.csv) and engine (training_log.csv); pass
+    --run-format NAME or set run: {format: NAME} in the gate file
+
+Nothing heavy is imported here: ``plugin.py`` reads :data:`FORMATS` for ``--run-format``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import importlib
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FORMATS", "detect"]
+from pytest_mlgates.errors import RunDirError
 
-#: Every run format, in the order ``detect`` tries them.
-FORMATS = ("engine", "lightning", "huggingface", "mlflow", "tensorboard")
+if TYPE_CHECKING:
+    from pytest_mlgates.rundir import Run, RunSection
 
-_ENGINE = ("training_log.csv", "training_results.json", "metric_history.json", "provenance.json", "splits.json")
+__all__ = ["FORMATS", "REGISTRY", "candidates", "choose", "detect", "format_module", "read"]
+
+#: Every run format and the module that reads it.  Adding a format: one module, one line.
+REGISTRY: dict[str, str] = {
+    "engine": "pytest_mlgates.formats.engine",
+    "lightning": "pytest_mlgates.formats.lightning",
+    "huggingface": "pytest_mlgates.formats.huggingface",
+    "mlflow": "pytest_mlgates.formats.mlflow",
+    "tensorboard": "pytest_mlgates.formats.tensorboard",
+    "plain": "pytest_mlgates.formats.plain",
+}
+
+#: The format names, in the order messages list them (``--run-format`` choices).
+FORMATS: tuple[str, ...] = tuple(REGISTRY)
+
+HOW_TO_CHOOSE = "pass --run-format NAME or set run: {format: NAME} in the gate file"
 
 
-def _names(path: Path) -> set[str]:
+def format_module(name: str) -> ModuleType:
+    """The module of format ``name``; a RunDirError naming the valid ones otherwise."""
+    if name not in REGISTRY:
+        raise RunDirError(f"--run-format {name!r}: expected one of {', '.join(FORMATS)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+def _evidence(module: ModuleType, path: Path) -> list[str]:
     try:
-        return set(os.listdir(path))
-    except OSError:
-        return set()
+        return list(module.detect(path))
+    except RunDirError:
+        return []
+    except OSError:  # a folder that cannot be listed fits no format; the reader says why
+        return []
 
 
-def _has_ckpt(path: Path) -> bool:
-    return any(n.endswith(".ckpt") for n in _names(path / "checkpoints"))
+def candidates(path: Path) -> list[tuple[str, list[str]]]:
+    """``[(format, defining files found)]`` of every format the directory fits, after
+    dropping those another candidate holds as one of its loggers (``CONTAINS``)."""
+    found = [(name, ev) for name in FORMATS if (ev := _evidence(format_module(name), path))]
+    names = {name for name, _ in found}
+    contained = {inner for name in names for inner in getattr(format_module(name), "CONTAINS", ())}
+    return [(name, ev) for name, ev in found if name not in contained]
 
 
 def detect(path: Path) -> str | None:
-    """The format of the run dir at ``path`` by the names it holds; None when none fits."""
-    names = _names(path)
-    if names.intersection(_ENGINE):
-        return "engine"
-    if "metrics.csv" in names or "hparams.yaml" in names or _has_ckpt(path):
-        return "lightning"
-    if "trainer_state.json" in names or any(n.startswith("checkpoint-") and n[11:].isdigit() for n in names):
-        return "huggingface"
-    if "mlflow.db" in names or "mlruns" in names or "meta.yaml" in names:
-        return "mlflow"
-    from pytest_mlgates.formats import mlflow as _mlflow
+    """The one format the directory fits, or None (none fits, or several do)."""
+    found = candidates(Path(path))
+    return found[0][0] if len(found) == 1 else None
 
-    # detection never fails a session: the reader reports what is wrong with the files
-    with contextlib.suppress(Exception):
-        if _mlflow.detect(path):
-            return "mlflow"
-    if any(n.startswith("events.out.tfevents.") for n in names):
-        return "tensorboard"
-    if "config.yaml" in names or "checkpoints" in names:
-        return "engine"
-    return None
+
+def _listing(found: list[tuple[str, list[str]]]) -> str:
+    parts = [f"{name} ({', '.join(ev[:3])}{', ...' if len(ev) > 3 else ''})" for name, ev in found]
+    if len(parts) == 2:
+        return f"both {parts[0]} and {parts[1]}"
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def _none_fits(path: Path) -> RunDirError:
+    known = "; ".join(f"{name}: {format_module(name).IDENTIFIED_BY}" for name in FORMATS)
+    return RunDirError(f"{path}: not a run dir of any known format ({known}); {HOW_TO_CHOOSE}")
+
+
+def choose(path: Path, forced: str | None = None) -> tuple[Path, str]:
+    """(the run dir, its format): ``forced`` when given (``--run-format`` or the gate file's
+    ``run: format:``), else the one format the directory fits.  A folder that holds the run
+    one level down (``locate``) is followed."""
+    if forced:
+        module = format_module(forced)
+        locate = getattr(module, "locate", None)
+        if locate is not None and not _evidence(module, path):
+            inner = locate(path)
+            if inner is not None:
+                return inner, forced
+        return path, forced
+    found = candidates(path)
+    if len(found) == 1:
+        return path, found[0][0]
+    if found:
+        raise RunDirError(f"{path}: looks like {_listing(found)}; {HOW_TO_CHOOSE}")
+    for name in FORMATS:
+        locate = getattr(format_module(name), "locate", None)
+        inner = locate(path) if locate is not None else None
+        if inner is not None:
+            inside = candidates(inner)
+            if len(inside) == 1:
+                return inner, inside[0][0]
+            if inside:
+                raise RunDirError(f"{inner}: looks like {_listing(inside)}; {HOW_TO_CHOOSE}")
+    raise _none_fits(path)
+
+
+def read(name: str, path: Path, section: RunSection | None = None) -> Run:
+    """The reader of format ``name`` on ``path``."""
+    run: Any = format_module(name).read(path, section)
+    return run  # type: ignore[no-any-return]

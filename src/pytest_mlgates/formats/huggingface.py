@@ -1,4 +1,4 @@
-"""A Hugging Face ``Trainer`` output dir.
+"""A Hugging Face ``Trainer`` output dir, and its ``mlgates prove`` mutations.
 
 What the Trainer writes, and where this reader finds each thing the gates need::
 
@@ -19,24 +19,84 @@ holds exactly ``best_metric`` for that metric.
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
     BestRecord,
     Log,
     Run,
-    _float_or_none,
+    RunSection,
     default_mode,
-    epochs_done,
+    float_or_none,
     load_checkpoint_file,
+    merge_by_epoch,
     numbers_close,
-    parse_trainer_state,
     read_json_file,
+    to_epoch,
+    to_float,
 )
 
-__all__ = ["HuggingFaceRun", "load_weights_dir"]
+__all__ = ["IDENTIFIED_BY", "HuggingFaceRun", "Mutations", "detect", "load_weights_dir", "parse_trainer_state", "read"]
+
+IDENTIFIED_BY = "trainer_state.json or checkpoint-N/"
+#: report_to="tensorboard" writes event files under the output dir (runs/<date>/).
+CONTAINS = ("tensorboard",)
+
+
+def detect(path: Path) -> list[str]:
+    path = Path(path)
+    state = path / "trainer_state.json"
+    found = ["trainer_state.json"] if state.exists() or state.is_symlink() else []
+    try:
+        if any(_checkpoint_step(p.name) is not None and p.is_dir() for p in path.iterdir()):
+            found.append("checkpoint-N/")
+    except OSError:
+        pass
+    return found
+
+
+def read(path: Path, section: RunSection | None = None) -> HuggingFaceRun:
+    return HuggingFaceRun(path, section)
+
+
+def epochs_done(value: Any) -> int | None:
+    """A fractional epoch count (the HF Trainer's ``epoch``) as the epoch it completes, from 1;
+    None when it is not a finite number."""
+    raw = float_or_none(value)
+    if raw is None or not math.isfinite(raw):
+        return None
+    return max(1, math.ceil(raw - 1e-9))
+
+
+def parse_trainer_state(data: Any, shown: str) -> Log:
+    """Hugging Face ``trainer_state.json``: ``log_history`` entries grouped by epoch.
+
+    Entries carry a fractional ``epoch`` (the epochs done); each is assigned to the epoch
+    it completes (``ceil``, from 1, the Trainer's own count). The final summary entry
+    (``train_runtime``...) is skipped.
+    """
+    history = data.get("log_history") if isinstance(data, dict) else None
+    if not isinstance(history, list):
+        raise RunDirError(f"{shown}: no 'log_history' list")
+    entries: list[tuple[float, dict[str, float]]] = []
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or "train_runtime" in entry:
+            continue
+        if "epoch" not in entry:
+            continue
+        epoch = float(math.ceil(to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
+        values = {
+            k: to_float(v, f"{shown}: log_history[{i}].{k}")
+            for k, v in entry.items()
+            if k not in ("epoch", "step") and isinstance(v, (int, float, str))
+        }
+        entries.append((max(epoch, 1.0), values))
+    return merge_by_epoch(entries, shown, "huggingface")
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _WEIGHTS_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -194,7 +254,7 @@ class HuggingFaceRun(Run):
     def _best_metric_name(self) -> str | None:
         """The metric ``best_metric`` belongs to: the one eval value equal to it at the best step."""
         raw = self.state.get("best_metric")
-        value = _float_or_none(raw) if not isinstance(raw, (str, bool)) else None
+        value = float_or_none(raw) if not isinstance(raw, (str, bool)) else None
         if raw is not None and value is None:
             raise RunDirError(f"{self.shown(self._state_path())}: best_metric {str(raw)[:40]!r} "
                               f"is a {type(raw).__name__}, expected a number")
@@ -255,7 +315,7 @@ class HuggingFaceRun(Run):
         if epoch is None:
             entry = self._eval_entry(self._best_step() or -1)
             epoch = epochs_done((entry or {}).get("epoch"))
-        return BestRecord(metric, shown, epoch=epoch, value=_float_or_none(self.state.get("best_metric")))
+        return BestRecord(metric, shown, epoch=epoch, value=float_or_none(self.state.get("best_metric")), path=folder)
 
     # -- checkpoints -------------------------------------------------------------------------------
 
@@ -322,6 +382,12 @@ class HuggingFaceRun(Run):
             epoch = epochs_done(data.get("epoch")) if isinstance(data, dict) else None
         return shown, epoch, held, missing
 
+    def resume_path(self) -> Path:
+        dirs = self.checkpoint_dirs()
+        if not dirs:
+            raise RunDirError(f"{self.shown(self.path)}: no checkpoint-N/ folder to resume from")
+        return self.resolve(dirs[-1].name)
+
     def default_checkpoint(self) -> str:
         folder, _ = self._best_dir()
         if folder is not None:
@@ -329,3 +395,59 @@ class HuggingFaceRun(Run):
         if any((self.path / f).is_file() for f in _WEIGHT_FILES) or self.checkpoint_dirs():
             return "final"
         raise RunDirError(f"{self.shown(self.path)}: no model weights and no checkpoint-N/ to load")
+
+
+# --------------------------------------------------------------------------- prove
+
+
+class StateLogEditor(m.LogEditor):
+    """``trainer_state.json``'s ``log_history``, cell by cell: a cell is a metric in the
+    entries of one epoch (the epoch each entry completes, as the log reads it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text(encoding="utf-8"))
+        history = self.data.get("log_history") if isinstance(self.data, dict) else None
+        if not isinstance(history, list):
+            raise m.MutationError(f"{path.name}: no log_history to edit")
+        self.entries = [e for e in history if isinstance(e, dict) and "epoch" in e and "train_runtime" not in e]
+
+    @staticmethod
+    def _epoch(entry: dict[str, Any]) -> int:
+        return epochs_done(entry.get("epoch")) or 1
+
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(k for e in self.entries for k in e if k not in ("epoch", "step")))
+
+    def cells(self, column: str) -> list[Any]:
+        return list(dict.fromkeys(self._epoch(e) for e in self.entries if column in e))
+
+    def _of(self, column: str, handle: Any) -> list[dict[str, Any]]:
+        return [e for e in self.entries if column in e and self._epoch(e) == handle]
+
+    def get(self, column: str, handle: Any) -> float:
+        found = self._of(column, handle)
+        return m.cell_float(found[-1][column]) if found else float("nan")
+
+    def set(self, column: str, handle: Any, value: float) -> None:
+        for entry in self._of(column, handle):
+            entry[column] = value
+
+    def blank(self, column: str, handle: Any) -> None:
+        for entry in self._of(column, handle):
+            del entry[column]
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.data), encoding="utf-8")
+
+
+class Mutations(m.Mutations):
+    """An HF Trainer output dir: the ``trainer_state.json`` the log is read from, the
+    ``checkpoint-N/`` folders (weights, ``optimizer.pt``...)."""
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        source = self.run._state_path()  # type: ignore[attr-defined]
+        rel = self.rel(source)
+        if rel is None:
+            raise m.MutationError(f"{source}: outside the run dir")
+        return StateLogEditor(run / rel)

@@ -1,40 +1,115 @@
-"""A PyTorch Lightning log dir (``lightning_logs/version_N/``).
+"""A PyTorch Lightning log dir (``lightning_logs/version_N/``), and its ``mlgates prove`` mutations.
 
 What Lightning writes, and where this reader finds each thing the gates need::
 
     version_N/
       metrics.csv          CSVLogger: train and val rows of one epoch on separate lines,
-                           empty cells between; epochs count from 0 (the log here from 1)
+                           empty cells between; epochs count from 0, and so does the log here
       hparams.yaml         save_hyperparameters() (read with yaml.safe_load)
       checkpoints/*.ckpt   torch.save dicts: state_dict, epoch, global_step, and
                            callbacks: {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', ...}":
                            {monitor, best_model_path, best_model_score, ...}}
 
-The tracked metrics are the monitors of the ``ModelCheckpoint`` callbacks, read from the
-newest checkpoint (``last.ckpt`` when there is one: it is saved after the top-k files, so
-its callback state names the current best of every monitor).  ``best_model_path`` holds the
-training machine's absolute path, so it is resolved by its basename inside the run dir.
+The tracked metrics are the monitors of the ``ModelCheckpoint`` callbacks.  Every
+checkpoint holds the state of every callback *as it was when that file was saved*; with
+several ModelCheckpoints, the file one of them saves (and ``last.ckpt``) holds the others'
+state of the epoch before.  So each callback's state is taken from the newest checkpoint
+on disk that holds it: highest ``global_step``, then ``epoch``, then the state whose best
+file exists, then the file written last.  ``best_model_path`` holds the training machine's
+absolute path, so it is resolved by its basename inside the run dir.
+
+A checkpoint's ``epoch`` field counts like the log (from 0) when ModelCheckpoint saved it,
+but one more once the epoch loop finished (``trainer.save_checkpoint`` after ``fit``), so
+a checkpoint is placed in the log by its ``global_step``: the CSVLogger writes the rows of
+an epoch's end at ``step = global_step - 1``.  The ``epoch`` field is used only where no
+logged step matches.
 """
 
 from __future__ import annotations
 
 import ast
+import csv
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
     BestRecord,
     Log,
     Run,
-    _float_or_none,
+    RunSection,
     default_mode,
-    parse_lightning_csv,
+    float_or_none,
+    merge_by_epoch,
     read_text_file,
+    resume_kinds,
+    to_epoch,
+    to_float,
 )
 
-__all__ = ["LightningRun"]
+__all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read"]
+
+IDENTIFIED_BY = "metrics.csv, hparams.yaml or checkpoints/*.ckpt"
+#: TensorBoardLogger writes its event files into the same version_N/ folder.
+CONTAINS = ("tensorboard",)
+
+
+def detect(path: Path) -> list[str]:
+    path = Path(path)
+    found = [name for name in ("metrics.csv", "hparams.yaml") if (path / name).exists() or (path / name).is_symlink()]
+    try:
+        if any(p.suffix == ".ckpt" for p in (path / "checkpoints").iterdir()):
+            found.append("checkpoints/*.ckpt")
+    except OSError:
+        pass
+    return found
+
+
+def locate(path: Path) -> Path | None:
+    """A Lightning ``save_dir`` or ``lightning_logs`` folder holding exactly one ``version_N``."""
+    for base in (path, path / "lightning_logs"):
+        try:
+            versions = [d for d in base.iterdir() if d.name.startswith("version_") and d.is_dir()]
+        except OSError:
+            continue
+        if len(versions) == 1:
+            return versions[0]
+    return None
+
+
+def read(path: Path, section: RunSection | None = None) -> LightningRun:
+    return LightningRun(path, section)
+
+
+def parse_lightning_csv(text: str, shown: str) -> Log:
+    """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
+
+    The rows of one epoch are merged, later values winning; epochs keep Lightning's own
+    numbers (from 0), and ``step`` stays a column (the step of the epoch's last row)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    entries: list[tuple[float, dict[str, float]]] = []
+    try:
+        for line_no, row in enumerate(reader, start=2):
+            if None in row:
+                raise RunDirError(f"{shown} line {line_no}: more cells than the header")
+            raw_epoch = (row.get("epoch") or "").strip()
+            if not raw_epoch:
+                continue
+            epoch = to_epoch(raw_epoch, f"{shown} line {line_no}, column epoch")
+            values = {
+                k: to_float(v, f"{shown} line {line_no}, column {k}")
+                for k, v in row.items()
+                if k != "epoch" and v is not None and v.strip() != ""
+            }
+            entries.append((epoch, values))
+    except csv.Error as exc:
+        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
+    if reader.fieldnames is None or "epoch" not in reader.fieldnames:
+        raise RunDirError(f"{shown}: header has no 'epoch' column")
+    return merge_by_epoch(entries, shown, "lightning", first_epoch=0)
 
 _MODE = re.compile(r"'mode':\s*'(min|max)'")
 #: The callbacks whose state names a monitored metric.
@@ -74,7 +149,7 @@ class LightningRun(Run):
     @property
     def config(self) -> dict[str, Any] | None:
         """``hparams.yaml`` (Lightning's record of the run's hyper-parameters)."""
-        return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))
+        return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))  # type: ignore[no-any-return]
 
     def checkpoint_files(self) -> list[Path]:
         """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first."""
@@ -101,13 +176,48 @@ class LightningRun(Run):
 
     # -- callback state --------------------------------------------------------------------
 
-    def callback_states(self) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
-        """(checkpoint shown, [(kind, mode, state)]) from the newest loadable checkpoint."""
-        def make() -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+    def _callback_entries(self, path: Path, shown: str, ckpt: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """[(callback key, kind, mode, state)] of the monitoring callbacks saved in one file."""
+        callbacks = ckpt.get("callbacks")
+        out: list[tuple[str, str, str, dict[str, Any]]] = []
+        if not isinstance(callbacks, dict):
+            return out
+        for key, state in callbacks.items():
+            if not isinstance(key, str):
+                continue
+            kind = key.split("{", 1)[0]
+            if kind not in _MONITORING:
+                continue
+            # a malformed state of the callbacks that name the best checkpoint is a
+            # broken file, not a run without them: say so instead of skipping it
+            if not isinstance(state, dict):
+                raise RunDirError(f"{shown}: callbacks[{kind}] is a {type(state).__name__}, "
+                                  "expected the callback's state dict")
+            args = _callback_args(key)
+            monitor = state.get("monitor", args.get("monitor"))
+            if monitor is None:  # ModelCheckpoint(monitor=None) keeps only the last
+                continue
+            if not isinstance(monitor, str):
+                raise RunDirError(f"{shown}: callbacks[{kind}] monitor {str(monitor)[:40]!r} "
+                                  f"({type(monitor).__name__}) is not a metric name")
+            mode = args.get("mode")
+            out.append((key, kind, mode if mode in ("min", "max") else default_mode(monitor), state))
+        return out
+
+    def callback_states(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """[(shown file, kind, mode, state)]: each monitoring callback's newest state on disk.
+
+        Every loadable checkpoint is read; per callback key, the state saved with the
+        highest (global_step, epoch) wins, then the one whose best file exists, then the
+        file written last.  Callbacks come in the order the newest checkpoint lists them."""
+        def make() -> list[tuple[str, str, str, dict[str, Any]]]:
             files = self.checkpoint_files()
             if not files:
                 raise RunDirError(f"{self.shown(self.path / 'checkpoints')}: no .ckpt files")
             errors: list[str] = []
+            best: dict[str, tuple[tuple[int, int, int, int], str, str, str, dict[str, Any]]] = {}
+            order: dict[str, tuple[tuple[int, int, int, int], int]] = {}
+            loaded = 0
             for path in files:
                 shown = self._shown_file(path)
                 try:
@@ -115,37 +225,42 @@ class LightningRun(Run):
                 except (RunDirError, ValueError) as exc:
                     errors.append(str(exc))
                     continue
-                callbacks = ckpt.get("callbacks")
-                out: list[tuple[str, str, dict[str, Any]]] = []
-                if isinstance(callbacks, dict):
-                    for key, state in callbacks.items():
-                        if not isinstance(key, str):
-                            continue
-                        kind = key.split("{", 1)[0]
-                        if kind not in _MONITORING:
-                            continue
-                        # a malformed state of the callbacks that name the best checkpoint is a
-                        # broken file, not a run without them: say so instead of skipping it
-                        if not isinstance(state, dict):
-                            raise RunDirError(f"{shown}: callbacks[{kind}] is a {type(state).__name__}, "
-                                              "expected the callback's state dict")
-                        args = _callback_args(key)
-                        monitor = state.get("monitor", args.get("monitor"))
-                        if monitor is None:  # ModelCheckpoint(monitor=None) keeps only the last
-                            continue
-                        if not isinstance(monitor, str):
-                            raise RunDirError(f"{shown}: callbacks[{kind}] monitor {str(monitor)[:40]!r} "
-                                              f"({type(monitor).__name__}) is not a metric name")
-                        mode = args.get("mode")
-                        out.append((kind, mode if mode in ("min", "max") else default_mode(monitor), state))
-                return shown, out
-            raise RunDirError(errors[0])
+                loaded += 1
+                step, epoch = _int(ckpt.get("global_step")), _int(ckpt.get("epoch"))
+                try:
+                    mtime = path.stat().st_mtime_ns
+                except OSError:
+                    mtime = 0
+                for position, (key, kind, mode, state) in enumerate(self._callback_entries(path, shown, ckpt)):
+                    exists = int(self._best_file_exists(state))
+                    rank = (step, epoch, exists, mtime)
+                    if key not in best or rank > best[key][0]:
+                        best[key] = (rank, shown, kind, mode, state)
+                    file_rank = (step, epoch, 0, mtime)
+                    if key not in order or file_rank > order[key][0]:
+                        order[key] = (file_rank, position)
+            if not loaded:
+                raise RunDirError(errors[0])
+            keys = sorted(best, key=lambda k: (tuple(-x for x in order[k][0]), order[k][1]))
+            return [(best[k][1], best[k][2], best[k][3], best[k][4]) for k in keys]
 
         return self._cached("callbacks", make)  # type: ignore[no-any-return]
 
+    def _best_file_exists(self, state: dict[str, Any]) -> bool:
+        best = state.get("best_model_path")
+        if not isinstance(best, str) or not best.strip() or "\x00" in best:
+            return False
+        return self._by_basename(best) is not None
+
+    def _state_holder(self, metric: str) -> str:
+        """The checkpoint whose ModelCheckpoint(monitor=metric) state is read (for messages)."""
+        for shown, kind, _mode, state in self.callback_states():
+            if kind == "ModelCheckpoint" and state.get("monitor") == metric:
+                return shown
+        return self.shown(self.path / "checkpoints")
+
     def _model_checkpoints(self) -> list[tuple[str, dict[str, Any]]]:
-        _, states = self.callback_states()
-        return [(mode, s) for kind, mode, s in states if kind == "ModelCheckpoint"]
+        return [(mode, s) for _shown, kind, mode, s in self.callback_states() if kind == "ModelCheckpoint"]
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -162,11 +277,11 @@ class LightningRun(Run):
     def monitor(self) -> tuple[str, str]:
         """The first ModelCheckpoint's monitor, else EarlyStopping's, else val_loss."""
         try:
-            _, states = self.callback_states()
+            states = self.callback_states()
         except RunDirError:
             states = []
         for wanted in ("ModelCheckpoint", "EarlyStopping"):
-            for kind, mode, state in states:
+            for _shown, kind, mode, state in states:
                 if kind == wanted:
                     return str(state["monitor"]), mode
         return "val_loss", "min"
@@ -186,11 +301,11 @@ class LightningRun(Run):
             best = state.get("best_model_path")
             if not isinstance(best, str) or not best.strip() or "\x00" in best:
                 got = "empty" if best in ("", None) else f"{str(best)[:60]!r} ({type(best).__name__})"
-                raise RunDirError(f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') "
+                raise RunDirError(f"{self._state_holder(metric)}: ModelCheckpoint(monitor='{metric}') "
                                   f"best_model_path is {got}, not a checkpoint file")
             base = best.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
             if base in ("", ".", ".."):
-                raise RunDirError(f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') "
+                raise RunDirError(f"{self._state_holder(metric)}: ModelCheckpoint(monitor='{metric}') "
                                   f"best_model_path {best[:120]!r} names no checkpoint file")
             return self._by_basename(base), base, state
         return None, "", None
@@ -226,18 +341,39 @@ class LightningRun(Run):
 
     def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
         """``last.ckpt`` (else the newest ``.ckpt``): model, optimizer, scheduler and loop
-        state. Lightning saves no RNG state, so a resume is never bit-exact; not required."""
+        state, at the epoch of the log its global_step says. Lightning saves no RNG state,
+        so a resume is never bit-exact; not required."""
         name = "last"
         shown = self.checkpoint_shown(name)
         ckpt = self.checkpoint(name)
+        kinds = resume_kinds(ckpt, shown)
         held: list[str] = []
         missing: list[str] = []
-        for kind, key in (("model", "state_dict"), ("optimizer", "optimizer_states"), ("loops", "loops")):
-            (held if ckpt.get(key) else missing).append(kind)
-        if ckpt.get("lr_schedulers"):
+        for kind, present in (("model", "model" in kinds), ("optimizer", "optimizer" in kinds),
+                              ("loops", bool(ckpt.get("loops")))):
+            (held if present else missing).append(kind)
+        if "scheduler" in kinds:
             held.append("scheduler")
-        epoch = ckpt.get("epoch")
-        return shown, (epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None), held, missing
+        return shown, self.log_epoch_of(ckpt), held, missing
+
+    def resume_path(self) -> Path:
+        return self.checkpoint_path("last")
+
+    def log_epoch_of(self, ckpt: Any) -> int | None:
+        """The log's epoch of a checkpoint: the row logged at ``global_step - 1`` (the
+        CSVLogger's step at an epoch's end), else the checkpoint's own ``epoch`` (from 0,
+        like the log, when ModelCheckpoint saved it)."""
+        step = ckpt.get("global_step") if isinstance(ckpt, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            try:
+                log = self.log
+            except RunDirError:
+                log = None
+            if log is not None and "step" in log.columns:
+                for logged, epoch in zip(log.columns["step"], log.epochs):
+                    if logged == step - 1:
+                        return int(epoch)
+        return super().log_epoch_of(ckpt)
 
     def default_checkpoint(self) -> str:
         try:
@@ -269,19 +405,18 @@ class LightningRun(Run):
         try:
             ckpt = self.checkpoint(str(path.relative_to(self.path)))
         except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
-        epoch = ckpt.get("epoch")
+            return BestRecord(metric, shown, problem=str(exc), path=path)
         score = _scalar(state.get("best_model_score"))
-        value = _float_or_none(score)
+        value = float_or_none(score)
         if value is None and score is not None:
             return BestRecord(metric, shown, problem=(
-                f"{self.callback_states()[0]}: ModelCheckpoint(monitor='{metric}') best_model_score "
-                f"{str(score)[:40]!r} is not a number"))
-        return BestRecord(
-            metric, shown,
-            epoch=epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-            value=value,
-        )
+                f"{self._state_holder(metric)}: ModelCheckpoint(monitor='{metric}') best_model_score "
+                f"{str(score)[:40]!r} is not a number"), path=path)
+        return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def _scalar(value: Any) -> Any:
@@ -293,3 +428,16 @@ def _scalar(value: Any) -> Any:
         except (RuntimeError, ValueError):
             return None
     return value
+
+
+# --------------------------------------------------------------------------- prove
+
+
+class Mutations(m.Mutations):
+    """A Lightning version dir: ``metrics.csv`` (train and val rows of an epoch apart),
+    the ModelCheckpoints' best files, ``last.ckpt``."""
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        if not (run / "metrics.csv").is_file():
+            raise m.MutationError("metrics.csv: not in the run")
+        return m.RowsEditor(run / "metrics.csv", key="epoch")

@@ -22,9 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.rundir import Log, read_text_file, read_yaml_file, to_float
+from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.rundir import (
+    BestRecord,
+    Log,
+    Run,
+    RunSection,
+    read_text_file,
+    read_yaml_file,
+    regroup_by_logged_epoch,
+    to_float,
+)
 
-__all__ = ["MlflowRun", "detect", "find_runs", "parse_metric_lines", "read_run", "to_log"]
+__all__ = ["IDENTIFIED_BY", "MlflowRun", "MlflowRunDir", "Mutations", "detect", "find_runs", "parse_metric_lines",
+           "read", "read_run", "to_log"]
 
 #: Old file stores write the status as RunStatus' number.
 _STATUS_NAMES = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
@@ -89,17 +100,24 @@ def _file_run_folders(path: Path) -> list[Path]:
     return out
 
 
-def detect(path: Path) -> bool:
-    """Cheap: names only, no file is parsed."""
+IDENTIFIED_BY = "mlflow.db, mlruns/ or a run folder's meta.yaml"
+
+
+def detect(path: Path) -> list[str]:
+    """The MLflow files found (names only, or one query of a parent's ``mlflow.db`` for a
+    run's artifact folder): ``mlflow.db``, ``mlruns/``, a run folder's ``meta.yaml``."""
     path = Path(path)
     if not path.is_dir():
-        return False
-    if (path / "mlflow.db").is_file() or _is_run_folder(path):
-        return True
+        return []
+    if (path / "mlflow.db").is_file():
+        return ["mlflow.db"]
+    if _is_run_folder(path):
+        return ["meta.yaml"]
     base = _file_store_base(path)
     if base is not None and (base.name == "mlruns" or bool(_file_run_folders(path))):
-        return True
-    return _sqlite_owner(path) is not None
+        return ["mlruns/"]
+    owner = _sqlite_owner(path)
+    return [f"a run folder of {owner[0] / 'mlflow.db'}"] if owner is not None else []
 
 
 # --------------------------------------------------------------------------- SQLite store
@@ -522,4 +540,175 @@ def to_log(run: MlflowRun) -> Log:
         missing = [s for s in steps if s not in logged]
         if missing:
             empty["logged_epoch"] = missing
-    return Log(columns=columns, source=run.source, empty=empty, kind="mlflow")
+    return Log(columns=columns, source=run.source, empty=empty, kind="mlflow", first_epoch=0 if steps[0] == 0 else 1)
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def read(path: Path, section: RunSection | None = None) -> MlflowRunDir:
+    return MlflowRunDir(path, section)
+
+
+class MlflowRunDir(Run):
+    """An MLflow run: metrics and params from the store, checkpoints from its artifacts.
+
+    MLflow records metrics, not checkpoints; a run that logs its checkpoints keeps them the
+    engine's way (``checkpoints/best_<metric>.pt`` holding ``epoch`` and ``monitor``) as
+    artifacts, and they are read as the engine's."""
+
+    format = "mlflow"
+
+    def __init__(self, path: Path, section: RunSection | None = None) -> None:
+        super().__init__(path, section)
+        from pytest_mlgates.formats.engine import EngineRun
+
+        self.record = read_run(path)
+        self.artifacts = EngineRun(self.record.artifact_dir) if self.record.artifact_dir is not None else None
+
+    def _read_log(self) -> Log:
+        return regroup_by_logged_epoch(to_log(self.record))
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        status = self.record.status
+        return {"status": str(status).lower()} if status else None
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return dict(self.record.params)
+
+    def _files(self) -> Run:
+        if self.artifacts is None:
+            raise RunDirError(f"{self.shown(self.record.source)}: run {self.record.run_id} has no local artifacts folder")
+        return self.artifacts
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        from pytest_mlgates.formats.tensorboard import tracked_from_files
+
+        return tracked_from_files(self.artifacts.path) if self.artifacts is not None else []
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        tracked = self.tracked
+        return tracked[0] if tracked else ("val_loss", "min")
+
+    def resolve(self, rel: str) -> Path:
+        """Paths of an MLflow run are paths in its artifacts folder."""
+        return self._files().resolve(rel)
+
+    def checkpoint_path(self, name: str) -> Path:
+        if name == "best":
+            name = f"best_{self.monitor[0]}"
+        return self._files().checkpoint_path(name)
+
+    def checkpoint_shown(self, name: str) -> str:
+        return self._files().checkpoint_shown(name)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        return self._files().checkpoint(name)
+
+    def default_checkpoint(self) -> str:
+        return self._files().default_checkpoint()
+
+    def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
+        if self.artifacts is None:
+            shown = self.shown(self.record.source)
+            return BestRecord(metric, shown, problem=f"{shown}: run {self.record.run_id} has no local artifacts "
+                                                     f"folder, so no best checkpoint for {metric}")
+        return self.artifacts.best_checkpoint(metric, mode)
+
+
+# --------------------------------------------------------------------------- prove
+
+
+class StoreLogEditor(m.LogEditor):
+    """One run's metric points in a copy of its store, cell by cell: a cell is one logged
+    point (step, timestamp), in step order.  SQLite rows are updated in place (a NaN
+    stored as MLflow stores it: ``value=0, is_nan=1``); file-store lines are rewritten."""
+
+    def __init__(self, store: Path, record: MlflowRun, root: Path) -> None:
+        self.record = record
+        source = record.source.resolve()
+        rel = source.relative_to(root)
+        self.sqlite = source.name == "mlflow.db"
+        self.path = store / rel
+        #: metric -> [[step, timestamp, value, id-or-None]] sorted by (step, timestamp)
+        self.points: dict[str, list[list[Any]]] = {}
+        self.deleted: list[Any] = []
+        if self.sqlite:
+            con = sqlite3.connect(str(self.path))
+            try:
+                rows = con.execute("SELECT rowid, key, value, timestamp, step FROM metrics WHERE run_uuid = ? "
+                                   "ORDER BY key, step, timestamp, rowid", (record.run_id,)).fetchall()
+            finally:
+                con.close()
+            for rowid, key, value, timestamp, step in rows:
+                self.points.setdefault(str(key), []).append([step, timestamp, value, rowid])
+        else:
+            folder = self.path.parent / "metrics"
+            for name, file in _walk_files(folder):
+                pts = parse_metric_lines(file.read_text(encoding="utf-8"), str(file))
+                self.points[name] = [[s, t, v, None] for s, t, v in sorted(pts, key=lambda p: (p[0], p[1]))]
+
+    def _key(self, column: str) -> str:
+        return "epoch" if column == "logged_epoch" else column
+
+    def columns(self) -> list[str]:
+        return ["logged_epoch" if k == "epoch" else k for k in self.points]
+
+    def cells(self, column: str) -> list[Any]:
+        return list(range(len(self.points.get(self._key(column), []))))
+
+    def get(self, column: str, handle: Any) -> float:
+        return float(self.points[self._key(column)][handle][2])
+
+    def set(self, column: str, handle: Any, value: float) -> None:
+        self.points[self._key(column)][handle][2] = value
+
+    def blank(self, column: str, handle: Any) -> None:
+        point = self.points[self._key(column)].pop(handle)
+        self.deleted.append(point[3])
+
+    def save(self) -> None:
+        if self.sqlite:
+            con = sqlite3.connect(str(self.path))
+            try:
+                has_nan = "is_nan" in {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+                for pts in self.points.values():
+                    for _step, _ts, value, rowid in pts:
+                        value = float(value)
+                        stored = 0.0 if math.isnan(value) else max(-sys.float_info.max, min(sys.float_info.max, value))
+                        if has_nan:
+                            con.execute("UPDATE metrics SET value = ?, is_nan = ? WHERE rowid = ?",
+                                        (stored, int(math.isnan(value)), rowid))
+                        else:
+                            con.execute("UPDATE metrics SET value = ? WHERE rowid = ?", (stored, rowid))
+                for rowid in self.deleted:
+                    con.execute("DELETE FROM metrics WHERE rowid = ?", (rowid,))
+                con.commit()
+            finally:
+                con.close()
+            return
+        folder = self.path.parent / "metrics"
+        for name, pts in self.points.items():
+            lines = "".join(f"{ts} {float(value)!r} {step}\n" for step, ts, value, _ in pts)
+            (folder / name).write_text(lines, encoding="utf-8")
+
+
+class Mutations(m.Mutations):
+    """An MLflow run: metric points in its store (SQLite or file store), checkpoints the
+    engine's way among its artifacts."""
+
+    @property
+    def log_name(self) -> str:
+        record = self.run.record  # type: ignore[attr-defined]
+        return f"run {record.run_id[:8]}'s metrics"
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        record = self.run.record  # type: ignore[attr-defined]
+        try:
+            return StoreLogEditor(run, record, self.root)
+        except ValueError:
+            raise m.MutationError(f"{record.source}: the store lies outside the run dir given") from None

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.rundir import Log
+from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.formats.engine import EngineRun
+from pytest_mlgates.rundir import Log, RunSection, default_mode, regroup_by_logged_epoch
 
-__all__ = ["detect", "read_scalars", "to_log"]
+__all__ = ["IDENTIFIED_BY", "Mutations", "TensorBoardRun", "detect", "read", "read_scalars", "to_log",
+           "tracked_from_files"]
 
 _PREFIX = "events.out.tfevents."
 #: Event files are looked for in the folder and this many levels below it.
@@ -55,9 +58,18 @@ def _event_files(path: Path) -> Iterator[Path]:
                 continue
 
 
-def detect(path: Path) -> bool:
+IDENTIFIED_BY = "events.out.tfevents.* (in the folder or two levels below)"
+
+
+def detect(path: Path) -> list[str]:
     """Cheap: stops at the first event file."""
-    return next(_event_files(Path(path)), None) is not None
+    first = next(_event_files(Path(path)), None)
+    if first is None:
+        return []
+    try:
+        return [str(first.relative_to(path))]
+    except ValueError:
+        return [first.name]
 
 
 # --------------------------------------------------------------------------- TFRecord framing
@@ -233,4 +245,143 @@ def to_log(path: Path) -> Log:
         missing = [s for s in steps if s not in by_step]
         if missing:
             empty[name] = missing
-    return Log(columns=columns, source=path, empty=empty, kind="tensorboard")
+    return Log(columns=columns, source=path, empty=empty, kind="tensorboard", first_epoch=0 if steps[0] == 0 else 1)
+
+
+# --------------------------------------------------------------------------- the reader
+
+_CKPT_SUFFIXES = (".pt", ".pth")
+
+
+def tracked_from_files(folder: Path) -> list[tuple[str, str]]:
+    """(metric, mode) of every ``checkpoints/best_<metric>.pt`` in ``folder``: a run that
+    saves its best checkpoints the engine's way, with no config naming them."""
+    try:
+        names = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and f".{suffix}" in _CKPT_SUFFIXES and stem.startswith("best_") and len(stem) > 5:
+            out.append((stem[5:], default_mode(stem[5:])))
+    return out
+
+
+def read(path: Path, section: RunSection | None = None) -> TensorBoardRun:
+    return TensorBoardRun(path, section)
+
+
+class TensorBoardRun(EngineRun):
+    """TensorBoard event files as the log; checkpoints the engine's way beside them
+    (``checkpoints/best_<metric>.pt``)."""
+
+    format = "tensorboard"
+
+    def _read_log(self) -> Log:
+        return regroup_by_logged_epoch(to_log(self.path))
+
+    def metric_history(self) -> Log | None:
+        return None
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        return tracked_from_files(self.path)
+
+
+# --------------------------------------------------------------------------- prove
+
+
+class EventLogEditor(m.LogEditor):
+    """The scalars of a copy's event files, cell by cell: a cell is one ``simple_value``
+    point (a tag at a step), in step order.  Changed records are re-serialized and framed
+    again with their CRCs; every other record is written back byte for byte."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.files = list(_event_files(run))
+        if not self.files:
+            raise m.MutationError("no event files in the run")
+        self.event_cls = _load_event_class(run)
+        self.raw: dict[Path, bytes] = {}
+        self.records: dict[Path, list[tuple[int, int, Any]]] = {}  # (offset, length, Event or None)
+        self.changed: set[tuple[Path, int]] = set()
+        self.removed: set[tuple[Path, int, int]] = set()
+        points: dict[tuple[str, str], list[tuple[int, float, Path, int, int]]] = {}
+        for file in self.files:
+            data = file.read_bytes()
+            self.raw[file] = data
+            folder = file.parent.relative_to(run).as_posix()
+            records: list[tuple[int, int, Any]] = []
+            for index, (offset, payload) in enumerate(_records(file)):
+                (length,) = struct.unpack("<Q", data[offset:offset + 8])
+                event = self.event_cls.FromString(payload) if payload is not None else None
+                records.append((offset, length, event))
+                if event is None or not event.HasField("summary"):
+                    continue
+                for j, value in enumerate(event.summary.value):
+                    if value.WhichOneof("value") == "simple_value":
+                        points.setdefault((folder, value.tag), []).append(
+                            (event.step, event.wall_time, file, index, j))
+            self.records[file] = records
+        folders_of: dict[str, set[str]] = {}
+        for folder, tag in points:
+            folders_of.setdefault(tag, set()).add(folder)
+        self.cells_of: dict[str, list[tuple[int, float, Path, int, int]]] = {}
+        for (folder, tag), pts in sorted(points.items()):
+            name = tag if len(folders_of[tag]) == 1 or folder == "." else f"{folder}/{tag}"
+            name = "logged_epoch" if name == "epoch" else name
+            self.cells_of.setdefault(name, []).extend(pts)
+        for pts in self.cells_of.values():
+            pts.sort(key=lambda p: (p[0], p[1]))
+
+    def columns(self) -> list[str]:
+        return list(self.cells_of)
+
+    def cells(self, column: str) -> list[Any]:
+        return list(range(len(self.cells_of.get(column, []))))
+
+    def _value(self, column: str, handle: Any) -> tuple[Any, tuple[Path, int, int]]:
+        _step, _wall, file, index, j = self.cells_of[column][handle]
+        return self.records[file][index][2].summary.value[j], (file, index, j)
+
+    def get(self, column: str, handle: Any) -> float:
+        return float(self._value(column, handle)[0].simple_value)
+
+    def set(self, column: str, handle: Any, value: float) -> None:
+        proto, (file, index, _j) = self._value(column, handle)
+        proto.simple_value = value
+        self.changed.add((file, index))
+
+    def blank(self, column: str, handle: Any) -> None:
+        _proto, (file, index, j) = self._value(column, handle)
+        self.removed.add((file, index, j))
+        self.changed.add((file, index))
+
+    def save(self) -> None:
+        for file in self.files:
+            if not any(f == file for f, _ in self.changed):
+                continue
+            data = self.raw[file]
+            out = bytearray()
+            for index, (offset, length, event) in enumerate(self.records[file]):
+                if (file, index) not in self.changed:
+                    out += data[offset:offset + 12 + length + 4]
+                    continue
+                kept = [v for j, v in enumerate(event.summary.value) if (file, index, j) not in self.removed]
+                del event.summary.value[:]
+                event.summary.value.extend(kept)
+                payload = event.SerializeToString()
+                header = struct.pack("<Q", len(payload))
+                out += header + struct.pack("<I", _masked_crc(header)) + payload + struct.pack("<I", _masked_crc(payload))
+            file.write_bytes(bytes(out))
+
+
+class Mutations(m.Mutations):
+    """TensorBoard event files as the log (torch's SummaryWriter scalars); checkpoints the
+    engine's way beside them."""
+
+    log_name = "the event files"
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        return EventLogEditor(run)

@@ -263,7 +263,7 @@ _REGISTRY: dict[str, _Entry] = {
                        "an artifact exists and the code that makes it contains the pattern"),
     "split_integrity": _Entry("files", "split_integrity",
                               {"path": _string, "splits": _strings, "groups": _string},
-                              {"path": "splits.json", "splits": None, "groups": "groups"},
+                              {"path": None, "splits": None, "groups": "groups"},
                               "no sample index or group id appears in two splits"),
 }
 

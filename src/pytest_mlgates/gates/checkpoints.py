@@ -15,7 +15,13 @@ from typing import Any
 from pytest_mlgates.errors import GateFailure, MlgatesError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
-from pytest_mlgates.rundir import Run, best_index, checkpoint_monitors, numbers_close
+from pytest_mlgates.rundir import (
+    Run,
+    best_index,
+    checkpoint_monitors,
+    numbers_close,
+    resume_kinds,
+)
 
 
 def _as_float(value: Any) -> float | None:
@@ -38,6 +44,7 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
             if run.format != "engine":
                 where = {"lightning": "no ModelCheckpoint callback with a monitor",
                          "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
+                         "plain": "no tracked: in the gate file's run: section",
                          }.get(run.format, "no checkpoints/best_<metric>.pt")
                 raise GateFailure(f"{run.shown(run.path)}: a {run.format} run with {where}, so no tracked "
                                   "metrics; give metrics: explicitly")
@@ -93,9 +100,8 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             continue
         found.append(shown.rsplit("/", 1)[-1])
     threshold = "one matching best checkpoint per tracked metric"
-    if problems:
-        extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, problems[0] + extra)
+    if problems:  # every one of them: a user should not have to rerun to learn the next
+        return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, "; ".join(problems))
     names = ", ".join(found)
     return GateResult(True, f"{len(tracked)} files", threshold,
                       f"{names}: each holds the best epoch and value of its metric in {src}")
@@ -154,8 +160,9 @@ def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
         return GateResult(False, "missing", threshold, f"{shown}: not found; needs a resume point")
     ckpt = run.checkpoint(rel)
     needed = ["model", "optimizer", "scheduler", "rng"]
-    red, last_epoch = _resume_red(run, shown, ckpt.get("epoch"), needed,
-                                  [k for k in needed if not ckpt.get(k)], threshold)
+    held = resume_kinds(ckpt, shown)  # model / model_state_dict / state_dict, optimizer_state_dict ...
+    red, last_epoch = _resume_red(run, shown, run.log_epoch_of(ckpt), needed,
+                                  [k for k in needed if k not in held], threshold)
     if red is not None:
         return red
     log = run.log

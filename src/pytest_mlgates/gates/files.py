@@ -224,7 +224,7 @@ def _id_list(value: Any, where: str) -> list[Any]:
 
 
 def split_integrity(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
-    rel = params["path"]
+    rel = params["path"] or run.splits_file  # splits.json, or where the gate file's run: says
     shown = run.shown(run.path / rel)
     path = run.resolve(rel)
     data = read_json_file(path, shown)

@@ -94,10 +94,12 @@ def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
             problems.append(f"{src}: epoch {e} appears twice")
             break
         seen.add(e)
-    expected = list(range(1, len(ints) + 1))
+    first = log.first_epoch  # the log's own numbering: Lightning's from 0, the engine's from 1
+    expected = list(range(first, first + len(ints)))
     if not problems and ints != expected:
         gap = next((x for x in expected if x not in seen), None)
-        problems.append(f"{src}: epochs not 1..{len(ints)} in order" + (f" (epoch {gap} missing)" if gap else ""))
+        problems.append(f"{src}: epochs not {first}..{first + len(ints) - 1} in order"
+                        + (f" (epoch {gap} missing)" if gap is not None else ""))
     results = run.results
     if results is not None:
         done = results.get("epochs_completed")
