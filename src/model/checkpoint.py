@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-import io
+import contextlib
 import itertools
 import os
 import random
@@ -70,49 +70,53 @@ def _with_filename(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))  # the errno's subclass, as raised
 
 
-_IOV_MAX = 512  # buffers per writev call (Linux allows 1024)
+def _write_temp(fd: int, data: bytes | dict[str, Any], path: Path) -> None:
+    """`data` into the open temp file `fd`: bytes as they are, a checkpoint dict with
+    ``torch.save`` (straight into the file: no copy of the checkpoint in memory). An
+    ``OSError`` (a full disk) names `path`, the target, not the temp file."""
+    fh = os.fdopen(fd, "wb", closefd=False)
+    try:
+        if isinstance(data, dict):
+            _torch_save(data, fh)
+        else:
+            fh.write(data)
+        fh.flush()
+    except OSError as exc:
+        raise _with_filename(exc, path) from None
+    finally:
+        with contextlib.suppress(OSError):  # after a failed write close() fails the same way
+            fh.close()
 
 
-def write_all(fd: int, data: Any) -> None:
-    """Every byte of `data` to `fd`: one bytes-like object (``os.write``), or a list or
-    tuple of them written in order with ``os.writev``, with no joined copy. A short write
-    (a signal, a pipe, a nearly full disk) is resumed where it stopped."""
-    if not isinstance(data, (list, tuple)):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        return
-    views = [view for view in (memoryview(chunk).cast("B") for chunk in data) if view.nbytes]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first:first + _IOV_MAX])
-        while written:
-            size = views[first].nbytes
-            if written >= size:
-                written -= size
-                first += 1
-            else:
-                views[first] = views[first][written:]
-                written = 0
+def _torch_save(obj: dict[str, Any], fh: Any) -> None:
+    import torch
+
+    try:
+        torch.save(obj, fh)
+    except RuntimeError as exc:
+        # torch reports a failed write of its own as "unexpected pos ..."; the OSError the
+        # file raised (ENOSPC, EFBIG, EDQUOT) is the context of that error: raise it
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
-def write_files_atomically(files: Sequence[tuple[str | Path, Any]]) -> None:
+def write_files_atomically(files: Sequence[tuple[str | Path, bytes | dict[str, Any]]]) -> None:
     """Replace each path with its data so that a kill at any instant leaves it old or new.
 
-    The batch is one pass: every temp file (``.<name>.<pid>-<n>.tmp`` next to its target,
-    created exclusively, mode 0600) is written, then each is fsync'd, then they are
-    renamed over their targets in list order, then each directory is fsync'd once. So a
-    failure while writing (a full disk) changes no target at all, and a kill between two
-    renames has renamed a prefix of the list: the engine lists an epoch's best
-    checkpoints, then ``last.pt``, then the logs, and the logs never run ahead of
-    ``last.pt``. One fsync pass lets the filesystem commit its journal once for the batch
-    rather than once per file. (A SIGKILL needs no fsync -- ``os.replace`` is atomic
-    either way; fsync is for a power cut.) The same bytes object may be given for several
-    paths (the engine writes one epoch's checkpoint to ``last.pt`` and each
-    ``best_<metric>.pt`` it is the best for): it is written and fsync'd once, and the other
-    paths are hard links to that file (a copy where the filesystem has no hard links). A
-    later rename over one of those paths replaces that name only, so ``best_x.pt`` keeps
-    its bytes when ``last.pt`` moves on.
+    Data is bytes, or a checkpoint dict that ``torch.save`` writes into the temp file. The
+    batch is one pass: every temp file (``.<name>.<pid>-<n>.tmp`` next to its target,
+    created exclusively, mode 0600) is written, then each is fsync'd, then they are renamed
+    over their targets in list order, then each directory is fsync'd once. So a failure while
+    writing (a full disk) changes no target at all, and a kill between two renames has
+    renamed a prefix of the list: the engine lists an epoch's best checkpoints, then
+    ``last.pt``, then the logs, and the logs never run ahead of ``last.pt``. (A SIGKILL
+    needs no fsync -- ``os.replace`` is atomic either way; fsync is for a power cut.) The
+    same object may be given for several paths (the engine writes one epoch's checkpoint
+    to ``last.pt`` and each ``best_<metric>.pt`` it is the best for): it is written once,
+    and the other paths are hard links to that file (a copy where the filesystem has no
+    hard links). A later rename over one of those paths replaces that name only, so
+    ``best_x.pt`` keeps its bytes when ``last.pt`` moves on.
 
     ``MODEL_TEST_SLOW_SAVE`` (tests only) sleeps before each ``.pt`` rename, so a test can
     SIGKILL the process while a checkpoint is written but not yet in place.
@@ -127,7 +131,7 @@ def write_files_atomically(files: Sequence[tuple[str | Path, Any]]) -> None:
                 tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_temp_counter)}.tmp")
                 same = written.get(id(data))
                 if same is not None and os.path.dirname(same) == os.path.dirname(tmp):
-                    try:  # the same bytes again: one more name for the file just written
+                    try:  # the same data again: one more name for the file just written
                         os.link(same, tmp)
                         staged.append((tmp, path))
                         continue
@@ -140,11 +144,8 @@ def write_files_atomically(files: Sequence[tuple[str | Path, Any]]) -> None:
                 fds.append((fd, path))
                 staged.append((tmp, path))
                 written[id(data)] = tmp
-                try:
-                    write_all(fd, data)
-                except OSError as exc:
-                    raise _with_filename(exc, path) from None
-            for fd, path in fds:
+                _write_temp(fd, data, path)
+            for fd, path in fds:  # one fsync pass: the journal commits once for the batch
                 try:
                     os.fsync(fd)
                 except OSError as exc:
@@ -194,18 +195,9 @@ def remove_stale_temp_files(directory: str | Path) -> None:
 # --------------------------------------------------------------------------- save / load
 
 
-def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
-    """`obj` serialized by torch.save (copies tensor data: later training can't change it)."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    """Serialize `obj` with torch.save into memory, then write it atomically to `path`."""
-    atomic_write_bytes(path, checkpoint_bytes(obj))
+    """``torch.save`` `obj` to a temp file beside `path`, fsync, ``os.replace`` over it."""
+    write_files_atomically([(path, obj)])
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
