@@ -8,7 +8,8 @@ The run dir stays the source of truth; a tracker mirrors it (rank 0 only)::
 
 What each tracker gets:
 
-* **params**: the resolved config, flattened (``train.lr``, ``checkpoint.tracked`` ...);
+* **params**: the resolved config -- MLflow's params flattened (``train.lr``,
+  ``checkpoint.tracked`` as JSON ...), W&B's config as it is (``train: {lr: ...}``);
 * **metrics**: every column of ``training_log.csv`` but ``epoch``, once per epoch, with
   ``step = epoch`` (logged after that epoch's files are on disk);
 * **the end**: ``mlgates.status`` = ``completed`` | ``early_stopped`` | ``aborted_by_gate``
@@ -68,14 +69,24 @@ def metric_values(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
 
 
+def check_installed(config: Config) -> None:
+    """Refuse, before the run dir is touched, a tracker whose package is not installed."""
+    import importlib.util
+
+    for package in ("mlflow", "wandb"):
+        if getattr(config.tracking, package) is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"tracking.{package}: the '{package}' package is not installed "
+                              f"(pip install {package})")
+
+
 def _import(package: str) -> Any:
     import importlib
 
     try:
         return importlib.import_module(package)
     except ImportError as exc:
-        raise ConfigError(f"tracking.{package}: the '{package}' package is not installed "
-                          f"(pip install {package}): {exc}") from None
+        raise ConfigError(f"tracking.{package}: the '{package}' package cannot be imported "
+                          f"(pip install {package}): {' '.join(str(exc).split())[:200]}") from None
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -197,7 +208,7 @@ class WandbTracker:
         self.mode, self.project = settings.mode, settings.project
         self.run = wandb.init(
             mode=settings.mode, project=settings.project, dir=str(run_dir), name=run_dir.name,
-            id=run_id, resume="allow", config=flatten(config.to_dict()),
+            id=run_id, resume="allow", config=config.to_dict(),
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
         log.info("tracking in W&B (%s): run %s%s", settings.mode, self.run.id,
                  " (continued)" if run_id else "")
@@ -273,4 +284,4 @@ def open_trackers(config: Config, run_dir: Path, previous: dict[str, Any] | None
     return Trackers(trackers)
 
 
-__all__ = ["Trackers", "flatten", "metric_values", "open_trackers"]
+__all__ = ["Trackers", "check_installed", "flatten", "metric_values", "open_trackers"]

@@ -69,7 +69,7 @@ from model.runlog import (
     write_history,
     write_json,
 )
-from model.tracking import Trackers, open_trackers
+from model.tracking import Trackers, check_installed, open_trackers
 
 InflightHook = Callable[[Path, int], "str | None"]
 
@@ -126,6 +126,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
     tc = config.train
 
     # ---- 2. data, and everything we can refuse before touching the run dir
+    check_installed(config)  # a tracker's package
     dataset = build_dataset(config)
     class_names = list(dataset.class_names)
     columns = log_columns(class_names)
