@@ -11,7 +11,8 @@ What each tracker gets:
 * **params**: the resolved config -- MLflow's params flattened (``train.lr``,
   ``checkpoint.tracked`` as JSON ...), W&B's config as it is (``train: {lr: ...}``);
 * **metrics**: every column of ``training_log.csv`` but ``epoch``, once per epoch, with
-  ``step = epoch`` (logged after that epoch's files are on disk);
+  ``step = epoch`` (handed over after that epoch's files are on disk; MLflow's on its
+  async queue, so the training thread does not wait for the store's disk);
 * **the end**: ``mlgates.status`` = ``completed`` | ``early_stopped`` | ``aborted_by_gate``
   | ``failed`` and ``mlgates.reason``; MLflow's run status FINISHED (completed, early
   stopped), KILLED (aborted by a gate) or FAILED; W&B's summary, a tag, and the exit code
@@ -103,6 +104,7 @@ class MlflowTracker:
         from mlflow.entities import Metric, Param
 
         self._Metric, self._Param = Metric, Param
+        self.pending: list[Any] = []  # MLflow's RunOperations of the queued log_batch calls
         self.uri, self.experiment = settings.uri, settings.experiment
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         self.run_id = self._same_run(previous)
@@ -173,11 +175,18 @@ class MlflowTracker:
                 self.log_epoch(row)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        """One ``log_batch``, on MLflow's async queue: into SQLite it is one transaction,
+        ~10 ms of CPU and ~100 ms of waiting for the disk on a busy machine, which the
+        training thread need not wait for (~0.3 ms). A kill loses at most the queued
+        epochs, and the resume's :meth:`catch_up` logs them."""
         now, step = int(time.time() * 1000), int(row["epoch"])
-        self.client.log_batch(self.run_id, metrics=[
-            self._Metric(k, v, now, step) for k, v in metric_values(row).items()])
+        self.pending.append(self.client.log_batch(self.run_id, metrics=[
+            self._Metric(k, v, now, step) for k, v in metric_values(row).items()],
+            synchronous=False))
 
     def finish(self, status: str, reason: str, run_dir: Path) -> None:
+        while self.pending:  # every epoch is in the store before the run is closed
+            self.pending.pop(0).wait()
         self.client.set_tag(self.run_id, "mlgates.status", status)
         self.client.set_tag(self.run_id, "mlgates.reason", reason[:5000])
         for name in ARTIFACT_FILES:
