@@ -5,8 +5,12 @@ bare loop is the textbook one (forward, loss, backward, step, zero_grad, schedul
 then a validation pass computing what any loop that logs val loss and accuracy does: val
 loss, accuracy and per-class recall -- not the engine's F1/AUROC, and no file). The
 engine is measured as users run it: its epoch includes its metrics, the RNG capture for
-a bit-exact resume, the epoch's checkpoint (``torch.save`` into a temp file, fsync,
-``os.replace``; best files hard-linked), the rewritten logs, and train.log.
+a bit-exact resume, the epoch's checkpoint snapshot (``torch.save`` into memory) handed
+to its writer thread (which writes it to a temp file with the rewritten logs, fsyncs,
+``os.replace``s, while the next epoch trains), and train.log. The hand-over is made
+after the bare loop's turn, so the writes overlap the engine's own next epoch, as in any
+run, not the bare loop's turn (the bench replaces ``model.train.BackgroundWriter`` with
+the same writer, deferred).
 
 **Interleaved, in one process.** On a shared 2-core machine whole runs drift by 20% from
 one minute to the next, and the same loop in two processes differs by several % for
@@ -33,17 +37,14 @@ It prints:
 * **the final train losses**, which must agree to 8 decimals (PyTorch Lightning's parity
   benchmark asks 5), or the script exits 1.
 
-Two diagnostics, each a second interleaved run per repeat, paired with the first:
-``--files-off`` (the engine writes no per-epoch file: what the durable checkpoint and
-logs cost) and ``--thread-writes`` (the alternative to the engine's inline writes:
-``torch.save`` into memory on the training thread -- the snapshot, since training goes on
-changing the tensors -- and the atomic, fsync'd writes on a background thread, handed
-over after the bare loop's turn so they overlap the engine's own next epoch, as they
-would in a run). Both replace ``model.train.write_files_atomically``; the engine has no
-switch for either.
+Two diagnostics, each another interleaved run per repeat, paired with the engine's:
+``--files-off`` (no per-epoch file: what the durable checkpoint and logs cost) and
+``--inline-writes`` (the alternative to the writer thread: the batch written on the
+training thread, ``torch.save`` straight into the temp files, as nanoGPT saves). The
+engine has no switch for either.
 
     python bench/engine_overhead.py [--epochs 8] [--repeats 6] [--override data.name=digits]
-        [--files-off] [--thread-writes]
+        [--files-off] [--inline-writes]
 
 Goals: <= 5 ms per epoch; time ratio <= 1.02 at epochs of >= 0.5 s; memory ratio <= 1.05.
 """
@@ -150,74 +151,53 @@ class BareLoop:
         del val_loss, val_accuracy, val_recall
 
 
-# --------------------------------------------------------------------------- the diagnostics
+# --------------------------------------------------------------------------- the writers
 
 
-class NoFiles:
-    """``--files-off``: the per-epoch files are not written (metric_history.json is kept
-    in memory, so the run's epoch_seconds can still be read back)."""
+def writer_class(kind: str) -> type:
+    """What replaces ``model.train.BackgroundWriter`` in a bench run: the engine's own
+    writer with its hand-over deferred to after the bare loop's turn ("thread": the
+    snapshot and the writes then overlap the engine's own next epoch, as in any run, not
+    the bare loop's turn), or a diagnostic: "inline" (the batch written on the training
+    thread, ``torch.save`` straight into the temp files, as nanoGPT saves) or "files-off"
+    (nothing written; metric_history.json kept in memory for the run's epoch_seconds)."""
+    from model.checkpoint import BackgroundWriter, write_files_atomically
 
-    def __init__(self) -> None:
-        self.history = b""
+    class Deferred(BackgroundWriter):
+        history = b""
 
-    def write(self, files: list[tuple[Path, Any]]) -> None:
-        for path, data in files:
-            if Path(path).name == "metric_history.json":
-                self.history = data
+        def __init__(self) -> None:
+            super().__init__()
+            self.deferred: list[tuple[Any, Any]] = []
 
-    def release(self) -> None:
-        pass
+        def submit(self, files: Any, then: Any = None) -> None:
+            self.deferred.append((files, then))
 
-    def flush(self) -> None:
-        pass
+        def release(self) -> None:  # after the bare loop's turn
+            while self.deferred:
+                files, then = self.deferred.pop(0)
+                if kind == "thread":
+                    super().submit(files, then)
+                    continue
+                if kind == "inline":
+                    write_files_atomically(files)
+                else:
+                    self.history = dict((Path(p).name, d) for p, d in files)["metric_history.json"]
+                if then is not None:
+                    then()
 
+        def wait(self) -> None:
+            if kind != "thread":  # the diagnostics write on the training thread, in turn
+                self.release()
+            super().wait()
 
-class ThreadWrites:
-    """``--thread-writes``: torch.save into memory on the training thread, the atomic,
-    fsync'd writes on a background thread (handed over after the bare loop's turn)."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.pool = ThreadPoolExecutor(max_workers=1)
-        self.pending: list[list[tuple[Path, Any]]] = []
-        self.futures: list[Any] = []
-
-    def write(self, files: list[tuple[Path, Any]]) -> None:
-        import io
-
-        import torch
-
-        serialized: dict[int, bytes] = {}
-        batch = []
-        for path, data in files:
-            if isinstance(data, dict):  # one snapshot per checkpoint, the same bytes object
-                if id(data) not in serialized:
-                    buffer = io.BytesIO()
-                    torch.save(data, buffer)
-                    serialized[id(data)] = buffer.getvalue()
-                data = serialized[id(data)]
-            batch.append((path, data))
-        self.pending.append(batch)
-
-    def release(self) -> None:
-        from model.checkpoint import write_files_atomically
-
-        for batch in self.pending:
-            self.futures.append(self.pool.submit(write_files_atomically, batch))
-        self.pending.clear()
-
-    def flush(self) -> None:
-        self.release()
-        for future in self.futures:
-            future.result()
-        self.pool.shutdown()
+    return Deferred
 
 
 # --------------------------------------------------------------------------- children
 
 
-def run_engine(epochs: int, bare: BareLoop | None, writes: str = "inline") -> dict:
+def run_engine(epochs: int, bare: BareLoop | None, writes: str = "thread") -> dict:
     """The engine's run; with `bare`, the bare loop takes its turn after each epoch line."""
     import logging
 
@@ -226,9 +206,14 @@ def run_engine(epochs: int, bare: BareLoop | None, writes: str = "inline") -> di
 
     config = load_config(CONFIG, bench_overrides(epochs))
     marks: list[tuple[float, float]] = []  # (engine done, bare done)
-    diagnostic = {"inline": None, "files-off": NoFiles(), "thread": ThreadWrites()}[writes]
-    if diagnostic is not None:
-        train_module.write_files_atomically = diagnostic.write  # type: ignore[assignment]
+    writers: list[Any] = []
+    cls = writer_class(writes)
+
+    def make_writer() -> Any:
+        writers.append(cls())
+        return writers[-1]
+
+    train_module.BackgroundWriter = make_writer  # type: ignore[assignment,misc]
 
     class Turns(logging.Handler):  # the engine logs "epoch N/M ..." once an epoch is done
         def emit(self, record: logging.LogRecord) -> None:
@@ -238,17 +223,14 @@ def run_engine(epochs: int, bare: BareLoop | None, writes: str = "inline") -> di
             if bare is not None:
                 bare.epoch(len(marks) + 1)
             marks.append((engine_done, time.perf_counter()))
-            if diagnostic is not None:
-                diagnostic.release()  # thread writes overlap the engine's next epoch
+            writers[0].release()  # the epoch's files: they overlap the engine's next epoch
 
     logging.getLogger("model").addHandler(Turns())
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         results = train_module.train(config, Path(tmp) / "run", fresh=True,
                                      config_path=str(CONFIG), allow_defaults=True)
-        if diagnostic is not None:
-            diagnostic.flush()
-        history = diagnostic.history if isinstance(diagnostic, NoFiles) else \
+        history = writers[0].history if writes == "files-off" else \
             (Path(tmp) / "run" / "metric_history.json").read_bytes()
         log_rows = json.loads(history)["rows"]
     resumes = [started] + [m[1] for m in marks[:-1]]
@@ -262,7 +244,7 @@ def run_engine(epochs: int, bare: BareLoop | None, writes: str = "inline") -> di
 
 def run_child(kind: str, epochs: int) -> dict:
     if kind.startswith("interleaved"):
-        writes = kind.split(":")[1] if ":" in kind else "inline"
+        writes = kind.split(":")[1] if ":" in kind else "thread"
         return run_engine(epochs, BareLoop(epochs), writes)
     if kind == "engine":
         return run_engine(epochs, None)
@@ -300,8 +282,8 @@ def main() -> int:
                         help=f"config override for both loops (default: {' '.join(DEFAULT_OVERRIDES)})")
     parser.add_argument("--files-off", action="store_true",
                         help="diagnostic: also run each repeat with no per-epoch file")
-    parser.add_argument("--thread-writes", action="store_true",
-                        help="diagnostic: also run each repeat with the writes on a thread")
+    parser.add_argument("--inline-writes", action="store_true",
+                        help="diagnostic: also run each repeat with the writes on the training thread")
     parser.add_argument("--verbose", action="store_true", help="print each run's figures")
     parser.add_argument("--child")
     args = parser.parse_args()
@@ -310,8 +292,8 @@ def main() -> int:
         print(json.dumps(run_child(args.child, args.epochs)))
         return 0
 
-    variants = ["inline"] + (["files-off"] if args.files_off else []) \
-        + (["thread"] if args.thread_writes else [])
+    variants = ["thread"] + (["files-off"] if args.files_off else []) \
+        + (["inline"] if args.inline_writes else [])
     run_ratios: dict[str, list[float]] = {v: [] for v in variants}
     costs: dict[str, list[float]] = {v: [] for v in variants}
     engine_epochs, bare_epochs, compute = [], [], []
@@ -323,7 +305,7 @@ def main() -> int:
             run_ratios[variant].append(statistics.median(e / b for e, b in ps))
             costs[variant] += [e - b for e, b in ps]
             losses.append((got["final_train_loss"], got["bare_final_train_loss"]))
-            if variant == "inline":
+            if variant == "thread":
                 engine_epochs += [e for e, _ in ps]
                 bare_epochs += [b for _, b in ps]
                 compute += got["compute_times"][1:]
@@ -333,9 +315,9 @@ def main() -> int:
     alone = {kind: child(kind, args.epochs, args.threads) for kind in ("engine", "bare")}
     losses.append((alone["engine"]["final_train_loss"], alone["bare"]["final_train_loss"]))
 
-    ratios = run_ratios["inline"]
+    ratios = run_ratios["thread"]
     time_ratio = statistics.median(ratios)
-    cost_ms = statistics.median(costs["inline"]) * 1000
+    cost_ms = statistics.median(costs["thread"]) * 1000
     engine_epoch, bare_epoch = statistics.median(engine_epochs), statistics.median(bare_epochs)
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [time_ratio] * 3
     mem_ratio = alone["engine"]["peak_rss_mib"] / alone["bare"]["peak_rss_mib"]
@@ -351,7 +333,7 @@ def main() -> int:
     print(f"  epoch time   engine {engine_epoch * 1000:8.1f} ms   bare {bare_epoch * 1000:8.1f} ms")
     print(f"  the engine's cost per epoch: {cost_ms:.1f} ms (goal <= 5 ms) "
           f"{'OK' if cost_ms <= 5 else 'MISSED'}  (median of engine - bare over "
-          f"{len(costs['inline'])} epoch pairs)")
+          f"{len(costs['thread'])} epoch pairs)")
     print(f"  time ratio {time_ratio:.4f}  (goal <= 1.02 at epochs >= 0.5 s) "
           f"{('OK' if time_ratio <= 1.02 else 'MISSED') if long_enough else 'n/a: bare epoch < 0.5 s'}")
     print(f"    ratio = median over {len(ratios)} runs of each run's median over its "
@@ -361,12 +343,12 @@ def main() -> int:
           f"checkpoint, logs and bookkeeping "
           f"{statistics.median(e - c for e, c in zip(engine_epochs, compute)) * 1000:.1f} ms (medians)")
     for variant, label in (("files-off", "per-epoch files off (diagnostic)"),
-                           ("thread", "writes on a background thread (diagnostic)")):
+                           ("inline", "writes inline, on the training thread (diagnostic)")):
         if variant in run_ratios:
-            paired = [r - f for r, f in zip(ratios, run_ratios[variant])]
+            paired = [f - r for r, f in zip(ratios, run_ratios[variant])]
             print(f"  {label}: ratio {statistics.median(run_ratios[variant]):.4f}, cost "
-                  f"{statistics.median(costs[variant]) * 1000:.1f} ms per epoch; inline minus "
-                  f"this, paired by run: {statistics.median(paired):+.4f} (runs: "
+                  f"{statistics.median(costs[variant]) * 1000:.1f} ms per epoch; this minus "
+                  f"the engine's, paired by run: ratio {statistics.median(paired):+.4f} (runs: "
                   f"{min(paired):+.4f} .. {max(paired):+.4f})")
     print(f"  peak memory  engine {alone['engine']['peak_rss_mib']:8.1f} MiB  bare "
           f"{alone['bare']['peak_rss_mib']:8.1f} MiB  ratio {mem_ratio:.3f}  (goal <= 1.05) "

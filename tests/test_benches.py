@@ -1,8 +1,8 @@
 """The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, and
-``model.train.write_files_atomically``, which its diagnostics replace) to interleave the
-two loops; an engine change that breaks one of those would leave the README's figures
+``model.train.BackgroundWriter``, which it replaces with the same writer deferred, or a
+diagnostic) to interleave the two loops; an engine change that breaks one of those would leave the README's figures
 unreproducible; the callback bench times Lightning fits turn by turn through its callback
 hooks. Each runs tiny here and must print what it promises. No timing or memory figure is
 asserted: those are the benches' business.
@@ -31,13 +31,14 @@ def run_bench(script: str, *args: str) -> str:
 @pytest.mark.slow
 def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
     out = run_bench("engine_overhead.py", "--epochs", "3", "--repeats", "1", "--override",
-                    "model.width=8", "--files-off", "--thread-writes")
+                    "model.width=8", "--files-off", "--inline-writes")
     assert re.search(r"epoch time\s+engine\s+[\d.]+ ms\s+bare\s+[\d.]+ ms", out), out
     assert re.search(r"the engine's cost per epoch: -?[\d.]+ ms \(goal <= 5 ms\)", out), out
     assert re.search(r"time ratio \d\.\d{4}\s+\(goal <= 1\.02 at epochs >= 0\.5 s\)", out), out
     assert re.search(r"checkpoint, logs and bookkeeping -?[\d.]+ ms", out), out
     assert re.search(r"per-epoch files off \(diagnostic\): ratio \d\.\d{4}, cost -?[\d.]+ ms", out), out
-    assert re.search(r"background thread \(diagnostic\): ratio \d\.\d{4}, cost -?[\d.]+ ms", out), out
+    assert re.search(r"writes inline, on the training thread \(diagnostic\): ratio \d\.\d{4}, "
+                     r"cost -?[\d.]+ ms", out), out
     assert re.search(r"peak memory\s+engine\s+[\d.]+ MiB\s+bare\s+[\d.]+ MiB\s+ratio \d\.\d{3}", out), out
     # the final losses of every run agree (interleaved x3 variants, engine and bare alone)
     assert re.search(r"agree to 8 decimals \(4 runs\)", out), out

@@ -237,6 +237,7 @@ def test_wandb_offline_gets_the_config_the_metrics_and_the_stop(aborted_run):
     assert json.loads((aborted_run["run"] / "provenance.json").read_text())["tracking"]["wandb"]["id"]
 
 
+@pytest.mark.slow  # imports the engine (torch) into the test process
 def test_a_missing_tracking_package_is_one_line_before_the_run_dir_is_touched(
         tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from model.cli import main

@@ -2,7 +2,9 @@
 
 Read it like nanoGPT's ``train.py`` or the PyTorch ImageNet example: set up, resume if
 there is something to resume, loop over epochs (:func:`train_one_epoch`,
-:func:`evaluate`, checkpoints, logs), then finish (final checkpoint, test split, plots).
+:func:`evaluate`, the checkpoint and logs, handed to a writer thread), then finish (final
+checkpoint, test split, plots). With ``tracking:`` in the config, MLflow or W&B get the
+params, each epoch's metrics and the end status too (:mod:`model.tracking`).
 There is no trainer class and no callback framework; the helpers below ``train`` are
 plain functions with the names you would guess.
 
@@ -46,6 +48,7 @@ from torch import nn
 from model import distributed, runlog
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
+    BackgroundWriter,
     CheckpointError,
     atomic_write_text,
     capture_rng,
@@ -55,7 +58,6 @@ from model.checkpoint import (
     restore_rng,
     save_checkpoint,
     unpack_history,
-    write_files_atomically,
 )
 from model.config import Config, ConfigError, dump_yaml, file_sha256
 from model.data import Dataset, build_dataset
@@ -207,12 +209,13 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    # ---- 7. the epochs
+    # ---- 7. the epochs (rank 0's files are written by a background thread, in order)
     status, reason = "completed", f"trained all {tc.epochs} epochs"
+    writer = BackgroundWriter() if dist.is_main else None
     try:
         if state.early_stopped(config):
             status, reason = "early_stopped", state.early_stop_reason(config)
-        if (dist.is_main and inflight_hook is not None and status == "completed"
+        if (writer is not None and inflight_hook is not None and status == "completed"
                 and state.epoch and state.epoch >= config.gates.after_epoch):
             # Resumed: a kill between the last epoch's files and its gate check would let
             # a doomed run go on, so the last epoch is checked again before training more.
@@ -243,19 +246,21 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
 
             # every rank's RNG, so a resumed DDP run replays each rank's stream too
             rng = distributed.gather_objects(dist, capture_rng())
-            if dist.is_main:
+            if writer is not None:  # rank 0: the trackers get the epoch once it is on disk
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
-                write_epoch_files(paths, ckpt, columns, config, state, newly_best, class_names)
-                trackers.log_epoch(row)
+                writer.submit(epoch_files(paths, ckpt, columns, config, state, newly_best,
+                                          class_names),
+                              then=lambda row=row: trackers.log_epoch(row))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
-            if dist.is_main:
+            if writer is not None:
                 if state.early_stopped(config):
                     status, reason = "early_stopped", state.early_stop_reason(config)
                 if epoch >= config.gates.after_epoch and inflight_hook is not None:
-                    red = inflight_hook(run_dir, epoch)  # it reads this epoch's files
+                    writer.wait()  # the hook reads this epoch's files
+                    red = inflight_hook(run_dir, epoch)
                     if red:
                         status, reason = "aborted_by_gate", " ".join(str(red).split())
                         log.warning("in-flight gate RED after epoch %d: %s", epoch, reason)
@@ -271,7 +276,8 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             test = evaluate(eval_model, test_loader, criterion, class_names, "test", device,
                             autocast)
         results = {"status": status, "reason": reason}
-        if dist.is_main:
+        if writer is not None:  # rank 0
+            writer.close()  # the last epoch's files are on disk (or their error raised)
             final_row = state.history[-1] if state.history else {}
             ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                    scaler, state, final_row, [capture_rng()])
@@ -287,8 +293,10 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         line = " ".join(str(exc).split()) or exc.__class__.__name__
         log.error("training failed at epoch %d: %s: %s", state.epoch + 1,
                   exc.__class__.__name__, line, exc_info=not isinstance(exc, KeyboardInterrupt))
-        if dist.is_main:
+        if writer is not None:  # rank 0
             reason = f"{exc.__class__.__name__}: {line}"
+            with contextlib.suppress(BaseException):
+                writer.close()  # nothing of it may land after the results below
             with contextlib.suppress(Exception):
                 write_results(paths, config, state, class_names, status="failed", reason=reason)
                 finish_provenance(paths)
@@ -498,16 +506,17 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def write_epoch_files(paths: RunPaths, ckpt: dict[str, Any], columns: list[str], config: Config,
-                      state: TrainState, newly_best: list[str], class_names: list[str]) -> None:
-    """This epoch's files, as one atomic batch (see ``write_files_atomically``), in this
-    order: ``best_<metric>.pt`` for each metric that improved, ``last.pt``, the logs and
+def epoch_files(paths: RunPaths, ckpt: dict[str, Any], columns: list[str], config: Config,
+                state: TrainState, newly_best: list[str],
+                class_names: list[str]) -> list[tuple[Path, Any]]:
+    """This epoch's files, one atomic batch (``write_files_atomically``), in write order:
+    ``best_<metric>.pt`` for each metric that improved, ``last.pt``, the logs and
     ``training_results.json``.
 
-    The checkpoint is ``torch.save``'d once; each best file written now is a hard link to
-    this epoch's ``last.pt``, whose ``monitor`` names every metric it is the best for.
-    Order matters for a kill between two renames: a resume restarts from last.pt and the
-    logs are rewritten from its history, so the logs never run ahead of last.pt.
+    The checkpoint is serialized once; each best file written now is a hard link to this
+    epoch's ``last.pt``, whose ``monitor`` names every metric it is the best for. Order
+    matters for a kill between two renames: a resume restarts from last.pt and the logs
+    are rewritten from its history, so the logs never run ahead of last.pt.
     """
     files: list[tuple[Path, Any]] = [(paths.best(metric), ckpt) for metric in newly_best]
     files.append((paths.last, ckpt))
@@ -515,7 +524,7 @@ def write_epoch_files(paths: RunPaths, ckpt: dict[str, Any], columns: list[str],
     results = results_dict(config, state, class_names, status="running",
                            reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
     files.append((paths.results, json_text(results).encode("utf-8")))
-    write_files_atomically(files)
+    return files
 
 
 def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
