@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import REPO_ROOT, log_rows, small_overrides
 
 EPOCHS = 4

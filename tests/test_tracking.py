@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, log_rows
 from engine_forkserver import ForkServer
 
+from conftest import REPO_ROOT, log_rows
 from model.config import ConfigError, load_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
@@ -144,10 +144,10 @@ def test_the_tracked_run_passes_acceptance_read_as_its_run_dir_and_as_its_mlflow
     verdicts: dict[str, dict[str, str]] = {str(run): {}, str(run_folder): {}}
     for line in table.splitlines():
         cells = line.split()
-        for shown in verdicts:  # the table shortens a long path to '...<its tail>'
+        for shown, found in verdicts.items():  # a long path is shortened to '...<its tail>'
             if len(cells) >= 3 and (cells[1] == shown or (cells[1].startswith("...")
                                                           and shown.endswith(cells[1][3:]))):
-                verdicts[shown][cells[0]] = cells[-1]
+                found[cells[0]] = cells[-1]
     by_run_dir, by_mlflow = verdicts[str(run)], verdicts[str(run_folder)]
     assert by_mlflow == by_run_dir and set(by_mlflow.values()) == {"GREEN"}, table
     assert {"best_checkpoints", "checkpoint_softmax", "reproduces", "class_recall", "converged",
@@ -246,8 +246,8 @@ def test_a_missing_tracking_package_is_one_line_before_the_run_dir_is_touched(
     monkeypatch.chdir(REPO_ROOT)
     code = main(argv(tmp_path / "run", "tracking.wandb={project: x}"))
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["error: tracking.wandb: the 'wandb' package is not installed "
-                                 "(pip install wandb)"]
+    assert code == 2
+    assert err == ["error: tracking.wandb: the 'wandb' package is not installed (pip install wandb)"]
     assert not (tmp_path / "run").exists()
 
 
