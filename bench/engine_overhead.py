@@ -182,7 +182,7 @@ def writer_class(kind: str) -> type:
                 if kind == "inline":
                     write_files_atomically(files)
                 else:
-                    self.history = dict((Path(p).name, d) for p, d in files)["metric_history.json"]
+                    self.history = {Path(p).name: d for p, d in files}["metric_history.json"]
                 if then is not None:
                     then()
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import json
 import logging
 import math
@@ -251,7 +252,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
                                        scaler, state, row, rng)
                 writer.submit(epoch_files(paths, ckpt, columns, config, state, newly_best,
                                           class_names),
-                              then=lambda row=row: trackers.log_epoch(row))
+                              then=functools.partial(trackers.log_epoch, row))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
