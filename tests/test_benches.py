@@ -30,18 +30,18 @@ def run_bench(script: str, *args: str) -> str:
 
 @pytest.mark.slow
 def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
-    out = run_bench("engine_overhead.py", "--epochs", "3", "--repeats", "1", "--override",
-                    "model.width=8", "--files-off", "--inline-writes")
+    # --inline-writes replaces the engine's writer as --files-off does: one covers the seam
+    out = run_bench("engine_overhead.py", "--epochs", "2", "--repeats", "1", "--override",
+                    "model.width=8", "--inline-writes")
     assert re.search(r"epoch time\s+engine\s+[\d.]+ ms\s+bare\s+[\d.]+ ms", out), out
     assert re.search(r"the engine's cost per epoch: -?[\d.]+ ms \(goal <= 5 ms\)", out), out
     assert re.search(r"time ratio \d\.\d{4}\s+\(goal <= 1\.02 at epochs >= 0\.5 s\)", out), out
     assert re.search(r"checkpoint, logs and bookkeeping -?[\d.]+ ms", out), out
-    assert re.search(r"per-epoch files off \(diagnostic\): ratio \d\.\d{4}, cost -?[\d.]+ ms", out), out
     assert re.search(r"writes inline, on the training thread \(diagnostic\): ratio \d\.\d{4}, "
                      r"cost -?[\d.]+ ms", out), out
     assert re.search(r"peak memory\s+engine\s+[\d.]+ MiB\s+bare\s+[\d.]+ MiB\s+ratio \d\.\d{3}", out), out
-    # the final losses of every run agree (interleaved x3 variants, engine and bare alone)
-    assert re.search(r"agree to 8 decimals \(4 runs\)", out), out
+    # the final losses of every run agree (interleaved x2 variants, engine and bare alone)
+    assert re.search(r"agree to 8 decimals \(3 runs\)", out), out
 
 
 @pytest.mark.slow
