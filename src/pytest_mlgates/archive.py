@@ -46,13 +46,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from pytest_mlgates.archive_fs import ArchiveError
+from pytest_mlgates.archive_fs import ArchiveError, archive_location
 from pytest_mlgates.fingerprint import (
-    ARCHIVE_DIRNAME,
     KnownDigests,
     Snapshot,
     describe,
@@ -71,7 +70,7 @@ from pytest_mlgates.ledger import (
     read_ledger,
 )
 
-__all__ = ["LEDGER_NAME", "Ledger", "add_options", "read_ledger", "register"]
+__all__ = ["LEDGER_NAME", "Ledger", "add_options", "archive_location", "read_ledger", "register"]
 
 PLUGIN_NAME = "mlgates-archive"
 #: workeroutput key under which an xdist worker reports the criteria -k/-m left out
@@ -154,14 +153,6 @@ class DeselectionReporter:
         output = getattr(self.config, "workeroutput", None)
         if output is not None:
             output[WORKER_KEY] = [list(pair) for pair in self.deselected]
-
-
-def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
-    """Where a run's archive lives, as (directory, name in it): ``(<run>, 'acceptance')``
-    or ``(DIR, <run name>)`` for ``--mlgates-archive=DIR``."""
-    if str(setting or "on").lower() in ("on", ""):
-        return run_dir, ARCHIVE_DIRNAME
-    return Path(str(setting)).expanduser().resolve(), run_dir.name
 
 
 def archive_root(run_dir: Path, setting: str) -> Path:
@@ -357,12 +348,12 @@ class ArchivePlugin:
 
                     base, name = archive_location(path, self.setting)
                     known = fingerprint_cache.load(base, name, path, self.algorithm,
-                                                   key or None)
+                                                   key if isinstance(key, bytes) else None)
                 self.before[path] = self._snapshot(path, known)
         return (yield)
 
     @staticmethod
-    def _cache_key() -> bytes | None | bool:
+    def _cache_key() -> bytes | None | Literal[False]:
         """The key a cache must be signed with (None: no key set), or False when the key
         is set but unusable: then no cache is trusted (the ledger line says why)."""
         try:

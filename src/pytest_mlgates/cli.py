@@ -184,8 +184,7 @@ def compute_history(run: Path, archive: str | None = None, *,
     Streams the ledger: each session keeps its row, never its per-file digests.  An
     unreadable line is a row of its own (``verdict: UNREADABLE``); with the signing key
     set, a line without a valid signature is a row marked ``UNSIGNED`` and flips nothing."""
-    from pytest_mlgates.archive import archive_location
-    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError, archive_location
     from pytest_mlgates.ledger import LEDGER_NAME, iter_lines, signature_state
     from pytest_mlgates.verdict import VerdictInputError, signing_key
 

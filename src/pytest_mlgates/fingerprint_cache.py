@@ -93,7 +93,7 @@ def parse(data: Any, run: Path, algorithm: str, key: bytes | None) -> KnownDiges
         return None
     clock = data.get("clock_ns")
     entries = data.get("entries")
-    if not _is_int(clock) or not isinstance(entries, dict):
+    if not isinstance(clock, int) or isinstance(clock, bool) or not isinstance(entries, dict):
         return None
     known = KnownDigests(algorithm, clock)
     for rel, value in entries.items():

@@ -112,8 +112,7 @@ def compute_verdict(
     """The verdict as a plain dict (what ``--json`` prints): ``verdict``, ``reason`` and the
     evidence behind it.  Notes about older unreadable lines go to ``warnings``.  With
     ``rehash``, every file is read (the fingerprint cache is not consulted, then rewritten)."""
-    from pytest_mlgates.archive import archive_location
-    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError, archive_location
     from pytest_mlgates.inflight import read_inflight_stop
     from pytest_mlgates.ledger import LEDGER_NAME, iter_lines
 
