@@ -81,6 +81,9 @@ def test_a_sweep_under_xdist_keeps_each_run_on_one_worker_with_the_same_outcomes
     serial = sweep.runpytest_subprocess(*run_args(*RUNS))
     serial.assert_outcomes(passed=15, failed=1)
     assert all(workers == {"-"} for workers in workers_by_run(sweep.path).values())
+    caches = [sweep.path / rel / "acceptance" / "fingerprint-cache.json" for rel in RUNS]
+    for cache in caches:
+        cache.unlink()
     distributed = sweep.runpytest_subprocess(*run_args(*RUNS), "-n", "2")
     distributed.assert_outcomes(passed=15, failed=1)
     assert outcomes(distributed) == outcomes(serial) and len(outcomes(serial)) == 16
@@ -88,6 +91,7 @@ def test_a_sweep_under_xdist_keeps_each_run_on_one_worker_with_the_same_outcomes
     assert sorted(placement) == list(RUNS)
     assert all(len(workers) == 1 for workers in placement.values()), placement
     assert set().union(*placement.values()) == {"gw0", "gw1"}, placement  # both worked
+    assert all(cache.is_file() for cache in caches)  # written by the controller
     # one ledger line per run and session, the same verdicts
     for rel in RUNS:
         lines = read_ledger(sweep.path / rel / "acceptance" / "ledger.jsonl").entries
