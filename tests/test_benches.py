@@ -1,4 +1,5 @@
-"""The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py) still run.
+"""The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py,
+bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, and
 ``model.train.BackgroundWriter``, which it replaces with the same writer deferred, or a
@@ -55,3 +56,29 @@ def test_the_callback_overhead_bench_runs() -> None:
     assert re.search(r"lightning epoch without the callback: [\d.]+ s wall, [\d.]+ s CPU", out), out
     assert re.search(r"inside the callback: [\d.]+ ms CPU per epoch; one judgement [\d.]+ ms", out), out
     assert re.search(r"callback overhead: ratio \d+\.\d{3} wall, \d+\.\d{3} CPU \(medians of 1 interleaved", out), out
+
+
+def test_the_verdict_cache_bench_runs_and_checks_itself() -> None:
+    """bench/verdict_cache.py on an 8 MiB checkpoint: its ratios, and the flipped byte is STALE."""
+    out = run_bench("verdict_cache.py", "--size", "8M", "--repeat", "1")
+    assert re.search(r"sha256, 1 thread +median [\d.]+ s .* ratio 1\.000", out), out
+    for label in ("first verdict", "second verdict", "verdict --rehash"):
+        assert re.search(rf"{label} +median [\d.]+ s .*; ratio to one sha256 pass \d+\.\d{{3}}",
+                         out), out
+    assert "one byte flipped mid-file, mtime restored: exit 3" in out, out
+
+
+def test_the_sweep_bench_runs_and_compares_outcomes() -> None:
+    """bench/sweep_scaling.py on two generated log-only runs: serial and -n 2 agree."""
+    pytest.importorskip("xdist")
+    out = run_bench("sweep_scaling.py", "--runs", "2", "--repeat", "1", "--log-only")
+    assert "same per-item outcomes serial and -n 2: yes" in out, out
+    assert re.search(r"speed-up serial / -n 2 = \d+\.\d{3} \(goal >= 1\.6\); CPU of -n 2 / "
+                     r"serial = \d+\.\d{3}", out), out
+
+
+def test_the_many_runs_bench_prints_time_per_run() -> None:
+    out = run_bench("many_runs.py", "--sizes", "5", "10", "--repeat", "1")
+    assert re.search(r"10 runs: median +[\d.]+ s .* ms per run; +-?[\d.]+ ms per run added "
+                     r"since 5", out), out
+    assert "mlgates verdict over 10 run dirs" in out and "10 of 10 run dirs ACCEPTED" in out, out
