@@ -39,7 +39,10 @@ RUNS = ("runs/a", "runs/b", "runs/c", "runs/d")
 
 
 @pytest.fixture
-def sweep(pytester: pytest.Pytester) -> pytest.Pytester:
+def sweep(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    # under an outer ``make test -n 2`` the sessions below would inherit its worker's name
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makefile(".gates.yaml", acc=GATES)
     pytester.makeconftest(WHO_RAN)
     for index, rel in enumerate(RUNS):
