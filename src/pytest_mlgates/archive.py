@@ -132,9 +132,12 @@ def deselected_criteria(items: Iterable[Any]) -> list[tuple[str, str]]:
     """(node id, run label) of every gate-file criterion among deselected items."""
     out = []
     for item in items:
+        if getattr(item, "criterion", None) is None:
+            continue
         run = getattr(item, "run", None)
-        if getattr(item, "criterion", None) is not None and run is not None:
-            out.append((str(item.nodeid), str(getattr(run, "label", run))))
+        # an across_runs item stands for every run dir it judges
+        for one in getattr(item, "runs", None) or ([run] if run is not None else []):
+            out.append((str(item.nodeid), str(getattr(one, "label", one))))
     return out
 
 
@@ -219,6 +222,20 @@ class CriterionRecord:
             "message": _text(self.props.get("message")) or self.longrepr or None,
             "duration": round(self.duration, 6),
         }
+
+
+def _per_run(text: Any) -> dict[str, dict[str, Any]] | None:
+    """The ``mlgates.runs`` property of an across_runs item: run label -> its own
+    ``{status, value, threshold, message}`` (None when absent or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in data.items()}
 
 
 def _cap(text: str, limit: int) -> str:
@@ -394,11 +411,24 @@ class ArchivePlugin:
         run = props.get(PROP + "run")
         if run is None:
             return
-        key = (report.nodeid, str(run))
-        record = self.records.get(key)
-        if record is None:
-            record = self.records[key] = CriterionRecord(id=report.nodeid, run=str(run))
-        record.update(report)
+        per_run = _per_run(props.get(PROP + "runs"))
+        if per_run is None:
+            per_run = {str(run): {}}
+        for label, own in per_run.items():
+            # an across_runs item: its outcome goes into every run's ledger, with the run's
+            # own value and line
+            key = (report.nodeid, label)
+            record = self.records.get(key)
+            if record is None:
+                record = self.records[key] = CriterionRecord(id=report.nodeid, run=label)
+            record.update(report)
+            if own:
+                record.props["run"] = label
+                for name in ("value", "threshold"):
+                    record.props[name] = own.get(name)
+                record.props["message"] = (f"{label}: {own.get('status')}"
+                                           f" ({own.get('message')}); the set: "
+                                           f"{record.props.get('message')}")
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
