@@ -91,8 +91,8 @@ def test_at_least_more_than_the_run_dirs_is_one_red_line_naming_the_count(
     pytester.makefile(".gates.yaml", exp=gates(k=4))
     result = pytester.runpytest("-p", "no:cacheprovider", *run_args(seeds, pytester.path))
     result.assert_outcomes(passed=3, failed=2)
-    result.stdout.fnmatch_lines(["across_runs: at_least 4 can never pass: this session has 3 "
-                                 "--run-dir (runs/seed0, runs/seed1, runs/seed2)"])
+    result.stdout.fnmatch_lines([("across_runs: at_least 4 can never pass: this session has 3 "
+                                  "--run-dir (runs/seed0, runs/seed1, runs/seed2)")])
 
 
 def test_across_runs_with_one_run_dir_says_so(
@@ -101,9 +101,9 @@ def test_across_runs_with_one_run_dir_says_so(
     pytester.makefile(".gates.yaml", exp=gates(k=1))
     result = pytester.runpytest("-p", "no:cacheprovider", *run_args(seeds[:1], pytester.path))
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines(["across_runs: judges the seeds of one experiment together, and "
-                                 "this session has one --run-dir (runs/seed0); pass one "
-                                 "--run-dir per seed"])
+    result.stdout.fnmatch_lines([("across_runs: judges the seeds of one experiment together, and "
+                                  "this session has one --run-dir (runs/seed0); pass one "
+                                  "--run-dir per seed")])
 
 
 BAD = RUN_SECTION + (
@@ -140,9 +140,9 @@ def test_bad_across_runs_is_a_collection_error_of_the_session(
     pytester.makefile(".gates.yaml", exp=BAD.replace("{value}", "{at_least: 0}"))
     result = pytester.runpytest("-p", "no:cacheprovider", *run_args(seeds, pytester.path))
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["exp.gates.yaml:7:*: criterion 'minority_not_collapsed': "
-                                 "across_runs.at_least must be a whole number >= 1 (valid: 1 to "
-                                 "the number of --run-dir seeds), got 0"])
+    result.stdout.fnmatch_lines([("exp.gates.yaml:7:*: criterion 'minority_not_collapsed': "
+                                  "across_runs.at_least must be a whole number >= 1 (valid: 1 to "
+                                  "the number of --run-dir seeds), got 0")])
 
 
 def test_across_runs_under_xdist_reaches_every_ledger(

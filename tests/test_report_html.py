@@ -99,7 +99,7 @@ def test_report_is_well_formed_self_contained_and_marks_the_red_threshold(
     assert parsed.links == []
     assert not [t for t, _ in parsed.tags if t in ("script", "img", "link", "iframe", "object")]
     assert not [v for _, attrs in parsed.tags for v in attrs.values()
-                if v and re.match(r"\s*(https?:|//)", v, re.I)]
+                if v and re.match(r"\s*(https?:|//)", v, re.IGNORECASE)]
     assert "url(" not in page and "@import" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=http" in page
     # the RED criteria's thresholds on the recall chart, the failing epoch marked
@@ -157,7 +157,7 @@ def test_summary_md_stays_under_the_step_summary_limit_and_links_nothing() -> No
                  "threshold": "> 0"} for i in range(20_000)]
     text = format_markdown("runs/a", "RED", criteria, limit=1 << 20)
     assert len(text.encode()) <= 1 << 20
-    assert re.search(r"^\d+ more criteria \(\d+ not GREEN\) are not shown", text, re.M)
+    assert re.search(r"^\d+ more criteria \(\d+ not GREEN\) are not shown", text, re.MULTILINE)
     outside_code = re.sub(r"(`+).*?\1", "", text)
     assert "http" not in outside_code and "](" not in outside_code and "<img" not in outside_code
 

@@ -704,7 +704,7 @@ class ArchivePlugin:
                 continue
             try:
                 document = parse_gate_file(root / rel, plan=self._is_plan(rel))
-            except Exception:  # noqa: BLE001 - a gate file that does not parse has no section
+            except Exception:  # noqa: BLE001, S112 - a gate file that does not parse has no section
                 continue
             if document is not None and document.run is not None:
                 return document.run

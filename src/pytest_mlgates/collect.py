@@ -445,7 +445,7 @@ def _across_runs(crit: Criterion, node: Any, where: _Located) -> Criterion:
     seeds either, but that is only known when the item runs: a RED line naming the count)."""
     if not _is_mapping(node) or "across_runs" not in _pairs(node):
         return crit
-    key_node, value_node = _pairs(node)["across_runs"]
+    value_node = _pairs(node)["across_runs"][1]
     value = _construct(value_node, where)
     usage = "across_runs must be a mapping {at_least: K}, K a whole number from 1 to the number of --run-dir seeds"
     if not isinstance(value, dict):

@@ -204,11 +204,11 @@ def svg_chart(title: str, xs: list[float], series: dict[str, list[float]],
     def py(y: float) -> float:
         return _TOP + (1 - (y - y0) / (y1 - y0)) * ph
 
-    out = [f'<svg width="{_W}" height="{_H}" '
-           f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{_esc(title)}">',
+    out = [(f'<svg width="{_W}" height="{_H}" '
+            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{_esc(title)}">'),
            f'<title>{_esc(title)}</title>',
-           f'<rect x="{_LEFT}" y="{_TOP}" width="{pw}" height="{ph}" fill="none" '
-           f'stroke="#d0d7de"/>']
+           (f'<rect x="{_LEFT}" y="{_TOP}" width="{pw}" height="{ph}" fill="none" '
+            f'stroke="#d0d7de"/>')]
     for y in _ticks(y0, y1):
         out.append(f'<line x1="{_LEFT}" x2="{_LEFT + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
                    f'stroke="#eaeef2"/><text x="{_LEFT - 6}" y="{py(y) + 4:.1f}" '
@@ -288,15 +288,15 @@ def _page(run: str, verdict: str, criteria: list[dict[str, Any]], fingerprint: s
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>mlgates: {_esc(run, 200)} is {_esc(verdict)}</title>",
              f"<style>{_CSS}</style>", "</head>", "<body>",
-             f'<h1>mlgates: <code>{_esc(run, 400)}</code> is '
-             f'<span class="s" style="color:{color}">{_esc(verdict)}</span></h1>',
-             f"<p>Session {_esc(time)}. Fingerprint ({_esc(algorithm or 'none')}): "
-             f'<code class="fingerprint">{_esc(fingerprint or "none: the run could not be fingerprinted")}</code></p>']
+             (f'<h1>mlgates: <code>{_esc(run, 400)}</code> is '
+              f'<span class="s" style="color:{color}">{_esc(verdict)}</span></h1>'),
+             (f"<p>Session {_esc(time)}. Fingerprint ({_esc(algorithm or 'none')}): "
+              f'<code class="fingerprint">{_esc(fingerprint or "none: the run could not be fingerprinted")}</code></p>')]
     for note in notes:
         parts.append(f'<p class="note">{_esc(note, 2000)}</p>')
     parts += ["<h2>Gates</h2>", "<table>",
-              "<tr><th>criterion</th><th>run</th><th>value</th><th>threshold</th>"
-              "<th>status</th><th>line</th></tr>"]
+              ("<tr><th>criterion</th><th>run</th><th>value</th><th>threshold</th>"
+               "<th>status</th><th>line</th></tr>")]
     for c in criteria[:MAX_ROWS]:
         status = str(c.get("status") or "")
         parts.append(
@@ -317,11 +317,11 @@ def _page(run: str, verdict: str, criteria: list[dict[str, Any]], fingerprint: s
 def _curves(columns: dict[str, list[float]] | None, criteria: list[dict[str, Any]],
             log_problem: str | None, points: int) -> list[str]:
     if columns is None:
-        return [f'<p class="note">No curves: the run\'s log could not be read '
-                f"({_esc(log_problem or 'no log')}).</p>"]
+        return [(f'<p class="note">No curves: the run\'s log could not be read '
+                 f"({_esc(log_problem or 'no log')}).</p>")]
     if points <= 0:
-        return [f'<p class="note">No curves: with them this page would pass '
-                f"{MAX_PAGE >> 20} MiB.</p>"]
+        return [(f'<p class="note">No curves: with them this page would pass '
+                 f"{MAX_PAGE >> 20} MiB.</p>")]
     xname = next((n for n in _X_AXES if n in columns), None)
     rows = max((len(v) for v in columns.values()), default=0)
     xs = list(columns[xname]) if xname else [float(i) for i in range(rows)]
