@@ -157,3 +157,12 @@ def test_across_runs_under_xdist_reaches_every_ledger(
         criteria = ledger_criteria(run)
         assert criteria["minority_not_collapsed"]["status"] == "RED"
         assert criteria["loss_decreases"]["status"] == "GREEN"
+
+
+def test_an_across_runs_criterion_is_not_judged_in_flight() -> None:
+    from pytest_mlgates.inflight import inflight_criteria
+
+    document = parse_gate_text(gates(k=2), Path("exp.gates.yaml"))
+    assert document is not None
+    assert [c.across_runs for c in document.criteria] == [2, 2, None]
+    assert [c.name for c in inflight_criteria(document)] == ["loss_decreases"]
