@@ -191,4 +191,5 @@ def test_results_json_keeps_every_criterion_the_page_shows(
     results = json.loads((archive / "results.json").read_text())
     page = (archive / "report.html").read_text(encoding="utf-8")
     for criterion in results["criteria"]:
-        assert f"<td>{report_html._esc(criterion['name'])}</td>" in page
+        assert f">{report_html._esc(criterion['name'])}</td>" in page
+        assert f'<td title="{report_html._esc(criterion["id"])}">' in page

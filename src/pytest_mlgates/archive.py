@@ -8,7 +8,8 @@ Every pytest session that ran acceptance items for a run dir (items carrying the
   gate files and key-linked code it vouches for, pytest args, git commit; signed with
   HMAC-SHA256 when ``MLGATES_LEDGER_KEY`` is set -- ``ledger.py``);
 * one directory ``<run>/acceptance/<UTC time>-<id>-red|green/`` holding ``log.txt`` (the
-  terminal output), ``junit.xml``, ``results.json`` and ``summary.md``.
+  terminal output), ``junit.xml``, ``results.json``, ``summary.md`` and ``report.html``
+  (the gate table and the run's curves with the RED thresholds drawn: ``report_html.py``).
 
 ``mlgates verdict`` and ``mlgates history`` read them back (``verdict.py``, ``cli.py``).
 
@@ -668,8 +669,12 @@ class ArchivePlugin:
         if outcome.void:
             notes.insert(0, f"void: {outcome.void}")
         try:
-            columns, problem = report_html.load_columns(
-                outcome.path, self._run_format(), self._run_section(outcome))
+            section = self._run_section(outcome)
+            columns = self._opened_log(outcome.path, section)
+            problem = None
+            if columns is None:
+                columns, problem = report_html.load_columns(outcome.path, self._run_format(),
+                                                            section)
             snap = outcome.snapshot
             return report_html.render_report(
                 run=outcome.run, verdict=outcome.verdict, criteria=results["criteria"],
@@ -683,6 +688,22 @@ class ArchivePlugin:
                     "<title>mlgates report</title></head><body><p>The report could not be "
                     f"drawn: {html.escape(_one_line(f'{type(err).__name__}: {err}'))}</p>"
                     "</body></html>\n")
+
+    def _opened_log(self, path: Path, section: Any) -> dict[str, list[float]] | None:
+        """The log columns of the run as this process's items opened it (not under xdist:
+        the controller ran no item), so a long log is not parsed twice."""
+        from pytest_mlgates.items import get_settings
+        from pytest_mlgates.rundir import Run
+
+        try:
+            opened = list(get_settings(self.config).runs.items())
+        except (ValueError, KeyError):
+            return None
+        for (where, opened_section), run in opened:
+            if (isinstance(run, Run) and opened_section == section
+                    and Path(os.path.abspath(where)) == path):
+                return dict(run.log.columns)
+        return None
 
     def _run_format(self) -> str | None:
         from pytest_mlgates.items import get_settings

@@ -300,7 +300,8 @@ def _page(run: str, verdict: str, criteria: list[dict[str, Any]], fingerprint: s
     for c in criteria[:MAX_ROWS]:
         status = str(c.get("status") or "")
         parts.append(
-            f"<tr><td>{_esc(c.get('name'))}</td><td>{_esc(c.get('run') or run, 200)}</td>"
+            f"<tr><td title=\"{_esc(c.get('id'), 400)}\">{_esc(c.get('name'))}</td>"
+            f"<td>{_esc(c.get('run') or run, 200)}</td>"
             f"<td>{_esc(c.get('value'))}</td><td>{_esc(c.get('threshold'))}</td>"
             f'<td class="s" style="color:{_STATUS_COLORS.get(status, "#1f2328")}">'
             f"{_esc(status)}</td><td class=\"msg\">{_esc(c.get('message'))}</td></tr>")
