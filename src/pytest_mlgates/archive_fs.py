@@ -102,6 +102,17 @@ class ArchiveDir:
         return cls(fd, shown)
 
     @classmethod
+    def open_file(cls, base: Path, name: str, filename: str) -> BinaryIO | None:
+        """``base/name/filename`` opened for reading through the archive's checks (no
+        symlink, a regular file, never a wait); None when the archive or the file is
+        absent.  The directory is closed again: the handle outlives it."""
+        folder = cls.open(base, name, create=False)
+        if folder is None:
+            return None
+        with folder:
+            return folder.open_for_reading(filename)
+
+    @classmethod
     def _open_by_path(cls, base: Path, name: str, *, create: bool) -> ArchiveDir | None:
         shown = base / name
         if not base.is_dir():

@@ -195,10 +195,7 @@ def compute_history(run: Path, archive: str | None = None, *,
     base, name = archive_location(Path(os.path.abspath(run)), archive)
     path = base / name / LEDGER_NAME
     try:
-        folder = ArchiveDir.open(base, name, create=False)
-        handle = folder.open_for_reading(LEDGER_NAME) if folder is not None else None
-        if folder is not None:
-            folder.close()
+        handle = ArchiveDir.open_file(base, name, LEDGER_NAME)
     except ArchiveError as err:
         raise CliError(str(err)) from None
     rows: list[dict[str, Any]] = []

@@ -61,11 +61,7 @@ def load(base: Path, name: str, run: Path, algorithm: str,
     from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
 
     try:
-        folder = ArchiveDir.open(base, name, create=False)
-        if folder is None:
-            return None
-        with folder:
-            handle = folder.open_for_reading(CACHE_NAME)
+        handle = ArchiveDir.open_file(base, name, CACHE_NAME)
         if handle is None:
             return None
         with handle:

@@ -127,10 +127,7 @@ def compute_verdict(
                           f"{_short(stop.get('criterion'))} at epoch {_short(stop.get('epoch'))}"
                           f" ({_short(stop.get('reason'), 200)})"}
     try:
-        folder = ArchiveDir.open(base, name, create=False)
-        handle = folder.open_for_reading(LEDGER_NAME) if folder is not None else None
-        if folder is not None:
-            folder.close()
+        handle = ArchiveDir.open_file(base, name, LEDGER_NAME)
     except ArchiveError as err:
         raise VerdictInputError(str(err)) from None
     if handle is None:
