@@ -193,3 +193,12 @@ def test_results_json_keeps_every_criterion_the_page_shows(
     for criterion in results["criteria"]:
         assert f">{report_html._esc(criterion['name'])}</td>" in page
         assert f'<td title="{report_html._esc(criterion["id"])}">' in page
+
+
+def test_a_run_without_a_readable_log_gets_a_page_that_says_why(tmp_path: Path) -> None:
+    columns, problem = report_html.load_columns(tmp_path, None, None)
+    assert columns is None and problem
+    page = report_html.render_report(run="r", verdict="RED", criteria=[], fingerprint=None,
+                                     algorithm=None, columns=None, log_problem=problem)
+    assert "No curves: the run's log could not be read" in page
+    assert parse(page).problems == []
