@@ -202,3 +202,15 @@ def test_a_run_without_a_readable_log_gets_a_page_that_says_why(tmp_path: Path) 
                                      algorithm=None, columns=None, log_problem=problem)
     assert "No curves: the run's log could not be read" in page
     assert parse(page).problems == []
+
+
+def test_the_red_column_is_drawn_however_many_classes_there_are() -> None:
+    columns = {"epoch": [1.0, 2.0, 3.0]}
+    columns.update({f"val_recall_{i}": [0.5, 0.6, 0.7] for i in range(30)})
+    columns["val_recall_29"] = [0.5, 0.1, 0.0]
+    criteria = [{"name": "c29", "status": "RED", "value": "0.000", "threshold": "> 0",
+                 "message": "val_recall_29 = 0.000 at epoch 3 (final); needs > 0"}]
+    charts = report_html.choose_charts(columns, criteria)
+    [(title, names)] = charts
+    assert "val_recall_29" in names and len(names) == report_html.MAX_SERIES
+    assert title == f"recall ({30 - report_html.MAX_SERIES} more columns not drawn)"

@@ -36,7 +36,7 @@ from typing import Any
 __all__ = ["MAX_PAGE", "load_columns", "render_report"]
 
 MAX_POINTS = 400
-MAX_SERIES = 10
+MAX_SERIES = 16
 MAX_CHARTS = 8
 MAX_ROWS = 2000
 MAX_CELL = 600
@@ -149,13 +149,18 @@ def choose_charts(columns: dict[str, list[float]],
         for field in ("message", "threshold", "value", "name"):
             named.update(w for w in _WORD.findall(str(c.get(field) or "")[:MAX_CELL * 4]))
     named.update(m["column"] for m in red_marks(criteria) if m["column"])
+    marked = {m["column"] for m in red_marks(criteria)}
     loss = [n for n in names if "loss" in n.lower()]
     recall = [n for n in names if "recall" in n.lower()]
     charts = []
-    if loss:
-        charts.append(("loss", loss[:MAX_SERIES]))
-    if recall:
-        charts.append(("recall", recall[:MAX_SERIES]))
+    for title, group in (("loss", loss), ("recall", recall)):
+        if len(group) > MAX_SERIES:  # the curves a RED criterion names are always drawn
+            kept = [n for n in group if n in marked][:MAX_SERIES]
+            kept += [n for n in group if n not in kept][:MAX_SERIES - len(kept)]
+            title = f"{title} ({len(group) - len(kept)} more columns not drawn)"
+            group = [n for n in group if n in kept]
+        if group:
+            charts.append((title, group))
     for n in names:
         if n in named and n not in loss and n not in recall:
             charts.append((n, [n]))
@@ -165,11 +170,14 @@ def choose_charts(columns: dict[str, list[float]],
 # --------------------------------------------------------------------------- SVG
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) inside [low, high]."""
+def _ticks(low: float, high: float, count: int = 5, whole: bool = False) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) inside [low, high];
+    ``whole``: at least 1 apart (epochs)."""
     if not high > low:
         return [low]
     raw = (high - low) / max(1, count - 1)
+    if whole:
+        raw = max(raw, 1.0)
     power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.ceil(low / step) * step
@@ -213,7 +221,7 @@ def svg_chart(title: str, xs: list[float], series: dict[str, list[float]],
         out.append(f'<line x1="{_LEFT}" x2="{_LEFT + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
                    f'stroke="#eaeef2"/><text x="{_LEFT - 6}" y="{py(y) + 4:.1f}" '
                    f'text-anchor="end">{_fmt(y)}</text>')
-    for x in _ticks(x0, x1, 6):
+    for x in _ticks(x0, x1, 6, whole=all(float(x).is_integer() for x in xv)):
         out.append(f'<text x="{px(x):.1f}" y="{_TOP + ph + 16}" text-anchor="middle">'
                    f'{_fmt(x)}</text>')
     out.append(f'<text x="{_LEFT + pw / 2:.1f}" y="{_H - 6}" text-anchor="middle">epoch</text>')
