@@ -161,9 +161,9 @@ def choose_charts(columns: dict[str, list[float]],
             group = [n for n in group if n in kept]
         if group:
             charts.append((title, group))
-    for n in names:
-        if n in named and n not in loss and n not in recall:
-            charts.append((n, [n]))
+    others = [n for n in names if n in named and n not in loss and n not in recall]
+    others.sort(key=lambda n: n not in marked)  # a RED criterion's column first (stable)
+    charts += [(n, [n]) for n in others]
     return charts[:MAX_CHARTS]
 
 
