@@ -1,5 +1,5 @@
 """The benchmarks (bench/engine_overhead.py, bench/writer_memory.py,
-bench/callback_overhead.py) still run.
+bench/callback_overhead.py, bench/log_scale.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, ``model.train.open_writer``,
 the writer's job format) to interleave the two loops and to switch the files off; an engine
@@ -43,6 +43,15 @@ def test_the_writer_memory_bench_runs_and_checks_itself() -> None:
     assert re.search(r"writer peak memory\s+[\d.]+ MiB = \d+\.\d\d x the checkpoint", out), out
     assert re.search(r"held by the hand-over: \d+\.\d{3} s", out), out
     assert "loaded back with weights_only=True: equal" in out, out
+
+
+def test_the_log_scale_bench_runs() -> None:
+    """bench/log_scale.py --tiny: a 5,000-step log, the gate session against bare pytest + pandas."""
+    out = run_bench("log_scale.py", "--tiny")
+    assert re.search(r"log: 5000 steps, eval every 100: [\d.]+ MB CSV", out), out
+    assert re.search(r"^gates\s+wall median [\d.]+ .*peak RSS median [\d.]+", out, re.MULTILINE), out
+    assert re.search(r"gate session / \(bare pytest( \+ pandas)?\): \d+\.\d\d \(goal <= 1\.5\); "
+                     r"gate session peak RSS \d+ MB \(goal <= 400 MB\)", out), out
 
 
 @pytest.mark.slow
