@@ -213,14 +213,13 @@ class Row:
 
 # Log, merge_by_epoch and regroup_by_logged_epoch live in runlog.py (the log as columns);
 # imported here, where every format has always found them.
-from pytest_mlgates.runlog import (  # noqa: E402
+from pytest_mlgates.runlog import (
     Log,
     epochs_or_steps,
     merge_by_epoch,
     regroup_by_logged_epoch,
     regroup_steps,
 )
-
 
 # --------------------------------------------------------------------------- checkpoints
 
@@ -610,7 +609,7 @@ class Run:
 
     @property
     def best(self) -> Row:
-        metric, mode = self.monitor
+        metric, _mode = self.monitor
         log = self.log
         if metric not in log:
             raise RunDirError(f"{self.shown(log.source)}: monitor metric '{metric}' is not a logged column")

@@ -359,7 +359,7 @@ def _log_by_epoch(epochs: np.ndarray, arrays: Mapping[str, np.ndarray], held: Ma
     # a column never logged in any epoch is no column (as the trainer's own files say)
     kept = [n for n in names if filled[n].any()]
     # columns in the order they were first logged
-    first = {n: int(np.argmax(held[n])) if held.get(n) is not None else 0 for n in kept}
+    first = {n: 0 if (mask := held.get(n)) is None else int(np.argmax(mask)) for n in kept}
     kept.sort(key=lambda n: first[n])
     out = {"epoch": unique, **{n: columns[n] for n in kept}}
     return Log.from_arrays(out, {n: filled[n] for n in kept}, shown, kind, index="epoch", first_epoch=first_epoch)
@@ -389,7 +389,7 @@ def evaluates_within_epochs(epochs: np.ndarray, steps: np.ndarray, held: Mapping
     """
     import numpy as np
 
-    counts = {n: (len(epochs) if held.get(n) is None else int(held[n].sum())) for n in names}
+    counts = {n: len(epochs) if (mask := held.get(n)) is None else int(mask.sum()) for n in names}
     if not counts:
         return False
     top = max(counts.values())
@@ -424,10 +424,10 @@ def epochs_or_steps(arrays: Mapping[str, np.ndarray], held: Mapping[str, np.ndar
     names = [n for n in arrays if n not in ("epoch", "step")]
     raw_epochs = arrays.get("epoch")
     steps = arrays.get("step")
-    if raw_epochs is not None and held.get("epoch") is not None:
-        raw_epochs = np.where(held["epoch"], raw_epochs, np.nan)  # type: ignore[index]
-    if steps is not None and held.get("step") is not None:
-        steps = np.where(held["step"], steps, np.nan)  # type: ignore[index]
+    if raw_epochs is not None and (epoch_mask := held.get("epoch")) is not None:
+        raw_epochs = np.where(epoch_mask, raw_epochs, np.nan)
+    if steps is not None and (step_mask := held.get("step")) is not None:
+        steps = np.where(step_mask, steps, np.nan)
     has_epochs = raw_epochs is not None and bool(np.isfinite(raw_epochs).any())
     epochs = None
     if has_epochs:
@@ -479,8 +479,8 @@ def regroup_by_logged_epoch(log: Log) -> Log:
         marks_name = "epoch"
     else:
         return log
-    marks = np.where(log.held(marks_name) if log.held(marks_name) is not None else True,
-                     log.array(marks_name), np.nan)
+    marks_held = log.held(marks_name)
+    marks = log.array(marks_name) if marks_held is None else np.where(marks_held, log.array(marks_name), np.nan)
     finite = marks[np.isfinite(marks)]
     if not finite.size:
         return log

@@ -18,7 +18,6 @@ runs hold such files too.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math

@@ -28,7 +28,6 @@ logged step matches.
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import re
 from pathlib import Path
@@ -107,15 +106,15 @@ def read_lightning_csv(stream: BinaryIO, shown: str) -> Log:
     table = read_csv_columns(stream, shown, ragged="pad", numbering="nonblank", header_check=check_header,
                              max_bytes=MAX_TEXT_BYTES)
     if "epoch" in table.arrays:
-        values, held = table.arrays["epoch"], table.held["epoch"]
-        bad = np.flatnonzero(held & ~np.isfinite(values))
+        values, epoch_held = table.arrays["epoch"], table.held["epoch"]
+        bad = np.flatnonzero(epoch_held & ~np.isfinite(values))
         if bad.size:
             row = int(bad[0])
             raise RunDirError(f"{shown} line {int(table.lines[row])}, column epoch: "
                               f"epoch {float(values[row])} is not a finite number")
     # a name that heads no column (a trailing comma) holds nothing a gate could read
     arrays = {n: a for n, a in table.arrays.items() if n}
-    held = {n: table.held[n] for n in arrays}
+    held: dict[str, Any] = {n: table.held[n] for n in arrays}
     return epochs_or_steps(arrays, held, shown, "lightning", first_epoch=0)
 
 

@@ -26,7 +26,6 @@ best.  Weights are found by :func:`pytest_mlgates.rundir.state_dict_of` (``model
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path

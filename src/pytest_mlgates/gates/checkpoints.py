@@ -82,11 +82,12 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             problems.append(record.problem)
             continue
         shown = record.shown
-        index = best_index(log.columns[column], mode)
+        index = best_index(log.array(column), mode)
         if index is None:
             problems.append(f"{src}: {column} has no finite value, yet {shown} exists")
             continue
-        best_value = log.columns[column][index]
+        best_value = float(log.array(column)[index])
+        best_epoch: int | None
         if log.sparse and record.step is not None:  # a log of steps places the file by its step
             best_step = int(log.labels[index])
             if record.step != best_step:
@@ -149,7 +150,7 @@ def _epoch_of_row(log: Any, row: int) -> int | None:
     if not epochs.size:
         return None
     value = float(epochs[-1])
-    return int(value) if value == int(value) else int(math.ceil(value - 1e-9))
+    return int(value) if value == int(value) else math.ceil(value - 1e-9)
 
 
 def _foreign_resume_point(run: Run) -> GateResult:
