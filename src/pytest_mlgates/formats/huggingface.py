@@ -32,9 +32,9 @@ from pytest_mlgates.rundir import (
     Run,
     RunSection,
     default_mode,
+    epochs_or_steps,
     float_or_none,
     load_checkpoint_file,
-    merge_by_epoch,
     numbers_close,
     read_json_file,
     to_epoch,
@@ -78,25 +78,42 @@ def parse_trainer_state(data: Any, shown: str) -> Log:
 
     Entries carry a fractional ``epoch`` (the epochs done); each is assigned to the epoch
     it completes (``ceil``, from 1, the Trainer's own count). The final summary entry
-    (``train_runtime``...) is skipped.
+    (``train_runtime``...) is skipped.  A Trainer that evaluated more than once an epoch
+    (``eval_strategy="steps"``: LLM fine-tuning) is read as a log of steps instead: one row
+    per entry, numbered by its ``step``, ``epoch`` as logged, each column's series the
+    entries that hold it (``runlog.epochs_or_steps``).
     """
+    import numpy as np
+
     history = data.get("log_history") if isinstance(data, dict) else None
     if not isinstance(history, list):
         raise RunDirError(f"{shown}: no 'log_history' list")
-    entries: list[tuple[float, dict[str, float]]] = []
+    rows: list[dict[str, float | None]] = []
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or "train_runtime" in entry:
             continue
-        if "epoch" not in entry:
-            continue
-        epoch = float(math.ceil(to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
-        values = {
+        row: dict[str, float | None] = {
             k: to_float(v, f"{shown}: log_history[{i}].{k}")
             for k, v in entry.items()
             if k not in ("epoch", "step") and isinstance(v, (int, float, str))
         }
-        entries.append((max(epoch, 1.0), values))
-    return merge_by_epoch(entries, shown, "huggingface")
+        if "epoch" in entry:
+            row["epoch"] = to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch")
+        step = entry.get("step")
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
+            row["step"] = float(step)
+        if "epoch" in row or "step" in row:
+            rows.append(row)
+    if not rows:
+        raise RunDirError(f"{shown}: no logged epochs")
+    table = Log.from_rows(rows, shown, "huggingface", names=["epoch", "step"])
+    arrays = {n: table.array(n) for n in table.names}
+    held = {n: table.held(n) for n in table.names}
+
+    def completed(epochs: Any) -> Any:
+        return np.maximum(np.ceil(epochs - 1e-9), 1.0)
+
+    return epochs_or_steps(arrays, held, shown, "huggingface", epoch_of=completed, keep_step=False)
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _WEIGHTS_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -315,7 +332,8 @@ class HuggingFaceRun(Run):
         if epoch is None:
             entry = self._eval_entry(self._best_step() or -1)
             epoch = epochs_done((entry or {}).get("epoch"))
-        return BestRecord(metric, shown, epoch=epoch, value=float_or_none(self.state.get("best_metric")), path=folder)
+        return BestRecord(metric, shown, epoch=epoch, value=float_or_none(self.state.get("best_metric")), path=folder,
+                          step=self._best_step())
 
     # -- checkpoints -------------------------------------------------------------------------------
 

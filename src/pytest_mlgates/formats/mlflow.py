@@ -30,7 +30,7 @@ from pytest_mlgates.rundir import (
     RunSection,
     read_text_file,
     read_yaml_file,
-    regroup_by_logged_epoch,
+    regroup_steps,
     to_float,
 )
 
@@ -567,7 +567,7 @@ class MlflowRunDir(Run):
         self.artifacts = EngineRun(self.record.artifact_dir) if self.record.artifact_dir is not None else None
 
     def _read_log(self) -> Log:
-        return regroup_by_logged_epoch(to_log(self.record))
+        return regroup_steps(to_log(self.record))
 
     @property
     def results(self) -> dict[str, Any] | None:

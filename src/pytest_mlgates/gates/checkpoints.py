@@ -82,16 +82,25 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             problems.append(record.problem)
             continue
         shown = record.shown
-        index = best_index(log.columns[column], mode)
+        index = best_index(log.array(column), mode)
         if index is None:
             problems.append(f"{src}: {column} has no finite value, yet {shown} exists")
             continue
-        best_epoch = int(log.epochs[index])
-        best_value = log.columns[column][index]
-        if record.epoch != best_epoch:
-            problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
-                            f"({mode}) epoch in {src}")
-            continue
+        best_value = float(log.array(column)[index])
+        best_epoch: int | None
+        if log.sparse and record.step is not None:  # a log of steps places the file by its step
+            best_step = int(log.labels[index])
+            if record.step != best_step:
+                problems.append(f"{shown}: step = {record.step}; needs {best_step}, the best {column} "
+                                f"({mode}) step in {src}")
+                continue
+            best_epoch = best_step
+        else:
+            best_epoch = int(log.labels[index]) if not log.sparse else _epoch_of_row(log, index)
+            if best_epoch is not None and record.epoch != best_epoch:
+                problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
+                                f"({mode}) epoch in {src}")
+                continue
         if record.value is None or not numbers_close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
             got_value = fmt(record.value) if record.value is not None else "not recorded"
             what = "monitor.value" if run.format == "engine" else f"best {column}"
@@ -119,11 +128,29 @@ def _resume_red(run: Run, shown: str, epoch: Any, needed: list[str], missing: li
     log = run.log
     if len(log) == 0:
         raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
-    last_epoch = int(log.epochs[-1])
+    found = int(log.labels[-1]) if not log.sparse else _epoch_of_row(log, len(log) - 1)
+    if found is None:  # a log of steps without epochs: nothing to place the file by
+        return None, epoch if isinstance(epoch, int) else -1
+    last_epoch = found
     if epoch != last_epoch:
         return GateResult(False, f"epoch {epoch}", f"epoch {last_epoch}",
                           f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"), last_epoch
     return None, last_epoch
+
+
+def _epoch_of_row(log: Any, row: int) -> int | None:
+    """The epoch of a row of a log of steps (its last logged epoch, a fraction counting as
+    the epoch it completes), None when the log has no epochs."""
+    if "epoch" not in log:
+        return None
+    import numpy as np
+
+    epochs = log.array("epoch")[: row + 1]
+    epochs = epochs[np.isfinite(epochs)]
+    if not epochs.size:
+        return None
+    value = float(epochs[-1])
+    return int(value) if value == int(value) else math.ceil(value - 1e-9)
 
 
 def _foreign_resume_point(run: Run) -> GateResult:
@@ -329,7 +356,7 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
         for metric in metrics:
             logged: float | None = None
             where = ""
-            if metric in log.columns and epoch is not None and float(epoch) in log.epochs:
+            if metric in log.columns and epoch is not None and not log.sparse and float(epoch) in log.epochs:
                 logged = log.columns[metric][log.epochs.index(float(epoch))]
                 where = f"{run.shown(log.source)} epoch {epoch}"
             elif metric in monitors:
