@@ -134,9 +134,9 @@ def test_report_and_summary_of_a_green_seed_have_no_red_marks(
 
 def test_a_long_log_is_thinned_and_the_page_bounded() -> None:
     n = 200_000
-    columns = {"epoch": [float(i) for i in range(1, n + 1)],
-               "train_loss": [1.0 / i for i in range(1, n + 1)],
-               "val_recall_0": [0.0 if i == n // 2 else 0.9 for i in range(1, n + 1)]}
+    epochs = [float(i) for i in range(1, n + 1)]
+    columns = {"train_loss": (epochs, [1.0 / i for i in range(1, n + 1)]),
+               "val_recall_0": (epochs, [0.0 if i == n // 2 else 0.9 for i in range(1, n + 1)])}
     criteria = [{"name": "recall", "status": "RED", "value": "0.9", "threshold": "> 0.95",
                  "message": f"val_recall_0 = 0.900 at epoch {n} (final); needs > 0.95"}]
     page = report_html.render_report(run="r", verdict="RED", criteria=criteria,
@@ -146,7 +146,7 @@ def test_a_long_log_is_thinned_and_the_page_bounded() -> None:
     for points in re.findall(r'points="([^"]*)"', page):
         assert len(points.split()) <= report_html.MAX_POINTS
     # the one-epoch collapse survives the thinning
-    recall = report_html.downsample(columns["epoch"], columns["val_recall_0"])
+    recall = report_html.downsample(*columns["val_recall_0"])
     assert min(y for _, y in recall) == 0.0
     assert 'class="threshold" data-criterion="recall"' in page
 
@@ -196,7 +196,7 @@ def test_results_json_keeps_every_criterion_the_page_shows(
 
 
 def test_a_run_without_a_readable_log_gets_a_page_that_says_why(tmp_path: Path) -> None:
-    columns, problem = report_html.load_columns(tmp_path, None, None)
+    columns, _, problem = report_html.load_columns(tmp_path, None, None)
     assert columns is None and problem
     page = report_html.render_report(run="r", verdict="RED", criteria=[], fingerprint=None,
                                      algorithm=None, columns=None, log_problem=problem)
@@ -205,9 +205,7 @@ def test_a_run_without_a_readable_log_gets_a_page_that_says_why(tmp_path: Path) 
 
 
 def test_the_red_column_is_drawn_however_many_classes_there_are() -> None:
-    columns = {"epoch": [1.0, 2.0, 3.0]}
-    columns.update({f"val_recall_{i}": [0.5, 0.6, 0.7] for i in range(30)})
-    columns["val_recall_29"] = [0.5, 0.1, 0.0]
+    columns = ["epoch"] + [f"val_recall_{i}" for i in range(30)]
     criteria = [{"name": "c29", "status": "RED", "value": "0.000", "threshold": "> 0",
                  "message": "val_recall_29 = 0.000 at epoch 3 (final); needs > 0"}]
     charts = report_html.choose_charts(columns, criteria)

@@ -670,17 +670,19 @@ class ArchivePlugin:
             notes.insert(0, f"void: {outcome.void}")
         try:
             section = self._run_section(outcome)
-            columns = self._opened_log(outcome.path, section)
+            log = self._opened_log(outcome.path, section)
             problem = None
-            if columns is None:
-                columns, problem = report_html.load_columns(outcome.path, self._run_format(),
-                                                            section)
+            if log is not None:
+                columns, index = report_html.log_curves(log)
+            else:
+                columns, index, problem = report_html.load_columns(
+                    outcome.path, self._run_format(), section)
             snap = outcome.snapshot
             return report_html.render_report(
                 run=outcome.run, verdict=outcome.verdict, criteria=results["criteria"],
                 fingerprint=snap.digest if snap else None,
                 algorithm=snap.algorithm if snap else None, time=str(results["time"]),
-                notes=notes, columns=columns, log_problem=problem)
+                notes=notes, columns=columns, log_problem=problem, index=index)
         except Exception as err:  # noqa: BLE001 - the ledger line matters more than the page
             import html
 
@@ -689,8 +691,8 @@ class ArchivePlugin:
                     f"drawn: {html.escape(_one_line(f'{type(err).__name__}: {err}'))}</p>"
                     "</body></html>\n")
 
-    def _opened_log(self, path: Path, section: Any) -> dict[str, list[float]] | None:
-        """The log columns of the run as this process's items opened it (not under xdist:
+    def _opened_log(self, path: Path, section: Any) -> Any:
+        """The log of the run as this process's items opened it (not under xdist:
         the controller ran no item), so a long log is not parsed twice."""
         from pytest_mlgates.items import get_settings
         from pytest_mlgates.rundir import Run
@@ -702,7 +704,7 @@ class ArchivePlugin:
         for (where, opened_section), run in opened:
             if (isinstance(run, Run) and opened_section == section
                     and Path(os.path.abspath(where)) == path):
-                return dict(run.log.columns)
+                return run.log
         return None
 
     def _run_format(self) -> str | None:

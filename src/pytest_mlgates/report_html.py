@@ -74,17 +74,37 @@ def _esc(value: Any, cap: int = MAX_CELL) -> str:
 # --------------------------------------------------------------------------- the log
 
 
+Curves = dict[str, tuple[list[float], list[float]]]
+
+
+def log_curves(log: Any) -> tuple[Curves, str]:
+    """Each column of a run's ``Log`` as (row numbers, values) the way checks read it (in a
+    log of steps, the rows that hold the column), and the index's name (epoch or step)."""
+    index = str(getattr(log, "index", "epoch") or "epoch")
+    if hasattr(log, "series") and hasattr(log, "names"):
+        curves = {}
+        for name in log.names:
+            if name in _X_AXES:
+                continue
+            values, labels = log.series(name)
+            curves[name] = (labels.tolist(), values.tolist())
+        return curves, index
+    columns = dict(log.columns)
+    xs = list(columns.get(index, [])) or [float(i) for i in range(len(log))]
+    return {n: (xs, list(v)) for n, v in columns.items() if n not in _X_AXES}, index
+
+
 def load_columns(run_path: Path, run_format: str | None,
-                 section: Any) -> tuple[dict[str, list[float]] | None, str | None]:
-    """The run's log columns (``epoch`` first), or None and why they could not be read."""
+                 section: Any) -> tuple[Curves | None, str, str | None]:
+    """The run's curves and index name (:func:`log_curves`), or None and why not."""
     from pytest_mlgates.rundir import open_run
 
     try:
-        log = open_run(run_path, run_format, section).log
-        return dict(log.columns), None
+        curves, index = log_curves(open_run(run_path, run_format, section).log)
+        return curves, index, None
     except Exception as err:  # noqa: BLE001 - a page without curves beats no page
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return None, f"{type(err).__name__}: {first}"[:300]
+        return None, "epoch", f"{type(err).__name__}: {first}"[:300]
 
 
 def _finite(value: Any) -> bool:
@@ -139,7 +159,7 @@ def red_marks(criteria: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return marks
 
 
-def choose_charts(columns: dict[str, list[float]],
+def choose_charts(columns: Iterable[str],
                   criteria: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(title, column names) of each chart: loss, recall, then the other columns a
     criterion names, one chart each."""
@@ -188,11 +208,11 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def svg_chart(title: str, xs: list[float], series: dict[str, list[float]],
-              marks: list[dict[str, Any]], points: int = MAX_POINTS) -> str:
+def svg_chart(title: str, series: Curves, marks: list[dict[str, Any]],
+              points: int = MAX_POINTS, xlabel: str = "epoch") -> str:
     """One chart: each series a polyline (split at NaN), axes, a legend, and each mark's
     threshold (dashed red line) and failing epoch (vertical line and a circle)."""
-    curves = {name: downsample(xs, ys, points) for name, ys in series.items()}
+    curves = {name: downsample(xs, ys, points) for name, (xs, ys) in series.items()}
     xv = [x for pts in curves.values() for x, _ in pts]
     yv = [y for pts in curves.values() for _, y in pts if not math.isnan(y)]
     yv += [m["threshold"] for m in marks if m["threshold"] is not None and _finite(m["threshold"])]
@@ -224,7 +244,7 @@ def svg_chart(title: str, xs: list[float], series: dict[str, list[float]],
     for x in _ticks(x0, x1, 6, whole=all(float(x).is_integer() for x in xv)):
         out.append(f'<text x="{px(x):.1f}" y="{_TOP + ph + 16}" text-anchor="middle">'
                    f'{_fmt(x)}</text>')
-    out.append(f'<text x="{_LEFT + pw / 2:.1f}" y="{_H - 6}" text-anchor="middle">epoch</text>')
+    out.append(f'<text x="{_LEFT + pw / 2:.1f}" y="{_H - 6}" text-anchor="middle">{_esc(xlabel)}</text>')
     for i, (name, pts) in enumerate(curves.items()):
         color = _COLORS[i % len(_COLORS)]
         segment: list[str] = []
@@ -255,7 +275,8 @@ def svg_chart(title: str, xs: list[float], series: dict[str, list[float]],
             x = px(epoch)
             out.append(f'<line class="failing-epoch" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" '
                        f'y2="{_TOP + ph}" stroke="#cf222e" stroke-dasharray="2 3"/>')
-            value = _value_at(xs, series.get(mark["column"], []), epoch)
+            xs, ys = series.get(mark["column"], ([], []))
+            value = _value_at(xs, ys, epoch)
             if value is not None:
                 out.append(f'<circle class="failing-epoch" cx="{x:.1f}" cy="{py(value):.1f}" '
                            f'r="5" fill="none" stroke="#cf222e" stroke-width="2">'
@@ -276,14 +297,14 @@ def _value_at(xs: list[float], ys: list[float], epoch: int) -> float | None:
 
 def render_report(*, run: str, verdict: str, criteria: list[dict[str, Any]],
                   fingerprint: str | None, algorithm: str | None, time: str = "",
-                  notes: Iterable[str] = (), columns: dict[str, list[float]] | None = None,
-                  log_problem: str | None = None) -> str:
+                  notes: Iterable[str] = (), columns: Curves | None = None,
+                  log_problem: str | None = None, index: str = "epoch") -> str:
     """The whole page, at most :data:`MAX_PAGE` bytes (curves thinned, then dropped)."""
     notes = list(notes)
     page = ""
     for points in (MAX_POINTS, MAX_POINTS // 4, 0):
         page = _page(run, verdict, criteria, fingerprint, algorithm, time, notes, columns,
-                     log_problem, points)
+                     log_problem, points, index)
         if len(page.encode("utf-8")) <= MAX_PAGE:
             return page
     return page  # the table alone: rows and cells are capped
@@ -291,7 +312,7 @@ def render_report(*, run: str, verdict: str, criteria: list[dict[str, Any]],
 
 def _page(run: str, verdict: str, criteria: list[dict[str, Any]], fingerprint: str | None,
           algorithm: str | None, time: str, notes: list[str],
-          columns: dict[str, list[float]] | None, log_problem: str | None, points: int) -> str:
+          columns: Curves | None, log_problem: str | None, points: int, index: str) -> str:
     color = _STATUS_COLORS.get(verdict, "#cf222e")
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>mlgates: {_esc(run, 200)} is {_esc(verdict)}</title>",
@@ -318,22 +339,19 @@ def _page(run: str, verdict: str, criteria: list[dict[str, Any]], fingerprint: s
         parts.append(f'<p class="note">{len(criteria) - MAX_ROWS} more criteria are not shown '
                      "here; results.json beside this page holds them all.</p>")
     parts.append("<h2>Curves</h2>")
-    parts += _curves(columns, criteria, log_problem, points)
+    parts += _curves(columns, criteria, log_problem, points, index)
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
 
 
-def _curves(columns: dict[str, list[float]] | None, criteria: list[dict[str, Any]],
-            log_problem: str | None, points: int) -> list[str]:
+def _curves(columns: Curves | None, criteria: list[dict[str, Any]],
+            log_problem: str | None, points: int, index: str) -> list[str]:
     if columns is None:
         return [(f'<p class="note">No curves: the run\'s log could not be read '
                  f"({_esc(log_problem or 'no log')}).</p>")]
     if points <= 0:
         return [(f'<p class="note">No curves: with them this page would pass '
                  f"{MAX_PAGE >> 20} MiB.</p>")]
-    xname = next((n for n in _X_AXES if n in columns), None)
-    rows = max((len(v) for v in columns.values()), default=0)
-    xs = list(columns[xname]) if xname else [float(i) for i in range(rows)]
     charts = choose_charts(columns, criteria)
     if not charts:
         return ['<p class="note">No loss, recall or criterion column in the log.</p>']
@@ -342,5 +360,5 @@ def _curves(columns: dict[str, list[float]] | None, criteria: list[dict[str, Any
     for title, names in charts:
         mine = [m for m in marks if m["column"] in names]
         out.append(f"<h3>{_esc(title, 200)}</h3>")
-        out.append(svg_chart(title, xs, {n: list(columns[n]) for n in names}, mine, points))
+        out.append(svg_chart(title, {n: columns[n] for n in names}, mine, points, index))
     return out
