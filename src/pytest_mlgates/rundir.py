@@ -520,6 +520,14 @@ class Run:
         """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
         return str(path)
 
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        """A gate file's path (``artifact``, ``key_link``'s ``from``): (the file it names, or
+        None when absent; every place looked at, as shown in messages, the one found first).
+        A format whose files live in more than one root (an MLflow run folder and its
+        ``artifacts/``) looks in each, so a message names the path actually looked at."""
+        path = self.resolve(rel)
+        return (path if path.exists() else None), [self.shown(self.path / rel)]
+
     # -- lazily read files -----------------------------------------------------------
 
     def _cached(self, key: str, make: Any) -> Any:

@@ -89,8 +89,13 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
         best_epoch = int(log.epochs[index])
         best_value = log.columns[column][index]
         if record.epoch != best_epoch:
+            tie = ""
+            if record.epoch is not None and record.epoch in log.epochs:
+                held = log.columns[column][log.epochs.index(record.epoch)]
+                if numbers_close(held, best_value, 1e-9):  # every trainer keeps the first epoch of a tie
+                    tie = f" (epoch {record.epoch} ties at {fmt(best_value)}; the first epoch at the best value is kept)"
             problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
-                            f"({mode}) epoch in {src}")
+                            f"({mode}) epoch in {src}{tie}")
             continue
         if record.value is None or not numbers_close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
             got_value = fmt(record.value) if record.value is not None else "not recorded"
