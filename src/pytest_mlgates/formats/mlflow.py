@@ -652,7 +652,7 @@ class MlflowRunDir(Run):
 
     def checkpoint_shown(self, name: str) -> str:
         if self._is_path(name):
-            found, looked = self.locate(name)
+            _, looked = self.locate(name)
             return looked[0]
         return self._files().checkpoint_shown(name)
 
