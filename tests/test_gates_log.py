@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 from gate_helpers import BASE_LOG, make_run, run_gate, set_log_cell
 
 from pytest_mlgates.errors import GateFailure, MlgatesError, RunDirError

@@ -687,6 +687,11 @@ class Run:
         state it holds, the kinds a resume needs that it lacks)."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
 
+    def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
+        """Why the resume point is at ``epoch`` rather than the log's ``last_epoch``, when the
+        format knows a trainer behaviour that explains it, with the fix ("" otherwise)."""
+        return ""
+
     def resume_path(self) -> Path:
         """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")

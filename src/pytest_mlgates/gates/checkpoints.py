@@ -126,8 +126,10 @@ def _resume_red(run: Run, shown: str, epoch: Any, needed: list[str], missing: li
         raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
     last_epoch = int(log.epochs[-1])
     if epoch != last_epoch:
+        hint = run.resume_hint(epoch, last_epoch)
         return GateResult(False, f"epoch {epoch}", f"epoch {last_epoch}",
-                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"), last_epoch
+                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"
+                          + (f" ({hint})" if hint else "")), last_epoch
     return None, last_epoch
 
 
