@@ -45,6 +45,9 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
                 where = {"lightning": "no ModelCheckpoint callback with a monitor",
                          "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
                          "plain": "no tracked: in the gate file's run: section",
+                         "keras": "no tracked: in the gate file's run: section (a .keras file names no monitor)",
+                         "dvclive": "no tracked: in the gate file's run: section (DVCLive keeps no checkpoints)",
+                         "wandb": "no tracked: in the gate file's run: section (W&B keeps no checkpoints locally)",
                          }.get(run.format, "no checkpoints/best_<metric>.pt")
                 raise GateFailure(f"{run.shown(run.path)}: a {run.format} run with {where}, so no tracked "
                                   "metrics; give metrics: explicitly")
@@ -70,6 +73,7 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
     src = run.shown(log.source)
     problems: list[str] = []
     found: list[str] = []
+    unread: list[str] = []
     for metric, mode in tracked:
         column = ctx.metric_aliases.get(metric, metric)
         if column not in log.columns and metric in log.columns:
@@ -88,6 +92,10 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             continue
         best_epoch = int(log.epochs[index])
         best_value = log.columns[column][index]
+        if record.unread:  # there, but what it holds cannot be read safely: say so
+            unread.append(f"{shown.rsplit('/', 1)[-1]} exists (the best {column} is {fmt(best_value)} at epoch "
+                          f"{best_epoch}); its epoch and value are not checked: {record.unread}")
+            continue
         if record.epoch != best_epoch:
             tie = ""
             if record.epoch is not None and record.epoch in log.epochs:
@@ -107,9 +115,8 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
     threshold = "one matching best checkpoint per tracked metric"
     if problems:  # every one of them: a user should not have to rerun to learn the next
         return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, "; ".join(problems))
-    names = ", ".join(found)
-    return GateResult(True, f"{len(tracked)} files", threshold,
-                      f"{names}: each holds the best epoch and value of its metric in {src}")
+    parts = [f"{', '.join(found)}: each holds the best epoch and value of its metric in {src}"] if found else []
+    return GateResult(True, f"{len(tracked)} files", threshold, "; ".join(parts + unread))
 
 
 # --------------------------------------------------------------------------- resume_point
