@@ -30,7 +30,7 @@ metrics:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     need_package("keras")
     need_package("h5py")
-    return make_runs("keras_run.py", tmp_path_factory.mktemp("keras") / "runs", (*FAULTS, "noval"))
+    return make_runs("keras_run.py", tmp_path_factory, (*FAULTS, "noval"))
 
 
 def test_keras_runs_green_and_red_in_a_pytest_session(runs: dict[str, Path], pytester: pytest.Pytester) -> None:

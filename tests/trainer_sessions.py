@@ -5,12 +5,13 @@ of its time), then one real pytest session runs a gate file on all of them."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TRAINER_SCRIPTS_DIR, trainer_env
+from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, trainer_env
 
 EPOCHS = 3  # the nan fault poisons the model after epoch 2
 
@@ -40,13 +41,23 @@ EXPECTED_RED = {
 }
 
 
-def make_runs(script: str, out: Path, faults: tuple[str, ...]) -> dict[str, Path]:
-    """``{fault: run dir}`` made by ``tests/trainers/<script>`` in one process."""
-    proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), str(out), "--faults", ",".join(faults),
-                           "--epochs", str(EPOCHS)], capture_output=True, text=True, timeout=600,
-                          env=trainer_env(), cwd=out.parent, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{script} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+def make_runs(script: str, tmp_path_factory: pytest.TempPathFactory, faults: tuple[str, ...]) -> dict[str, Path]:
+    """``{fault: run dir}`` made by ``tests/trainers/<script>`` in one process, once per
+    session: xdist workers share them, as they share ``trainer_run``'s."""
+    from filelock import FileLock
+
+    out = _shared_cache_dir(tmp_path_factory) / f"{Path(script).stem}-{'-'.join(faults)}"
+    done = out.with_suffix(".done")
+    with FileLock(str(out) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), str(out), "--faults",
+                                   ",".join(faults), "--epochs", str(EPOCHS)], capture_output=True, text=True,
+                                  timeout=600, env=trainer_env(), cwd=out, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{script} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+            done.write_text("ok")
     return {fault: out / fault for fault in faults}
 
 
