@@ -8,8 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from trainer_sessions import (
+    CRITERIA_BLOCK,
+    EPOCHS,
+    EXPECTED_RED,
+    assert_green_and_red,
+    make_runs,
+    session,
+)
+
 from conftest import need_package
-from trainer_sessions import CRITERIA_BLOCK, EPOCHS, EXPECTED_RED, assert_green_and_red, make_runs, session
 
 pytestmark = pytest.mark.slow
 

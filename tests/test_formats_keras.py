@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import need_package
 from trainer_sessions import CRITERIA_BLOCK, EXPECTED_RED, assert_green_and_red, make_runs, session
+
+from conftest import need_package
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, trainer_env
 
 EPOCHS = 3  # the nan fault poisons the model after epoch 2

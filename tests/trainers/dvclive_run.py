@@ -20,9 +20,8 @@ def main() -> None:
     parser.add_argument("--faults", default="healthy,collapsed,nan,no_best")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
-    from dvclive import Live
-
     import common  # type: ignore[import-not-found]
+    from dvclive import Live
 
     for fault in args.faults.split(","):
         out = (args.out / fault).resolve()

@@ -29,11 +29,10 @@ def main() -> None:
     parser.add_argument("--faults", default="healthy,collapsed,nan,no_best,noval")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
+    import common  # type: ignore[import-not-found]  # run as a script: this folder is sys.path[0]
     import keras
     import numpy as np
     import torch
-
-    import common  # type: ignore[import-not-found]  # run as a script: this folder is sys.path[0]
 
     torch.set_num_threads(1)
 

@@ -32,10 +32,9 @@ def main() -> None:
     parser.add_argument("--faults", default="healthy,collapsed,nan,no_best")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
+    import common  # type: ignore[import-not-found]
     import torch
     import yaml
-
-    import common  # type: ignore[import-not-found]
 
     torch.set_num_threads(1)
     for fault in args.faults.split(","):

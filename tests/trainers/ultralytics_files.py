@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import math
 from pathlib import Path
 
@@ -30,10 +29,9 @@ def main() -> None:
     parser.add_argument("--faults", default="healthy,nan,no_best")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
+    import common  # type: ignore[import-not-found]
     import torch
     import yaml
-
-    import common  # type: ignore[import-not-found]
 
     torch.set_num_threads(1)
     keys = ["epoch", "time", "train/loss", "metrics/accuracy_top1", "metrics/accuracy_top5", "val/loss",

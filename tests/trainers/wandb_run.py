@@ -23,9 +23,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_GIT="true")
-    import wandb
-
     import common  # type: ignore[import-not-found]
+    import wandb
 
     for fault in args.faults.split(","):
         out = (args.out / fault).resolve()
