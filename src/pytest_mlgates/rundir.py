@@ -300,11 +300,13 @@ def _require_safe_torch() -> Any:
 HARMLESS_GLOBALS: dict[str, tuple[str, str]] = {"argparse.Namespace": ("argparse", "Namespace")}
 
 
-def _torch_load(torch: Any, path: Path, allowed: list[Any] | None = None) -> Any:
+def _torch_load(torch: Any, path: Path, allowed: list[Any] | None = None, mmap: bool = True) -> Any:
     import contextlib
 
     guard = torch.serialization.safe_globals(allowed) if allowed else contextlib.nullcontext()
     with guard:
+        if not mmap:
+            return torch.load(str(path), weights_only=True, map_location="cpu")
         try:
             return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
         except RuntimeError as exc:
@@ -328,14 +330,16 @@ def _harmless_only(unsafe: list[str]) -> list[Any] | None:
     return out
 
 
-def safe_torch_load(path: Path) -> Any:
+def safe_torch_load(path: Path, mmap: bool = True) -> Any:
     """``torch.load(weights_only=True)``; a file refused only for :data:`HARMLESS_GLOBALS`
-    is loaded again with exactly those allowed.  Anything else propagates the refusal."""
+    is loaded again with exactly those allowed.  Anything else propagates the refusal.
+    ``mmap=False`` for a caller that writes the file back (a memory-mapped tensor of a file
+    rewritten in place faults with SIGBUS)."""
     import pickle
 
     torch = _require_safe_torch()
     try:
-        return _torch_load(torch, path)
+        return _torch_load(torch, path, mmap=mmap)
     except pickle.UnpicklingError as refused:
         try:
             unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
@@ -344,7 +348,7 @@ def safe_torch_load(path: Path) -> Any:
         allowed = _harmless_only(unsafe)
         if allowed is None:
             raise refused from None
-        return _torch_load(torch, path, allowed)
+        return _torch_load(torch, path, allowed, mmap=mmap)
 
 
 def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]:

@@ -288,7 +288,7 @@ def nan_checkpoint_file(path: Path, extra_keys: tuple[str, ...] = ()) -> None:
 
     from pytest_mlgates.rundir import safe_torch_load, state_dict_of
 
-    ckpt = safe_torch_load(path)
+    ckpt = safe_torch_load(path, mmap=False)
     try:
         states = [state_dict_of(ckpt, path.name)]
     except MlgatesError as err:
@@ -337,7 +337,7 @@ def drop_state(rel: str, kind: str) -> Callable[[Path], None]:
 
         from pytest_mlgates.rundir import safe_torch_load
 
-        ckpt = safe_torch_load(target)
+        ckpt = safe_torch_load(target, mmap=False)
         keys = [k for k in RESUME_KEYS[kind] if isinstance(ckpt, dict) and k in ckpt]
         if not keys:
             raise MutationError(f"{rel}: no {kind} state to remove")
