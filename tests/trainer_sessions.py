@@ -15,6 +15,15 @@ import pytest
 from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, trainer_env
 
 EPOCHS = 3  # the nan fault poisons the model after epoch 2
+#: the faults each script makes in one process (one set per script, so that every test
+#: file and the broken corpus share one training per session)
+SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
+    "keras_run.py": ("healthy", "collapsed", "nan", "no_best", "noval"),
+    "dvclive_run.py": ("healthy", "collapsed", "nan", "no_best"),
+    "wandb_run.py": ("healthy", "collapsed", "nan", "no_best"),
+    "timm_files.py": ("healthy", "collapsed", "nan", "no_best"),
+    "ultralytics_files.py": ("healthy", "nan", "no_best"),
+}
 
 CRITERIA_BLOCK = """\
 exit_criteria:
