@@ -79,10 +79,7 @@ class UltralyticsRun(Run):
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
-        try:
-            columns = self.log.columns
-        except RunDirError:
-            return []
+        columns = self.log.columns  # an unreadable results.csv says so, not "no tracked metric"
         return [(c, "max") for c in _FITNESS_COLUMNS if c in columns][:1]
 
     @property

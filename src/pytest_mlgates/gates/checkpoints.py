@@ -46,6 +46,7 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
                          "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
                          "plain": "no tracked: in the gate file's run: section",
                          "keras": "no tracked: in the gate file's run: section (a .keras file names no monitor)",
+                         "ultralytics": "no fitness column (metrics/accuracy_top1, metrics/mAP50-95(B)) in results.csv",
                          "dvclive": "no tracked: in the gate file's run: section (DVCLive keeps no checkpoints)",
                          "wandb": "no tracked: in the gate file's run: section (W&B keeps no checkpoints locally)",
                          }.get(run.format, "no checkpoints/best_<metric>.pt")
