@@ -112,7 +112,7 @@ def _tsv_non_numeric(d: Path) -> None:
     tsv.write_text("\n".join(lines) + "\n")
 
 
-_NOTHING: Mutator = lambda d, root: None  # noqa: E731
+_NOTHING: Mutator = lambda d, root: None
 
 BREAKAGES: dict[str, tuple[str, Mutator, str | None]] = {
     "u_healthy": ("ultralytics", _NOTHING, None),
