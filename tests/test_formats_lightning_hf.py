@@ -172,8 +172,8 @@ def test_run_format_forces_a_reader(tmp_path: Path) -> None:
     run_dir = lightning_dir(tmp_path)
     with pytest.raises(RunDirError, match="trainer_state.json: not found"):
         _ = open_run(run_dir, "huggingface").log
-    with pytest.raises(RunDirError, match="--run-format 'keras'"):
-        open_run(run_dir, "keras")
+    with pytest.raises(RunDirError, match="--run-format 'caffe'"):
+        open_run(run_dir, "caffe")
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -301,9 +301,9 @@ def test_run_format_option_in_a_session(tmp_path: Path, pytester: pytest.Pyteste
     forced = pytester.runpytest_subprocess(*common, "--run-format", "huggingface")
     forced.assert_outcomes(failed=1)
     forced.stdout.fnmatch_lines(["*version_0/trainer_state.json: not found*"])
-    bad = pytester.runpytest_subprocess(*common, "--run-format", "keras")
+    bad = pytester.runpytest_subprocess(*common, "--run-format", "caffe")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["*--run-format*invalid choice*keras*"])
+    bad.stderr.fnmatch_lines(["*--run-format*invalid choice*caffe*"])
 
 
 def test_best_checkpoints_without_metrics_on_a_run_that_tracks_none(tmp_path: Path) -> None:
