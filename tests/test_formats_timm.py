@@ -96,3 +96,26 @@ def test_timm_checkpoint_with_any_other_global_is_refused(runs: dict[str, Path],
     with pytest.raises(RunDirError) as err:
         open_run(copy).checkpoint("best")
     assert "datetime.date" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_prove_turns_every_criterion_of_a_timm_run_red(runs: dict[str, Path], tmp_path: Path) -> None:
+    """``mlgates prove`` rewrites the ``.pth.tar`` files (NaN weights, optimizer dropped)
+    with their ``argparse.Namespace`` kept, and every criterion turns RED."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import trainer_env
+
+    copy = Path(shutil.copytree(runs["healthy"], tmp_path / "run"))
+    (tmp_path / "t.gates.yaml").write_text(GATES, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "pytest_mlgates.cli", "prove", str(copy), "--gates",
+                           str(tmp_path / "t.gates.yaml"), "--json"], capture_output=True, text=True, timeout=300,
+                          env=trainer_env(), cwd=tmp_path, check=False)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    report = json.loads(proc.stdout)
+    assert sorted(report["proven"]) == sorted(CRITERIA), json.dumps(report["criteria"], indent=1)[-4000:]
+    assert report["defects"] == report["no_mutation"] == report["mutation_failed"] == []
+    by_name = {c["criterion"]: c for c in report["criteria"]}
+    assert by_name["best_model_gives_a_softmax"]["mutation"] == "model weights of model_best.pth.tar set to NaN"
+    assert by_name["resumable"]["mutation"] == "optimizer state removed from last.pth.tar"
