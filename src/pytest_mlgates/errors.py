@@ -139,7 +139,7 @@ class MissingExtraError(MlgatesError):
 
 #: The extra of pytest-mlgates that installs each optional library.
 EXTRAS = {"torch": "torch", "safetensors": "torch", "sklearn": "sklearn", "PIL": "images",
-          "tensorboard": "tensorboard"}
+          "tensorboard": "tensorboard", "h5py": "keras"}
 
 
 def require_extra(module: str, what: str) -> Any:

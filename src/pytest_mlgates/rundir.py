@@ -240,14 +240,63 @@ def _require_safe_torch() -> Any:
     return torch
 
 
-def _torch_load(torch: Any, path: Path) -> Any:
+#: Types a checkpoint may hold that ``weights_only=True`` refuses although loading them runs
+#: no code of the file's choosing: a checkpoint refused *only* for these loads with exactly
+#: these allowed (``torch.serialization.safe_globals``), never with a blanket fallback.
+#: timm's training checkpoints hold their ``args`` as an ``argparse.Namespace`` (timm itself
+#: loads them this way).
+HARMLESS_GLOBALS: dict[str, tuple[str, str]] = {"argparse.Namespace": ("argparse", "Namespace")}
+
+
+def _torch_load(torch: Any, path: Path, allowed: list[Any] | None = None, mmap: bool = True) -> Any:
+    import contextlib
+
+    guard = torch.serialization.safe_globals(allowed) if allowed else contextlib.nullcontext()
+    with guard:
+        if not mmap:
+            return torch.load(str(path), weights_only=True, map_location="cpu")
+        try:
+            return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc).lower():
+                raise
+        # legacy (non-zip) files cannot be memory-mapped
+        return torch.load(str(path), weights_only=True, map_location="cpu")
+
+
+def _harmless_only(unsafe: list[str]) -> list[Any] | None:
+    """The objects to allow when every global a checkpoint needs is a well-known harmless
+    type (:data:`HARMLESS_GLOBALS`); None when any is not."""
+    import importlib
+
+    if not unsafe or any(name not in HARMLESS_GLOBALS for name in unsafe):
+        return None
+    out = []
+    for name in unsafe:
+        module, attr = HARMLESS_GLOBALS[name]
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
+
+
+def safe_torch_load(path: Path, mmap: bool = True) -> Any:
+    """``torch.load(weights_only=True)``; a file refused only for :data:`HARMLESS_GLOBALS`
+    is loaded again with exactly those allowed.  Anything else propagates the refusal.
+    ``mmap=False`` for a caller that writes the file back (a memory-mapped tensor of a file
+    rewritten in place faults with SIGBUS)."""
+    import pickle
+
+    torch = _require_safe_torch()
     try:
-        return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc) and "zip" not in str(exc).lower():
-            raise
-    # legacy (non-zip) files cannot be memory-mapped
-    return torch.load(str(path), weights_only=True, map_location="cpu")
+        return _torch_load(torch, path, mmap=mmap)
+    except pickle.UnpicklingError as refused:
+        try:
+            unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - not a zip: nothing to allow
+            unsafe = []
+        allowed = _harmless_only(unsafe)
+        if allowed is None:
+            raise refused from None
+        return _torch_load(torch, path, allowed, mmap=mmap)
 
 
 def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]:
@@ -280,7 +329,7 @@ def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]
         with warnings.catch_warnings():
             # torch warns about pickle protocols of files it then refuses anyway
             warnings.simplefilter("ignore", UserWarning)
-            obj = _torch_load(torch, path)
+            obj = safe_torch_load(path)
     except pickle.UnpicklingError as exc:
         unsafe: list[str] = []
         try:
@@ -439,6 +488,10 @@ class BestRecord:
     problem: str | None = None
     path: Path | None = None
     step: int | None = None
+    #: set when the file is there but its epoch and value cannot be read safely (an
+    #: Ultralytics ``best.pt`` pickles a whole model, a ``.keras`` file records neither):
+    #: why, in a few words; ``best_checkpoints`` then checks the file's presence only and says so
+    unread: str | None = None
 
 
 class Run:
@@ -470,6 +523,14 @@ class Run:
     def shown(self, path: Path) -> str:
         """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
         return str(path)
+
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        """A gate file's path (``artifact``, ``key_link``'s ``from``): (the file it names, or
+        None when absent; every place looked at, as shown in messages, the one found first).
+        A format whose files live in more than one root (an MLflow run folder and its
+        ``artifacts/``) looks in each, so a message names the path actually looked at."""
+        path = self.resolve(rel)
+        return (path if path.exists() else None), [self.shown(self.path / rel)]
 
     # -- lazily read files -----------------------------------------------------------
 
@@ -663,6 +724,11 @@ class Run:
         """The run's resume point: (shown name, epoch in the log's numbering, the kinds of
         state it holds, the kinds a resume needs that it lacks)."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
+
+    def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
+        """Why the resume point is at ``epoch`` rather than the log's ``last_epoch``, when the
+        format knows a trainer behaviour that explains it, with the fix ("" otherwise)."""
+        return ""
 
     def resume_path(self) -> Path:
         """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""

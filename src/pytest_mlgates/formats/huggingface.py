@@ -268,8 +268,13 @@ class HuggingFaceRun(Run):
                 return entry
         return None
 
-    def _best_metric_name(self) -> str | None:
-        """The metric ``best_metric`` belongs to: the one eval value equal to it at the best step."""
+    def _best_metric_names(self) -> list[str]:
+        """Every eval metric ``best_metric`` may belong to: those whose value at the best
+        step equals it.  Several can (F1 and accuracy both 1.0 from epoch 4 on), and the
+        Trainer writes ``metric_for_best_model`` down only in ``training_args.bin``, which is
+        never opened: each of them is checked by the Trainer's own rule instead (it replaces
+        the best only on a strictly better value, ``operator.gt``/``lt``, so a tie keeps the
+        first epoch at the best) when ``best_checkpoints`` compares the epoch with the log."""
         raw = self.state.get("best_metric")
         value = float_or_none(raw) if not isinstance(raw, (str, bool)) else None
         if raw is not None and value is None:
@@ -277,13 +282,37 @@ class HuggingFaceRun(Run):
                               f"is a {type(raw).__name__}, expected a number")
         step = self._best_step()
         if value is None or step is None:
-            return None
+            return []
         entry = self._eval_entry(step) or {}
-        matches = [k for k, v in entry.items() if k not in ("epoch", "step")
-                   and isinstance(v, (int, float)) and not isinstance(v, bool) and numbers_close(float(v), value)]
-        if "eval_loss" in matches:
-            return "eval_loss"
-        return matches[0] if matches else None
+        return [k for k, v in entry.items() if k not in ("epoch", "step")
+                and isinstance(v, (int, float)) and not isinstance(v, bool) and numbers_close(float(v), value)]
+
+    def _first_best_step(self, metric: str, mode: str) -> int | None:
+        """The step the Trainer's rule keeps for ``metric``: the first eval at its best value."""
+        history = self.state.get("log_history")
+        best: tuple[float, int] | None = None
+        for entry in history if isinstance(history, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                continue
+            v = entry.get(metric)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
+                continue
+            if best is None or (v < best[0] if mode == "min" else v > best[0]):
+                best = (float(v), entry["step"])
+        return best[1] if best else None
+
+    def _best_metric_name(self) -> str | None:
+        """The metric ``best_metric`` most likely belongs to: of the equal ones, those the
+        Trainer's tie rule picks at the best step; ``eval_loss`` first (the default)."""
+        names = self._best_metric_names()
+        step = self._best_step()
+        by_rule = [n for n in names if self._first_best_step(n, default_mode(n)) == step]
+        for group in (by_rule, names):
+            if "eval_loss" in group:
+                return "eval_loss"
+            if group:
+                return group[0]
+        return None
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -304,7 +333,7 @@ class HuggingFaceRun(Run):
         state_shown = self.shown(self._state_path())
         try:
             folder, base = self._best_dir()
-            name = self._best_metric_name()
+            names = self._best_metric_names()
         except RunDirError as exc:
             return BestRecord(metric, state_shown, problem=str(exc))
         if base is None:
@@ -312,8 +341,9 @@ class HuggingFaceRun(Run):
                 f"{state_shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint "
                 f"(needs metric_for_best_model='{metric}' with a save strategy)"))
         shown = self.shown(self.path / base)
-        if name != metric:
-            got = f"'{name}'" if name else f"no logged eval metric equal to best_metric {self.state.get('best_metric')!r}"
+        if metric not in names:
+            got = (" and ".join(f"'{n}'" for n in names) if names
+                   else f"no logged eval metric equal to best_metric {self.state.get('best_metric')!r}")
             return BestRecord(metric, shown, problem=(
                 f"{state_shown}: best_model_checkpoint {base} is the best of {got}, not '{metric}'; "
                 "the Trainer keeps one best checkpoint (metric_for_best_model)"))
@@ -346,7 +376,7 @@ class HuggingFaceRun(Run):
                 shown = self.shown(self._state_path())
                 if base is None:
                     raise RunDirError(f"{shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint")
-                if name != "best" and self._best_metric_name() != name[len("best_"):]:
+                if name != "best" and name[len("best_"):] not in self._best_metric_names():
                     raise RunDirError(f"{shown}: best_model_checkpoint {base} is not the best of '{name[5:]}'")
                 if folder is None:
                     raise RunDirError(f"{self.shown(self.path / base)}: not found; {shown} names it as best_model_checkpoint")

@@ -41,6 +41,7 @@ from pytest_mlgates.rundir import (
     Log,
     Run,
     RunSection,
+    best_index,
     default_mode,
     epochs_or_steps,
     float_or_none,
@@ -366,6 +367,28 @@ class LightningRun(Run):
 
     def resume_path(self) -> Path:
         return self.checkpoint_path("last")
+
+    def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
+        """A stale ``last.ckpt`` of a healthy run: since Lightning 2.6,
+        ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only in an epoch
+        where it saves a top-k file, so when the monitor did not improve after ``epoch`` the
+        file stays there.  Named only when the log shows exactly that."""
+        if epoch is None or epoch >= last_epoch:
+            return ""
+        try:
+            log = self.log
+            monitors = [(s.get("monitor"), mode) for mode, s in self._model_checkpoints()]
+        except RunDirError:
+            return ""
+        for metric, mode in monitors:
+            if not isinstance(metric, str) or metric not in log.columns or epoch not in log.epochs:
+                continue
+            best = best_index(log.columns[metric], mode)
+            if best is not None and best <= log.epochs.index(epoch):
+                return (f"ModelCheckpoint(monitor='{metric}', save_last=True) rewrites last.ckpt only when it "
+                        f"saves a top-k file (Lightning >= 2.6), and {metric} did not improve after epoch {epoch}; "
+                        "for a resume point every epoch add ModelCheckpoint(monitor=None, save_last=True)")
+        return ""
 
     def log_epoch_of(self, ckpt: Any) -> int | None:
         """The log's epoch of a checkpoint: the row logged at ``global_step - 1`` (the

@@ -268,6 +268,10 @@ class PlainRun(Run):
                 return self.resolve(rel)
             found = self._named(name)
             if found is None:
+                if not self.section.checkpoints:
+                    raise RunDirError(f"{self.shown(self.path)}: a {self.format} run keeps no checkpoints the gate "
+                                      f"can find; say where they are: run: {{format: {self.format}, checkpoints: "
+                                      "\"ckpt/*.pt\"}")
                 raise RunDirError(f"{self.shown(self.path)}: no checkpoint matches run: checkpoints: "
                                   f"{self.section.checkpoints!r}")
             return self.resolve(str(found.relative_to(self.path)))
@@ -280,6 +284,10 @@ class PlainRun(Run):
                 return f"best_{metric}"
         if self.checkpoint_files():
             return "last"
+        if not self.section.checkpoints and not self.section.best:
+            raise RunDirError(f"{self.shown(self.path)}: a {self.format} run keeps no checkpoints the gate can find; "
+                              f"say where they are: run: {{format: {self.format}, checkpoints: \"ckpt/*.pt\", "
+                              "best: \"ckpt/best_{metric}.pt\", tracked: [...]}")
         raise RunDirError(f"{self.shown(self.path)}: no best file of a tracked metric and no file matching "
                           f"run: checkpoints: {self.section.checkpoints!r} to load")
 

@@ -382,12 +382,66 @@ def memorization(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
 
 _PERFECTION_DEFAULTS = ("val_accuracy", "val_auroc", "val_macro_f1")
 _PERFECTION_GLOBS = ("val_*auroc*", "val_*acc*", "val_*f1*")
+#: Split names a metric's prefix may use, and the splits.json keys of each.
+_SPLIT_NAMES = {"val": ("val", "valid", "validation", "eval", "dev"), "test": ("test",)}
+#: Log columns that say how many samples a split's metrics were measured on.
+_COUNT_COLUMNS = ("{s}_samples", "{s}_n", "n_{s}", "{s}_size", "{s}_count", "num_{s}_samples")
+
+
+def _split_of(metric: str) -> str:
+    head = metric.split("_", 1)[0].split("/", 1)[0].lower()
+    return "test" if head == "test" else "val"
+
+
+def _sample_count(run: Run, metric: str, row: int, params: dict[str, Any],
+                  ctx: GateContext) -> tuple[int | None, str]:
+    """(how many samples ``metric`` was measured on at log row ``row``, where that number
+    comes from): the gate's ``samples:``, a count column of the log (``val_samples``,
+    ``eval_samples``...), else the length of the split in the run's splits file.  ``(None,
+    why)`` when nothing says: the gate does not guess."""
+    if params.get("samples") is not None:
+        return int(params["samples"]), "samples: in the gate file"
+    log = run.log
+    names = _SPLIT_NAMES[_split_of(metric)]
+    for pattern in _COUNT_COLUMNS:
+        for split in names:
+            wanted = pattern.format(s=split)
+            column = ctx.metric_aliases.get(wanted, wanted)
+            if column not in log:
+                continue
+            value = float(log.array(column)[row])
+            if math.isfinite(value) and value >= 1 and value.is_integer():
+                return int(value), f"{column} in {run.shown(log.source)}"
+    try:
+        splits = run.splits
+    except RunDirError as exc:
+        return None, f"the splits file is unreadable: {exc}"
+    if isinstance(splits, dict):
+        for key in names:
+            indices = splits.get(key)
+            if isinstance(indices, list) and indices:
+                return len(indices), f"'{key}' of {run.splits_file}"
+    return None, ""
 
 
 def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """RED when a val score reaches ``at`` (1.0) on enough samples to make it implausible.
+
+    A perfect score on n samples is what a model right with probability ``honest`` (0.99)
+    scores with probability ``honest ** n``: likely on 54 samples (0.58), unlikely on 400
+    (0.018).  So a score >= ``at`` is RED when an honest model would reach it with
+    probability below ``1 - confidence`` (an exact binomial tail, ``pytest_mlgates.stats``):
+    from 299 samples for a perfect score with the defaults.  Below that it is GREEN and its
+    line says how likely it was.  Where the number of samples is unknown (no ``samples:``,
+    no ``val_samples`` column, no splits file) a score >= ``at`` stays RED and the line says
+    so rather than guessing.  See docs/gates.md."""
+    from pytest_mlgates.stats import binomial_tail, perfect_score_n
+
     log = run.log
     _nonempty(run)
     at = float(params["at"])
+    honest = float(params["honest"]) if params.get("honest") is not None else max(at - 0.01, 1e-6)
+    alpha = 1.0 - float(params["confidence"])
     wanted = as_list(params["metrics"])
     if wanted is None:
         names = [c for c in log.columns
@@ -400,15 +454,39 @@ def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) ->
         names = _select(run, wanted, ctx)
     threshold = f"< {fmt_threshold(at)}"
     top: tuple[float, int, str] | None = None
+    plausible: str | None = None
     for name in names:
         values, _ = log.series(name)
         rows = log.rows_of(name)
         for i, v in enumerate(values.tolist()):
-            if math.isfinite(v) and (top is None or v > top[0]):
+            if not math.isfinite(v):
+                continue
+            if top is None or v > top[0]:
                 top = (v, int(rows[i]), name)
-            if math.isfinite(v) and v >= at:
-                return verdict(False, name, fmt(v), row_where(log, int(rows[i])), threshold,
-                               note="a perfect val score usually means leaked data or a shortcut")
+            if v < at:
+                continue
+            n, source = _sample_count(run, name, int(rows[i]), params, ctx)
+            where = row_where(log, int(rows[i]))
+            if n is None:
+                why = f"; {source}" if source else ""
+                return verdict(False, name, fmt(v), where, threshold, note=(
+                    "a perfect val score usually means leaked data or a shortcut; the number of samples "
+                    f"behind it is unknown, so it is not weighed: give samples: N or log val_samples{why}"))
+            correct = min(n, math.ceil(v * n - 1e-9))  # at least the score observed
+            chance = binomial_tail(correct, n, honest)
+            odds = (f"a model right {fmt_threshold(round(honest * 100, 4))}% of the time scores that "
+                    f"with probability {chance:.2g}")
+            if chance < alpha:
+                return verdict(False, name, fmt(v), f"{where} on {n} samples ({source})", threshold, note=(
+                    f"{odds}, below {fmt_threshold(round(alpha, 6))}: leaked data or a shortcut?"))
+            if plausible is None:
+                least = perfect_score_n(honest, alpha) if at >= 1.0 else None
+                from_n = f"; RED from {least} samples" if least else ""
+                plausible = (f"{name} = {fmt(v)} {where} on {n} samples ({source}): {odds} "
+                             f"(>= {fmt_threshold(round(alpha, 6))}), so not called a leak{from_n}")
+    if plausible is not None:
+        assert top is not None
+        return GateResult(True, fmt(top[0]), threshold, plausible)
     if top is None:
         return GateResult(True, "nan", threshold, f"{', '.join(names)}: no finite value; nothing perfect")
     return GateResult(True, fmt(top[0]), threshold,
