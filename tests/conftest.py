@@ -31,6 +31,10 @@ from user_venv import UserVenv
 # re-imported ``yaml`` then builds nodes its new constructor does not know ("could not
 # determine a constructor for the tag None"). Modules loaded before the inner run are kept.
 import yaml  # noqa: F401  # isort: skip
+# The same for numpy (the run's log is numpy columns since runlog.py): a numpy imported
+# inside an inner session and dropped after it cannot be loaded again in this process
+# ("cannot load module more than once per process").
+import numpy  # noqa: F401  # isort: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/default.yaml"

@@ -127,7 +127,7 @@ def test_green_session_writes_one_line_and_one_complete_archive(
     [archive] = archive_dirs(run)
     assert archive.name.endswith("-green") and entry["archive_dir"] == archive.name
     assert sorted(p.name for p in archive.iterdir()) == [
-        "junit.xml", "log.txt", "results.json", "summary.md"]
+        "junit.xml", "log.txt", "report.html", "results.json", "summary.md"]
     log = (archive / "log.txt").read_text()
     assert "3 passed" in log and "test_gates.py" in log and archive.name in log
     results = json.loads((archive / "results.json").read_text())

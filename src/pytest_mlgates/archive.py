@@ -8,7 +8,8 @@ Every pytest session that ran acceptance items for a run dir (items carrying the
   gate files and key-linked code it vouches for, pytest args, git commit; signed with
   HMAC-SHA256 when ``MLGATES_LEDGER_KEY`` is set -- ``ledger.py``);
 * one directory ``<run>/acceptance/<UTC time>-<id>-red|green/`` holding ``log.txt`` (the
-  terminal output), ``junit.xml``, ``results.json`` and ``summary.md``.
+  terminal output), ``junit.xml``, ``results.json``, ``summary.md`` and ``report.html``
+  (the gate table and the run's curves with the RED thresholds drawn: ``report_html.py``).
 
 ``mlgates verdict`` and ``mlgates history`` read them back (``verdict.py``, ``cli.py``).
 
@@ -40,6 +41,7 @@ import datetime as _dt
 import io
 import json
 import os
+import re
 import secrets
 import subprocess
 import xml.etree.ElementTree as ET
@@ -81,6 +83,8 @@ _GIT_TIMEOUT_S = 5.0
 TEXT_CAP = 2000
 #: Longest failure text kept for junit.xml per criterion.
 DETAIL_CAP = 64 << 10
+#: GitHub's limit on a step summary ($GITHUB_STEP_SUMMARY), shared by a session's runs.
+SUMMARY_CAP = (1 << 20) - (8 << 10)
 #: Entries named in a one-line reason before "and N more".
 NAMED_CAP = 5
 
@@ -132,9 +136,12 @@ def deselected_criteria(items: Iterable[Any]) -> list[tuple[str, str]]:
     """(node id, run label) of every gate-file criterion among deselected items."""
     out = []
     for item in items:
+        if getattr(item, "criterion", None) is None:
+            continue
         run = getattr(item, "run", None)
-        if getattr(item, "criterion", None) is not None and run is not None:
-            out.append((str(item.nodeid), str(getattr(run, "label", run))))
+        # an across_runs item stands for every run dir it judges
+        for one in getattr(item, "runs", None) or ([run] if run is not None else []):
+            out.append((str(item.nodeid), str(getattr(one, "label", one))))
     return out
 
 
@@ -209,7 +216,7 @@ class CriterionRecord:
         return "GREEN"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "name": self.criterion,
             "gate": _text(self.props.get("gate")),
@@ -219,6 +226,23 @@ class CriterionRecord:
             "message": _text(self.props.get("message")) or self.longrepr or None,
             "duration": round(self.duration, 6),
         }
+        if self.props.get("run_status"):  # across_runs: this run's own status in the set
+            out["run_status"] = _text(self.props["run_status"])
+        return out
+
+
+def _per_run(text: Any) -> dict[str, dict[str, Any]] | None:
+    """The ``mlgates.runs`` property of an across_runs item: run label -> its own
+    ``{status, value, threshold, message}`` (None when absent or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in data.items()}
 
 
 def _cap(text: str, limit: int) -> str:
@@ -394,11 +418,25 @@ class ArchivePlugin:
         run = props.get(PROP + "run")
         if run is None:
             return
-        key = (report.nodeid, str(run))
-        record = self.records.get(key)
-        if record is None:
-            record = self.records[key] = CriterionRecord(id=report.nodeid, run=str(run))
-        record.update(report)
+        per_run = _per_run(props.get(PROP + "runs"))
+        if per_run is None:
+            per_run = {str(run): {}}
+        for label, own in per_run.items():
+            # an across_runs item: its outcome goes into every run's ledger, with the run's
+            # own value and line
+            key = (report.nodeid, label)
+            record = self.records.get(key)
+            if record is None:
+                record = self.records[key] = CriterionRecord(id=report.nodeid, run=label)
+            record.update(report)
+            if own:
+                record.props["run"] = label
+                record.props["run_status"] = own.get("status")
+                for name in ("value", "threshold"):
+                    record.props[name] = own.get(name)
+                record.props["message"] = (f"{label}: {own.get('status')}"
+                                           f" ({own.get('message')}); the set: "
+                                           f"{record.props.get('message')}")
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -622,6 +660,79 @@ class ArchivePlugin:
         if session is not None and int(session.exitstatus) == int(pytest.ExitCode.OK):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    def _report_html(self, outcome: RunOutcome, results: dict[str, Any]) -> str:
+        """The session's ``report.html`` (``report_html.py``); a page that cannot be drawn
+        says why, and never keeps the evidence from being archived."""
+        from pytest_mlgates import report_html
+
+        notes = list(outcome.partial_reasons)
+        if outcome.void:
+            notes.insert(0, f"void: {outcome.void}")
+        try:
+            section = self._run_section(outcome)
+            log = self._opened_log(outcome.path, section)
+            problem = None
+            if log is not None:
+                columns, index = report_html.log_curves(log)
+            else:
+                columns, index, problem = report_html.load_columns(
+                    outcome.path, self._run_format(), section)
+            snap = outcome.snapshot
+            return report_html.render_report(
+                run=outcome.run, verdict=outcome.verdict, criteria=results["criteria"],
+                fingerprint=snap.digest if snap else None,
+                algorithm=snap.algorithm if snap else None, time=str(results["time"]),
+                notes=notes, columns=columns, log_problem=problem, index=index)
+        except Exception as err:  # noqa: BLE001 - the ledger line matters more than the page
+            import html
+
+            return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                    "<title>mlgates report</title></head><body><p>The report could not be "
+                    f"drawn: {html.escape(_one_line(f'{type(err).__name__}: {err}'))}</p>"
+                    "</body></html>\n")
+
+    def _opened_log(self, path: Path, section: Any) -> Any:
+        """The log of the run as this process's items opened it (not under xdist:
+        the controller ran no item), so a long log is not parsed twice."""
+        from pytest_mlgates.items import get_settings
+        from pytest_mlgates.rundir import Run
+
+        try:
+            opened = list(get_settings(self.config).runs.items())
+        except (ValueError, KeyError):
+            return None
+        for (where, opened_section), run in opened:
+            if (isinstance(run, Run) and opened_section == section
+                    and Path(os.path.abspath(where)) == path):
+                return run.log
+        return None
+
+    def _run_format(self) -> str | None:
+        from pytest_mlgates.items import get_settings
+
+        try:
+            return get_settings(self.config).run_format
+        except (ValueError, KeyError):
+            return None
+
+    def _run_section(self, outcome: RunOutcome) -> Any:
+        """The ``run:`` section of the first gate file (of this run's criteria) that has
+        one: how the criteria read the run, so the curves are the same numbers.  Under
+        xdist the controller collected nothing, so the file is parsed here."""
+        from pytest_mlgates.collect import parse_gate_file
+
+        root = Path(str(self.config.rootpath))
+        for rel in sorted({r.id.split("::", 1)[0] for r in outcome.records}):
+            if not self._is_gate_file(rel):
+                continue
+            try:
+                document = parse_gate_file(root / rel, plan=self._is_plan(rel))
+            except Exception:  # noqa: BLE001, S112 - a gate file that does not parse has no section
+                continue
+            if document is not None and document.run is not None:
+                return document.run
+        return None
+
     def _archive_run(self, outcome: RunOutcome, git: dict[str, Any] | None,
                      key: bytes | None) -> None:
         import pytest_mlgates
@@ -647,12 +758,14 @@ class ArchivePlugin:
             "fingerprint": snap.digest if snap else None,
             "criteria": criteria,
         }
-        summary = format_markdown(outcome.run, outcome.verdict, criteria)
+        summary = format_markdown(outcome.run, outcome.verdict, criteria,
+                                  limit=SUMMARY_CAP // max(1, len(self._plan())))
         contents = {
             "log.txt": self.log.getvalue() or "(no terminal output was captured)\n",
             "junit.xml": junit_xml(outcome.records, self.started, now),
             "results.json": json.dumps(results, indent=2) + "\n",
             "summary.md": summary,
+            "report.html": self._report_html(outcome, results),
         }
         base, name = archive_location(outcome.path, self.setting)
         if base != outcome.path:  # --mlgates-archive=DIR: the user's own directory
@@ -733,29 +846,52 @@ def git_state(root: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- formats
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+#: What could make GitHub render a link, an image or HTML in a cell: such text goes in a
+#: code span, where GitHub renders none of them.
+_LINKY = re.compile(r"://|www\.|@|[\[\]`\\&]|<\S")
 
 
-def format_markdown(run: str, verdict: str, criteria: list[dict[str, Any]]) -> str:
-    """GitHub-flavoured summary of one run's session (also for $GITHUB_STEP_SUMMARY)."""
+def _code(value: Any, cap: int = 300, *, always: bool = False) -> str:
+    """Text from a run dir or gate file for a Markdown table cell that links nowhere:
+    plain when nothing in it could become a link or HTML, else a code span."""
+    text = " ".join(("" if value is None else str(value)).split())
+    text = _cap(text, cap).replace("|", "\\|")
+    if not text or not (always or _LINKY.search(text)):
+        return text
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def format_markdown(run: str, verdict: str, criteria: list[dict[str, Any]],
+                    limit: int = SUMMARY_CAP) -> str:
+    """GitHub-flavoured summary of one run's session (also for $GITHUB_STEP_SUMMARY).
+
+    It links nothing (every value is a code span) and stays under ``limit`` bytes (GitHub
+    refuses a step summary over 1 MiB): rows past it are left out, in a line that says so."""
     mark = "✅" if verdict == "GREEN" else "❌"
-    lines = [
-        f"### {mark} mlgates: `{run}` is {verdict}",
+    head = [
+        f"### {mark} mlgates: {_code(run, always=True)} is {verdict}",
         "",
         "| criterion | gate | value | threshold | status |",
         "|---|---|---|---|---|",
     ]
-    for c in criteria:
-        lines.append(
-            "| " + " | ".join(
-                _cell(c.get(k)) for k in ("name", "gate", "value", "threshold", "status")
-            ) + " |"
-        )
     counts = count_statuses(criteria)
-    lines += ["", ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "total"), ""]
-    return "\n".join(lines)
+    tail = ["", ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "total"), ""]
+    size = len("\n".join(head + tail).encode("utf-8")) + 200  # room for the cut line
+    lines = list(head)
+    for i, c in enumerate(criteria):
+        row = "| " + " | ".join(
+            _code(c.get(k)) for k in ("name", "gate", "value", "threshold")) + f" | {c['status']} |"
+        size += len(row.encode("utf-8")) + 1
+        if size > limit:
+            left = len(criteria) - i
+            red = sum(1 for rest in criteria[i:] if rest["status"] != "GREEN")
+            lines.append(f"\n{left} more criteria ({red} not GREEN) are not shown: GitHub's step "
+                         "summary holds 1 MiB; results.json in the archive has them all.")
+            break
+        lines.append(row)
+    return "\n".join(lines + tail)
 
 
 def junit_xml(

@@ -13,6 +13,7 @@ meets a file that matches the gate patterns.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterator
@@ -32,7 +33,11 @@ PLAIN_ONLY_KEYS = ("log", "epochs_from", "checkpoints", "best", "tracked")
 MUST_HAVE_KEYS = ("truths", "artifacts", "key_links")
 STAGES = ("acceptance", "inflight", "preflight")
 #: Keys of a criterion that are about the criterion itself, never gate parameters.
-CRITERION_KEYS = ("name", "stage", "description")
+CRITERION_KEYS = ("name", "stage", "description", "across_runs")
+#: What ends the id of a criterion's one item for all run dirs: ``name[across_runs]``.
+ACROSS_RUNS_ID = "across_runs"
+#: Keys of ``across_runs:`` (one item judges every --run-dir, seeds of one experiment).
+ACROSS_RUNS_KEYS = ("at_least",)
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
@@ -56,6 +61,8 @@ class Criterion:
     stage: str = "acceptance"
     check: Any = None
     column: int = 1
+    #: ``across_runs: {at_least: K}``: one item for all run dirs, GREEN when K of them pass
+    across_runs: int | None = None
 
     @property
     def gate_label(self) -> str:
@@ -344,11 +351,12 @@ def _must_haves(pair: tuple[Any, Any], where: _Located) -> list[Criterion]:
             raise where.error(k, f"unknown key must_haves.{key}{_closest(key, MUST_HAVE_KEYS)}")
         for entry in _sequence(v, f"must_haves.{key}", where):
             if key == "truths":
-                out.append(_truth(entry, where))
+                crit = _truth(entry, where)
             elif key == "artifacts":
-                out.append(_artifact(entry, where))
+                crit = _artifact(entry, where)
             else:
-                out.append(_key_link(entry, where))
+                crit = _key_link(entry, where)
+            out.append(_across_runs(crit, entry, where))
     return out
 
 
@@ -433,8 +441,31 @@ def _exit_criteria(node: Any, where: _Located) -> list[Criterion]:
     for entry in _sequence(node, "exit_criteria", where):
         data = _entry_mapping(entry, "exit_criteria", where)
         name = _name(data, None, entry, where)
-        out.append(_checked_criterion(name, data, entry, where))
+        out.append(_across_runs(_checked_criterion(name, data, entry, where), entry, where))
     return out
+
+
+def _across_runs(crit: Criterion, node: Any, where: _Located) -> Criterion:
+    """``across_runs: {at_least: K}`` of a criterion, checked here: a mapping whose only key
+    is ``at_least``, a whole number from 1 up (it may not exceed the number of ``--run-dir``
+    seeds either, but that is only known when the item runs: a RED line naming the count)."""
+    if not _is_mapping(node) or "across_runs" not in _pairs(node):
+        return crit
+    value_node = _pairs(node)["across_runs"][1]
+    value = _construct(value_node, where)
+    usage = "across_runs must be a mapping {at_least: K}, K a whole number from 1 to the number of --run-dir seeds"
+    if not isinstance(value, dict):
+        raise where.error(value_node, f"criterion {crit.name!r}: {usage}, got {value!r}")
+    for key in value:
+        if key not in ACROSS_RUNS_KEYS:
+            raise where.error(value_node, f"criterion {crit.name!r}: unknown key across_runs.{key}"
+                                          f"{_closest(str(key), ACROSS_RUNS_KEYS)}")
+    at_least = value.get("at_least")
+    if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
+        raise where.error(value_node, f"criterion {crit.name!r}: across_runs.at_least must be a whole "
+                                      f"number >= 1 (valid: 1 to the number of --run-dir seeds), "
+                                      f"got {at_least!r}")
+    return dataclasses.replace(crit, across_runs=at_least)
 
 
 def _checked_criterion(
@@ -548,8 +579,14 @@ class GateFile(pytest.File):
             from pytest_mlgates.preflight import gate_file_items
 
             yield from gate_file_items(self, document.preflight)
-        runs: list[RunDir | None] = list(get_settings(self.config).run_dirs) or [None]
+        run_dirs = list(get_settings(self.config).run_dirs)
+        runs: list[RunDir | None] = list(run_dirs) or [None]
         for criterion in document.acceptance_criteria():
+            if criterion.across_runs is not None and run_dirs:  # one item for the seeds
+                yield GateItem.from_parent(
+                    self, name=f"{criterion.name}[{ACROSS_RUNS_ID}]", criterion=criterion,
+                    document=document, run=None, runs=run_dirs)
+                continue
             for run in runs:
                 label = criterion.name if run is None else f"{criterion.name}[{run.label}]"
                 yield GateItem.from_parent(

@@ -66,11 +66,14 @@ class Verdict:
 
 
 def inflight_criteria(document: Any) -> list[Any]:
-    """The criteria of a parsed gate file that are judged during training."""
-    marked = [c for c in document.criteria if c.stage == "inflight"]
+    """The criteria of a parsed gate file that are judged during training.  An
+    ``across_runs`` criterion is not: it judges the seeds together, and one seed may fail
+    it while the set passes, so stopping that seed's training would be wrong."""
+    criteria = [c for c in document.criteria if getattr(c, "across_runs", None) is None]
+    marked = [c for c in criteria if c.stage == "inflight"]
     if marked:
         return marked
-    return [c for c in document.criteria if c.stage != "preflight" and c.kind != "truth"]
+    return [c for c in criteria if c.stage != "preflight" and c.kind != "truth"]
 
 
 class Gates:

@@ -143,6 +143,7 @@ class GateItem(pytest.Function):
         criterion: Criterion,
         document: GateDocument,
         run: RunDir | None,
+        runs: list[RunDir] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("callobj", _gate_entry)
@@ -150,6 +151,8 @@ class GateItem(pytest.Function):
         self.criterion = criterion
         self.document = document
         self.run = run
+        #: every run dir, for a criterion with ``across_runs:`` (then ``run`` is None)
+        self.runs = runs
 
     # -- what pytest shows ---------------------------------------------------------------
 
@@ -171,16 +174,26 @@ class GateItem(pytest.Function):
 
     # -- running ---------------------------------------------------------------------------
 
-    def _record(self, status: str, message: str, value: Any = None, threshold: Any = None) -> None:
+    def _record(self, status: str, message: str, value: Any = None, threshold: Any = None,
+                per_run: dict[str, dict[str, Any]] | None = None) -> None:
+        run = self.run.label if self.run else None
+        if self.runs:
+            run = "+".join(r.label for r in self.runs)
         self.user_properties[:] = [
             ("mlgates.criterion", self.criterion.name),
             ("mlgates.gate", self.criterion.gate_label),
-            ("mlgates.run", self.run.label if self.run else None),
+            ("mlgates.run", run),
             ("mlgates.value", _text(value)),
             ("mlgates.threshold", _text(threshold)),
             ("mlgates.status", status),
             ("mlgates.message", " ".join(str(message).split())),
         ]
+        if self.runs:
+            # each run's own value, for its ledger (JSON text: xdist carries builtins only)
+            import json
+
+            shown = per_run or {r.label: {} for r in self.runs}
+            self.user_properties.append(("mlgates.runs", json.dumps(shown, sort_keys=True)))
 
     def runtest(self) -> None:
         from pytest_mlgates.errors import GateFailure, MlgatesError
@@ -194,6 +207,9 @@ class GateItem(pytest.Function):
                 raise GateFailure(line + "; fails under --mlgates-strict")
             self._record(UNVERIFIED, line)
             _skip_at_item(line)
+        if self.runs:
+            self._across_runs()
+            return
         if self.run is None:
             self._record(ERROR, NO_RUN_DIR)
             raise GateFailure(NO_RUN_DIR)
@@ -218,15 +234,76 @@ class GateItem(pytest.Function):
         if not passed:
             raise GateFailure(message)
 
-    def _evaluate(self) -> tuple[bool, str, Any, Any]:
-        """(passed, one-line message, value, threshold) of this criterion on this run."""
-        assert self.run is not None
-        run = open_cached_run(self.config, self.run, self.document.run)
+    def _across_runs(self) -> None:
+        """``across_runs: {at_least: K}``: judge every run dir, GREEN when K of them pass;
+        the line names every run's value (and each failing run's own line)."""
+        from pytest_mlgates.errors import GateFailure
+
+        runs = list(self.runs or [])
+        need = int(self.criterion.across_runs or 1)
+        names = ", ".join(r.label for r in runs)
+        if len(runs) < 2 or need > len(runs):
+            if len(runs) < 2:
+                line = (f"across_runs: judges the seeds of one experiment together, and this "
+                        f"session has one --run-dir ({names}); pass one --run-dir per seed")
+            else:
+                line = (f"across_runs: at_least {need} can never pass: this session has "
+                        f"{len(runs)} --run-dir ({names})")
+            self._record(RED, line, f"{len(runs)} runs", f"at least {need} runs")
+            raise GateFailure(line)
+        per_run: dict[str, dict[str, Any]] = {}
+        passed = 0
+        thresholds: list[str] = []
+        for run in runs:
+            status, message, value, threshold = self._evaluate_one(run)
+            passed += status == GREEN
+            if threshold is not None and _text(threshold) not in thresholds:
+                thresholds.append(str(_text(threshold)))
+            per_run[run.label] = {"status": status, "value": _text(value),
+                                  "threshold": _text(threshold), "message": message}
+        parts = []
+        for label, one in per_run.items():
+            part = f"{label} = {one['value'] if one['value'] is not None else '-'} {one['status']}"
+            if one["status"] != GREEN:
+                part += f" ({one['message']})"
+            parts.append(part)
+        ok = passed >= need
+        threshold = f"at least {need} of {len(runs)} runs" + (
+            f" {thresholds[0]}" if len(thresholds) == 1 else "")
+        line = f"{passed} of {len(runs)} runs pass, needs at least {need}: " + "; ".join(parts)
+        self._record(GREEN if ok else RED, line, f"{passed}/{len(runs)} runs", threshold, per_run)
+        if not ok:
+            raise GateFailure(line)
+
+    def _evaluate_one(self, run: RunDir) -> tuple[str, str, Any, Any]:
+        """(status, one-line message, value, threshold) of this criterion on one run dir,
+        a run's failure or error being its status, never the item's exception."""
+        from pytest_mlgates.errors import GateFailure, MlgatesError
+
+        try:
+            passed, message, value, threshold = self._evaluate(run)
+        except GateFailure as err:
+            cause = err.__cause__
+            crashed = cause is not None and not isinstance(cause, MlgatesError)
+            return (ERROR if crashed else RED), str(err), err.measured, err.threshold
+        except MlgatesError as err:
+            return ERROR, str(err), None, None
+        except Exception as err:  # noqa: BLE001 - a bug in a gate: one line, never INTERNALERROR
+            line = f"internal error in gate {self.criterion.gate_label}: {type(err).__name__}: {err}"
+            return ERROR, " ".join(line.split()), None, None
+        return (GREEN if passed else RED), " ".join(str(message).split()), value, threshold
+
+    def _evaluate(self, which: RunDir | None = None) -> tuple[bool, str, Any, Any]:
+        """(passed, one-line message, value, threshold) of this criterion on this run (or
+        on ``which``, one of an ``across_runs`` item's run dirs)."""
+        which = which or self.run
+        assert which is not None
+        run = open_cached_run(self.config, which, self.document.run)
         crit = self.criterion
         if crit.kind == "check":
             from pytest_mlgates.expr import format_value
 
-            outcome = crit.check.evaluate(self._env(run))
+            outcome = crit.check.evaluate(self._env(run, which))
             value = None if outcome.value is None else format_value(outcome.value)
             return bool(outcome.passed), outcome.text, value, outcome.needs
         from pytest_mlgates import gates
@@ -240,7 +317,7 @@ class GateItem(pytest.Function):
             baseline=baseline,
             metric_aliases=dict(self.document.metric_aliases),
             strict=settings.strict,
-            subject=self._subject,
+            subject=self._subject if not self.runs else self._no_subject,
         )
         result = gates.get_gate(str(crit.gate)).fn(run, dict(crit.params), ctx)
         return bool(result.passed), result.message, result.value, result.threshold
@@ -265,10 +342,27 @@ class GateItem(pytest.Function):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise MlgatesError(f"mlgates_subject: {type(exc).__name__}: {first}"[:300]) from None
 
-    def _env(self, run: Run) -> Any:
+    def _no_subject(self) -> Any:
+        """An ``across_runs`` item judges several run dirs, and the ``mlgates_subject``
+        fixture is built for one run dir: where one is visible, a gate that asks for it
+        says so, in one line (ERROR for that run); where none is, the gate gets None."""
+        from pytest_mlgates.errors import MlgatesError
+
+        visible: Any = True  # a pytest that cannot answer: assume one is
+        try:
+            visible = self.session._fixturemanager.getfixturedefs("mlgates_subject", self)
+        except Exception:  # noqa: BLE001, S110 - see above
+            pass
+        if not visible:  # no fixture: the gate goes on as it does without one (``model:``)
+            return None
+        raise MlgatesError(f"gate {self.criterion.gate_label} needs the mlgates_subject fixture, "
+                           "which is built per run dir; judge it without across_runs")
+
+    def _env(self, run: Run, which: RunDir | None = None) -> Any:
         settings = get_settings(self.config)
         aliases = self.document.metric_aliases
-        key = (self.run.path if self.run else Path(), self.document.run, tuple(sorted(aliases.items())))
+        which = which or self.run
+        key = (which.path if which else Path(), self.document.run, tuple(sorted(aliases.items())))
         if key not in settings.envs:
             settings.envs[key] = run.eval_env(dict(aliases))
         return settings.envs[key]
