@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_OVERRIDES
 from gate_helpers import run_gate, set_log_cell
+
+from conftest import SMALL_OVERRIDES
 
 pytestmark = pytest.mark.slow
 

@@ -672,6 +672,7 @@ class ArchivePlugin:
             section = self._run_section(outcome)
             log = self._opened_log(outcome.path, section)
             problem = None
+            columns: report_html.Curves | None
             if log is not None:
                 columns, index = report_html.log_curves(log)
             else:
