@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.bounded import shown_names, shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -36,8 +37,6 @@ from pytest_mlgates.rundir import (
     checkpoint_monitors,
     default_mode,
     float_or_none,
-    read_json_file,
-    read_text_file,
     to_epoch,
     to_float,
 )
@@ -168,11 +167,10 @@ class EngineRun(Run):
             path = self.path / name
             if not path.exists() and not path.is_symlink():
                 continue
-            self.resolve(name)
             shown = self.shown(path)
             if parse == "csv":
-                return parse_engine_csv(read_text_file(path, shown), shown)
-            return parse_metric_history(read_json_file(path, shown), shown)
+                return parse_engine_csv(self.read_text(name), shown)
+            return parse_metric_history(self.read_json(name), shown)
         raise RunDirError(f"{self.shown(self.path / 'training_log.csv')}: not found (no training log in the run dir)")
 
     def metric_history(self) -> Log | None:
@@ -212,8 +210,8 @@ class EngineRun(Run):
                     names = self.checkpoint(rel).get("class_names")
                 except RunDirError:
                     continue
-                if isinstance(names, list) and names:
-                    return [str(n) for n in names]
+                if isinstance(names, list) and names and all(isinstance(n, (str, int)) for n in names[:10_000]):
+                    return [n if isinstance(n, str) else shown_value(n) for n in names[:10_000]]
         return super().class_names
 
     @property
@@ -273,7 +271,7 @@ class EngineRun(Run):
             return BestRecord(metric, shown, problem=str(exc), path=path)
         monitors = checkpoint_monitors(ckpt)
         if metric not in monitors:
-            got = ", ".join(monitors) if monitors else "no metric"
+            got = shown_names(monitors) if monitors else "no metric"
             return BestRecord(metric, shown, problem=f"{shown}: monitor names {got}; needs '{metric}'", path=path)
         return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt),
                           value=float_or_none(monitors[metric].get("value")), path=path)

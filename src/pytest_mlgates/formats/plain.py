@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.bounded import number_problem, shown_names, shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -41,7 +42,6 @@ from pytest_mlgates.rundir import (
     RunSection,
     checkpoint_monitors,
     float_or_none,
-    read_text_file,
     resume_kinds,
     to_epoch,
     to_float,
@@ -104,6 +104,8 @@ def _jsonl_table(text: str, shown: str) -> _Table:
             raise RunDirError(f"{shown} line {line_no}: invalid JSON at column {exc.colno} ({exc.msg})") from None
         except RecursionError:
             raise RunDirError(f"{shown} line {line_no}: invalid JSON (nested too deeply)") from None
+        except ValueError as exc:  # a 5000-digit integer: Python's int-from-str limit
+            raise RunDirError(f"{shown} line {line_no}: {number_problem(exc)}") from None
         if not isinstance(row, dict):
             raise RunDirError(f"{shown} line {line_no}: expected a JSON object per line, got {type(row).__name__}")
         names.update(dict.fromkeys(str(k) for k in row))
@@ -172,7 +174,7 @@ class PlainRun(Run):
         rel = self.log_file
         path = self.resolve(rel)
         shown = self.shown(self.path / rel)
-        text = read_text_file(path, shown)
+        text = self.read_text(rel)
         jsonl = path.suffix.lower() in _JSONL_SUFFIXES or text.lstrip()[:1] == "{"
         return parse_plain_log(text, shown, jsonl=jsonl, epochs_from=self.section.epochs_from)
 
@@ -198,9 +200,10 @@ class PlainRun(Run):
                 real = self.resolve(str(path.relative_to(self.path)))
             except (RunDirError, ValueError):
                 continue  # a match that leads outside the run dir is never opened
-            if real.is_file() and real.is_relative_to(root):
+            # a FIFO that matches is kept: opening it is refused by name, never waited on
+            if not real.is_dir() and real.exists() and real.is_relative_to(root):
                 found.append(path)
-        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return sorted(found, key=lambda p: (_mtime(p), p.name))
 
     def best_file(self, metric: str) -> str | None:
         """The ``best:`` pattern for ``metric``, relative to the run dir."""
@@ -277,17 +280,24 @@ class PlainRun(Run):
         return self.checkpoint_path("last")
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _recorded_value(ckpt: dict[str, Any], metric: str, shown: str) -> tuple[float | None, str | None]:
     """(the value a best file records for ``metric``, or a one-line problem)."""
     monitor = ckpt.get("monitor")
     if isinstance(monitor, str):
         if monitor != metric:
-            return None, f"{shown}: monitor = '{monitor}'; needs '{metric}'"
+            return None, f"{shown}: monitor = {shown_value(monitor, 60)}; needs '{metric}'"
         return float_or_none(_scalar(ckpt.get("value"))), None
     records = checkpoint_monitors(ckpt)  # the engine's own {metric: {mode, value}} shape
     if records:
         if metric not in records:
-            return None, f"{shown}: monitor names {', '.join(records)}; needs '{metric}'"
+            return None, f"{shown}: monitor names {shown_names(records)}; needs '{metric}'"
         return float_or_none(_scalar(records[metric].get("value"))), None
     metrics = ckpt.get("metrics")
     if isinstance(metrics, dict) and metric in metrics:
