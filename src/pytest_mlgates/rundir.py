@@ -182,13 +182,13 @@ def merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, ki
                    first_epoch: int = 1) -> Log:
     """Rows of (epoch, values) that may repeat an epoch -> one row per epoch, last value wins."""
     by_epoch: dict[float, dict[str, float]] = {}
-    names: list[str] = ["epoch"]
+    seen: dict[str, None] = {"epoch": None}  # first-seen order, linear in the keys
     for epoch, values in entries:
         merged = by_epoch.setdefault(epoch, {})
         for k, v in values.items():
             merged[k] = v
-            if k not in names:
-                names.append(k)
+            seen.setdefault(k, None)
+    names = list(seen)
     if not by_epoch:
         raise RunDirError(f"{shown}: no logged epochs")
     columns: dict[str, list[float]] = {n: [] for n in names}
