@@ -84,12 +84,13 @@ def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[st
                  gate_files: tuple[str, ...] = ("acc.gates.yaml",), wrap: Callable[[int], list[str]] | None = None,
                  preexec_fn: Callable[[], None] | None = None, timeout: float = SESSION_TIMEOUT_S,
                  runs_dir: str = "runs", extra: tuple[str, ...] = (),
+                 extras: list[tuple[str, ...]] | None = None,
                  ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str], list[int]]:
     """Run ``acc.gates.yaml`` (or ``gate_files``) in ``root`` once per (run names, baseline)
     side by side -- each session one pytest process with one ``--run-dir runs/<name>`` per
     entry -- and read every item's verdict from its JUnit XML: ({(gate, run): item}, outputs,
     exit codes).  ``wrap(k)`` prefixes session k's command (``strace ...``); ``preexec_fn``
-    sets its limits; ``extra`` are more pytest arguments."""
+    sets its limits; ``extra`` are more pytest arguments (``extras[k]``: session k's own)."""
     items: dict[tuple[str, str], dict[str, Any]] = {}
     outputs: list[str] = []
     codes: list[int] = []
@@ -97,7 +98,7 @@ def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[st
     for k, (names, baseline) in enumerate(sessions):
         args = [*(wrap(k) if wrap else []), sys.executable, "-m", "pytest", *gate_files, "-p", "no:cacheprovider",
                 "-p", "no:xdist", "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}",
-                "--baseline-run", f"{runs_dir}/{baseline}", *extra]
+                "--baseline-run", f"{runs_dir}/{baseline}", *extra, *(extras[k] if extras else ())]
         for name in names:
             args += ["--run-dir", f"{runs_dir}/{name}"]
         procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

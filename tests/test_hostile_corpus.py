@@ -256,32 +256,29 @@ def test_every_trainer_meets_every_hostile_run_dir_in_one_line(
     write_session_files(root_p, PLAIN_PARAMS, run_section=PLAIN_SECTION, extra_conftest=FOREIGN_CONFTEST_EXTRA)
     armed = {root: h.arm_sentinel(root / "runs") for root in (root_a, root_p)}
 
-    def session(root: Path, names: list[str], tag: str) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
-        # --run-format: a copy whose defining file became a FIFO or a link is still judged
-        # by the reader of its trainer (which then names what is wrong), not "no format fits"
-        items: dict[tuple[str, str], dict[str, Any]] = {}
-        outputs: list[str] = []
-        for trainer in dict.fromkeys(FOREIGN_HOSTILE[n][0] for n in names):
-            group = [n for n in names if FOREIGN_HOSTILE[n][0] == trainer]
-            fmt = {"mlflow-sqlite": "mlflow", "mlflow-file": "mlflow"}.get(trainer, trainer)
-            found, outs, codes = run_sessions(
-                root, [(group, HOSTILE_HEALTHY_OF[group[0]])], env=env, wrap=strace_prefix(root, f"{tag}-{trainer}"),
-                preexec_fn=limit_memory, timeout=SESSION_TIMEOUT_S, extra=("--run-format", fmt))
-            check_no_hang(root)
-            check_outputs(outs, codes)
-            items.update(found)
-            outputs += outs
-        return items, outputs
+    def session(root: Path, names: list[str], tag: str) -> dict[tuple[str, str], dict[str, Any]]:
+        # one process per trainer, all side by side; --run-format: a copy whose defining file
+        # became a FIFO or a link is still judged by the reader of its trainer (which then
+        # names what is wrong), not "no format fits"
+        trainers = list(dict.fromkeys(FOREIGN_HOSTILE[n][0] for n in names))
+        groups = [[n for n in names if FOREIGN_HOSTILE[n][0] == t] for t in trainers]
+        fmts = [{"mlflow-sqlite": "mlflow", "mlflow-file": "mlflow"}.get(t, t) for t in trainers]
+        found, outs, codes = run_sessions(
+            root, [(g, HOSTILE_HEALTHY_OF[g[0]]) for g in groups], env=env, wrap=strace_prefix(root, tag),
+            preexec_fn=limit_memory, timeout=SESSION_TIMEOUT_S, extras=[("--run-format", f) for f in fmts])
+        check_no_hang(root)
+        check_outputs(outs, codes)
+        return found
 
-    items, _ = session(root_a, others, "foreign")
-    plain_items, _ = session(root_p, plain, "plain")
+    items = session(root_a, others, "foreign")
+    plain_items = session(root_p, plain, "plain")
     for root, names, found in ((root_a, others, items), (root_p, plain, plain_items)):
         hostile = [n for n in names if not n.endswith("_healthy")]
         assert {(g, r) for (g, r) in found if r in hostile} == {(g, n) for g in GATE_NAMES for n in hostile}
         problems = item_problems(found, root, lambda run: FOREIGN_HOSTILE[run][2],
                                  lambda run: HOSTILE_HEALTHY_OF[run], no_internal_errors)
         assert not problems, "\n".join(problems)
-        check_outside(root / "runs", armed[root], "")
+        check_outside(root / "runs", armed[root], root.name)  # the strace logs of session(root, ..., root.name)
         for run in hostile:
             if FOREIGN_HOSTILE[run][2] is not None:
                 assert any(found[(g, run)]["failed"] for g in GATE_NAMES), f"{run}: every gate passed"
