@@ -56,3 +56,13 @@ def test_the_callback_overhead_bench_runs() -> None:
     assert re.search(r"lightning epoch without the callback: [\d.]+ s wall, [\d.]+ s CPU", out), out
     assert re.search(r"inside the callback: [\d.]+ ms CPU per epoch; one judgement [\d.]+ ms", out), out
     assert re.search(r"callback overhead: ratio \d+\.\d{3} wall, \d+\.\d{3} CPU \(medians of 1 interleaved", out), out
+
+
+def test_the_hostile_bench_runs_and_checks_itself() -> None:
+    """bench/hostile.py on one hostile run dir (a FIFO for a log): it prints the worst case
+    against the healthy baseline and counts the cases that held."""
+    out = run_bench("hostile.py", "h_fifo_log", "--no-warm")
+    assert re.search(r"baseline \(healthy\)\s+[\d.]+ s\s+[\d.]+ MiB", out), out
+    assert re.search(r"worst wall\s+[\d.]+ s \(h_fifo_log\); baseline [\d.]+ s; ratio \d+\.\d\d", out), out
+    assert re.search(r"worst peak RSS [\d.]+ MiB \(h_fifo_log\); baseline [\d.]+ MiB; ratio \d+\.\d\d", out), out
+    assert "1 cases, 1 held" in out, out
