@@ -15,7 +15,7 @@ EXTRAS     ?= all,engine,dev,trainers
 ENGINE_PTH  = $(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'mlgates-checkout-engine.pth').write_text(str(pathlib.Path('src').resolve()) + '\\n')"
 DEMO_RUN   ?= runs/demo
 
-.PHONY: install demo test bench example clean
+.PHONY: install demo test test-fast bench example clean
 
 install: $(VENV)/.installed
 
@@ -40,8 +40,13 @@ demo: $(VENV)/.installed-core
 	$(PY) -m pytest acceptance/ --run-dir $(DEMO_RUN) -p no:cacheprovider -q || true
 	$(VENV)/bin/mlgates verdict $(DEMO_RUN)
 
+# the slowest tests are named at the end, so a slow newcomer is seen in CI's log
 test: install
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+# everything but the tests marked slow (real training, fresh venvs, trainers): the edit loop
+test-fast: install
+	$(PY) -m pytest -n 2 -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 # examples/wine_project as a user runs it: the wheel built from this checkout, installed with
 # the project's requirements.txt into the project's own venv; trains the plain run and gates it

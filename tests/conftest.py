@@ -206,8 +206,10 @@ def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str]
 # examples/wine_project's runs: (script, flags) per fault; the NaN epoch is each log's own
 # numbering (the plain loop counts from 1, Lightning from 0), so both are the third epoch
 WINE_FAULTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "plain": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "3")},
-    "lightning": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "2")},
+    "plain": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "3"),
+              "gated": ("--drop-class", "2", "--gates", "acceptance/plain.gates.yaml")},
+    "lightning": {"healthy": (), "collapsed": ("--drop-class", "2"), "nan": ("--nan-at-epoch", "2"),
+                  "gated": ("--drop-class", "2", "--gates", "acceptance/lightning.gates.yaml")},
 }
 
 

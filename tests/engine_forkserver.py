@@ -27,9 +27,7 @@ Events (``n`` counts from 1, over the whole process): ``forward`` (a module call
 training mode), ``backward`` (a module's gradients computed, mid backward pass),
 ``checkpoint_write`` (a ``.pt`` temp file written and fsync'd, not yet renamed),
 ``log_write`` (the same for training_log.csv, metric_history.json,
-training_results.json) -- these two, and a survey with ``count``, run the engine with
-``MODEL_WRITER=thread``, as its writes happen in a separate writer process otherwise;
-every other kill hits the default writer process -- ``plot`` (``n`` is a delay in milliseconds after the plot child
+training_results.json), ``plot`` (``n`` is a delay in milliseconds after the plot child
 starts; the engine and the plot child are killed together).
 """
 
@@ -134,10 +132,6 @@ def _child(request: dict[str, Any]) -> None:
         os.chdir(request["cwd"])
         kill = request.get("kill") or {}
         injector = Injector(kill.get("event"), int(kill.get("n", 0)), request.get("count"))
-        if injector.event in ("checkpoint_write", "log_write") or injector.count_file:
-            # the engine's writer process is a fresh interpreter this hook cannot reach:
-            # write events are observed with the writer thread, which does the same writes
-            os.environ["MODEL_WRITER"] = "thread"
         if injector.event is not None or injector.count_file:
             injector.install()
         from model.cli import main

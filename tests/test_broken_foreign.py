@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from broken_foreign import BREAKAGES, HEALTHY_OF, SOURCES, build_foreign_corpus
 from broken_runs import MARKER_NAME
-from conftest import TRAINER_SCRIPTS, need_package, trainer_env
 from test_broken_corpus import CONFTEST, check_sessions, gate_file_text, item_problems, run_sessions
 
+from conftest import TRAINER_SCRIPTS, need_package, trainer_env
 from pytest_mlgates.gates import GATE_NAMES
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from conftest import DEFAULT_CONFIG, REPO_ROOT, model_command, run_model, train_command
 
 

@@ -1,16 +1,19 @@
 """Data-parallel training under a real ``torchrun --nproc-per-node 2`` on CPU (gloo).
 
-Rank 0 alone writes the run dir, the contract is the same as a single-process run, and a
-DDP run killed after epoch 2 resumes (every rank's RNG and the sharded data order come
-back) to the same weights as an uninterrupted DDP run.
+Rank 0 alone writes the run dir and talks to MLflow (one MLflow run, each epoch once), the
+contract is the same as a single-process run, and a DDP run killed after epoch 2 resumes
+(every rank's RNG and the sharded data order come back) to the same weights as an
+uninterrupted DDP run, in the same MLflow run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,18 +21,35 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import REPO_ROOT, log_rows, small_overrides
 
 EPOCHS = 4
 DDP_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null")
+TRACKING = importlib.util.find_spec("mlflow") is not None
 
 
 def _torchrun(run: Path, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "model", "train", "--config", "configs/default.yaml", "--run-dir", str(run)]
-    for override in DDP_OVERRIDES:
+    overrides = list(DDP_OVERRIDES)
+    if TRACKING:  # beside the run dir: one store per run
+        overrides.append(f"tracking.mlflow={{uri: 'sqlite:///{run.parent / 'mlflow.db'}', experiment: ddp}}")
+    for override in overrides:
         cmd += ["--override", override]
     return cmd + list(extra)
+
+
+def _mlflow_steps(db: Path) -> tuple[list[str], list[int], str]:
+    """(run ids, the steps val_loss was logged at, the status tag) of a store of one run."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        runs = [r for (r,) in con.execute("SELECT run_uuid FROM runs")]
+        steps = [s for (s,) in con.execute("SELECT step FROM metrics WHERE key = 'val_loss' ORDER BY step")]
+        tag = con.execute("SELECT value FROM tags WHERE key = 'mlgates.status'").fetchone()
+    finally:
+        con.close()
+    return runs, steps, tag[0] if tag else ""
 
 
 def _env() -> dict[str, str]:
@@ -85,6 +105,8 @@ def test_ddp_run_dir_contract(ddp_run):
     assert len(last["rng"]["ranks"]) == 2 and last["world_size"] == 2
     assert "effective batch 128" in (ddp_run / "train.log").read_text()
     assert (ddp_run / "plots/loss_curve.png").is_file()
+    if TRACKING:  # rank 0 alone tracks: one run, each epoch once
+        assert _mlflow_steps(ddp_run.parent / "mlflow.db")[1:] == ([1, 2, 3, 4], "completed")
 
 
 def test_ddp_run_killed_after_epoch_2_resumes_to_the_same_weights(ddp_run, tmp_path):
@@ -118,3 +140,6 @@ def test_ddp_run_killed_after_epoch_2_resumes_to_the_same_weights(ddp_run, tmp_p
     ref = torch.load(ddp_run / "checkpoints/final.pt", weights_only=True)["model"]
     for key in ref:
         assert torch.equal(final[key], ref[key]), key
+    if TRACKING:  # the resume continued the same MLflow run
+        runs, steps, status = _mlflow_steps(run.parent / "mlflow.db")
+        assert len(runs) == 1 and steps == [1, 2, 3, 4] and status == "completed"

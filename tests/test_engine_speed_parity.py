@@ -6,6 +6,8 @@
 * An epoch's files are written as one batch (every temp file written and fsync'd, then
   renamed in order): a failure anywhere leaves every target as it was, and a kill between
   two renames can only have renamed a prefix of the list.
+* A checkpoint dict is ``torch.save``'d straight into its temp file, once for all the
+  paths it goes to, and a write that does not fit is the ``OSError`` naming the file.
 """
 
 from __future__ import annotations
@@ -115,21 +117,63 @@ def test_a_failed_batch_changes_no_target_and_names_the_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = tmp_path / "last.pt", tmp_path / "training_log.csv"
     write_files_atomically([(first, b"old checkpoint"), (second, b"old log")])
-    real_write = os.write
+    real_fsync = os.fsync
     calls = {"n": 0}
 
-    def write(fd: int, data: Any) -> int:
+    def fsync(fd: int) -> None:
         calls["n"] += 1
         if calls["n"] == 2:  # the second file of the batch: the disk is full
             raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+        real_fsync(fd)
 
-    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OSError) as info:
         write_files_atomically([(first, b"new checkpoint"), (second, b"new log")])
     assert info.value.errno == 28 and info.value.filename == str(second)
     assert first.read_bytes() == b"old checkpoint"  # not renamed: the batch failed first
     assert second.read_bytes() == b"old log"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_checkpoint_dict_is_torch_saved_once_and_linked(tmp_path: Path) -> None:
+    """A dict is written with torch.save straight into the temp file; the same dict for
+    several paths is one file with several names; it loads with weights_only=True."""
+    import torch
+
+    ckpt = {"model": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3}
+    best, last = tmp_path / "best_val_loss.pt", tmp_path / "last.pt"
+    write_files_atomically([(best, ckpt), (last, ckpt), (tmp_path / "log.csv", b"epoch\n")])
+    assert os.stat(best).st_ino == os.stat(last).st_ino
+    loaded = torch.load(last, weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], ckpt["model"]["w"])
+    assert (tmp_path / "log.csv").read_bytes() == b"epoch\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_checkpoint_that_does_not_fit_raises_the_os_error_naming_the_file(
+        tmp_path: Path) -> None:
+    """torch.save reports a failed write as a RuntimeError ("unexpected pos"); the engine
+    raises the OSError underneath (here EFBIG, as under ``ulimit -f``; a full disk gives
+    ENOSPC the same way), naming the target, and the old file stays."""
+    import errno
+    import resource
+    import signal
+
+    import torch
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous epoch")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            write_files_atomically([(target, {"w": torch.zeros(100_000)})])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(target)
+    assert target.read_bytes() == b"previous epoch"
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -235,24 +279,3 @@ def test_a_checkpoints_history_costs_the_same_at_any_epoch() -> None:
         return count
 
     assert pickled_objects(300) == pickled_objects(12)
-
-
-def test_a_file_given_as_chunks_is_their_concatenation_even_after_short_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer process hands a checkpoint over as the zip's parts (no joined copy of a
-    model-sized buffer): they land as one file, in order, and a short ``writev`` (a
-    signal, a pipe, a nearly full disk) is resumed where it stopped."""
-    chunks = [b"PK\x03\x04", b"", memoryview(b"0123456789")[3:], bytearray(b"x" * 5000), b"end"]
-    real_writev = os.writev
-
-    def short_writev(fd: int, buffers: Any) -> int:  # at most 7 bytes a call
-        first = bytes(buffers[0])[:7] if buffers else b""
-        return real_writev(fd, [first]) if first else real_writev(fd, buffers)
-
-    monkeypatch.setattr(os, "writev", short_writev)
-    link_a, link_b = tmp_path / "best_val_loss.pt", tmp_path / "last.pt"
-    write_files_atomically([(link_a, chunks), (link_b, chunks), (tmp_path / "log.csv", b"epoch\n")])
-    want = b"".join(bytes(c) for c in chunks)
-    assert link_a.read_bytes() == link_b.read_bytes() == want
-    assert os.stat(link_a).st_ino == os.stat(link_b).st_ino  # one file, two names
-    assert (tmp_path / "log.csv").read_bytes() == b"epoch\n"

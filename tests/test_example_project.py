@@ -29,17 +29,11 @@ from user_venv import UserVenv, junit_results
 pytestmark = pytest.mark.slow
 
 GATE_FILES = {"plain": "acceptance/plain.gates.yaml", "lightning": "acceptance/lightning.gates.yaml"}
-CRITERIA = ("no_nan", "every_class_learned", "val_loss_improves", "good_enough",
+CRITERIA = ("no_nan", "no_class_collapsed", "every_class_learned", "val_loss_improves", "good_enough",
             "one_best_checkpoint_per_tracked_metric", "splits_disjoint", "best_model_gives_a_softmax")
 METRICS_CSV = {"plain": "logs/metrics.csv", "lightning": "metrics.csv"}
 
-NEEDS_FORMATS = pytest.mark.xfail(reason="needs the formats branch (plain format / run: section)", strict=False)
-# a splits.json in a Lightning version dir is taken for the engine's run dir, Lightning's
-# epochs are shown from 1, and prove mutates engine runs only
-NEEDS_FORMATS_LIGHTNING = pytest.mark.xfail(
-    reason="needs the formats branch (a stray splits.json never changes the format; the log's own "
-           "epochs; prove on every format)", strict=False)
-KINDS = [pytest.param("plain", marks=NEEDS_FORMATS), pytest.param("lightning", marks=NEEDS_FORMATS_LIGHTNING)]
+KINDS = ["plain", "lightning"]
 
 
 def gate_session(venv: UserVenv, project: Path, kind: str, run: Path, tmp_path: Path,
@@ -117,3 +111,33 @@ def test_prove_turns_every_criterion_red(
     report = json.loads(proc.stdout)
     outcomes = {c["criterion"]: c["outcome"] for c in report["criteria"]}
     assert outcomes == dict.fromkeys(CRITERIA, "RED"), report
+
+
+def test_preflight_of_the_users_own_code_is_green(full_venv: UserVenv, wine_project: Path) -> None:
+    """The project's conftest hands its code over (mlgates_subject): every check it can feed
+    passes on its real loaders, its model and its own step loop."""
+    proc = full_venv.run(["pytest", "-m", "preflight", "-p", "no:cacheprovider", "-v", "-rs"], cwd=wine_project)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    outcomes = dict(re.findall(r"conftest.py::preflight\[(\w+)\] (PASSED|FAILED|SKIPPED|ERROR)", out))
+    assert {c for c, s in outcomes.items() if s == "PASSED"} >= {
+        "subject_builds", "loaders_first_batch", "no_nan_or_inf", "split_integrity", "forward_softmax",
+        "loss_at_init", "overfit_small_batch", "logged_metric_names", "grad_accumulation"}, out
+    assert {c for c, s in outcomes.items() if s == "SKIPPED"} == {"shortcut_probe", "run_dir_writable"}, out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_collapsing_run_is_stopped_in_flight(
+        kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path]) -> None:
+    """``--gates`` judges the gate file's stage: inflight criteria after every epoch (Gates in
+    the plain loop, GatesCallback in Lightning, after_epoch=2): class 2 never learnt stops
+    the run within two epochs of after_epoch, the stop is recorded, and the verdict says so."""
+    run = wine_run(kind, "gated")
+    final, _ = log_epochs(kind, run)
+    first = 1 if kind == "plain" else 0
+    assert final - first + 1 <= 3, final  # completed epochs: after_epoch 2, stopped by the next
+    stop = json.loads((run / "mlgates_inflight.json").read_text(encoding="utf-8"))
+    assert stop["status"] == "aborted_by_gate" and stop["criterion"] == "no_class_collapsed", stop
+    assert "val_recall_2 = 0.000" in stop["reason"], stop
+    verdict = full_venv.run(["mlgates", "verdict", run], cwd=wine_project)
+    assert verdict.returncode != 0 and "no_class_collapsed" in verdict.stdout, verdict.stdout

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_package, trainer_env
 
+from conftest import need_package, trainer_env
 from pytest_mlgates.collect import parse_gate_text
 from pytest_mlgates.errors import GateFileError, RunDirError
 from pytest_mlgates.gates import GateContext, get_gate, validate_params

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT, SMALL_OVERRIDES
 
 MLGATES = [sys.executable, "-m", "pytest_mlgates.cli"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS, need_package, trainer_env
 
 pytestmark = pytest.mark.slow

@@ -120,7 +120,9 @@ def forge_green_line(run: Path) -> None:
     template = json.loads(ledger.read_bytes().splitlines()[-1])
     digest, files = hand_fingerprint(run)
     criteria = [{**c, "status": "GREEN"} for c in template["criteria"]]
+    # the line names the hash its digests were made with: the attacker's is hashlib's sha256
     template.update(time="2099-01-01T00:00:00.000000Z", verdict="GREEN", fingerprint=digest,
+                    fingerprint_hash="sha256",
                     files=files, criteria=criteria, void=None, partial=False,
                     partial_reasons=[], counts={"GREEN": len(criteria), "total": len(criteria)})
     template.pop("signature", None)

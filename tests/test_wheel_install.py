@@ -56,7 +56,6 @@ def pytest_unconfigure(config):
         json.dump(heavy, fh)
 """
 
-NEEDS_FORMATS = pytest.mark.xfail(reason="needs the formats branch (plain format / run: section)", strict=False)
 
 
 # --------------------------------------------------------------------------- the wheel
@@ -195,7 +194,7 @@ def test_users_model_beside_in_flight_and_preflight_api(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lightning", pytest.param("plain", marks=NEEDS_FORMATS)])
+@pytest.mark.parametrize("kind", ["lightning", "plain"])
 def test_log_only_session_imports_no_torch(
         kind: str, full_venv: UserVenv, wine_project: Path, wine_run: Callable[[str, str], Path],
         copy_run: Callable[[Path, Path], Path], tmp_path: Path) -> None:

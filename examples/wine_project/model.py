@@ -28,6 +28,7 @@ class ModelConfig:
     dropout: float = 0.1
     lr: float = 1e-2
     batch_size: int = 16
+    accumulate: int = 1  # optimizer steps once per this many batches
 
 
 def build_model(config: ModelConfig = ModelConfig()) -> WineNet:

@@ -124,6 +124,24 @@ class GatesConfig(_Strict):
     after_epoch: int = Field(1, ge=1)
 
 
+class MlflowTracking(_Strict):
+    # MLflow's own defaults: the SQLite store in the working directory, experiment "Default"
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "Default"
+
+
+class WandbTracking(_Strict):
+    mode: Literal["offline", "online"] = "offline"
+    project: str | None = None
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment tracking beside the run dir (which stays the source of truth)."""
+
+    mlflow: MlflowTracking | None = None
+    wandb: WandbTracking | None = None
+
+
 class Config(_Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -131,6 +149,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins (YAML/JSON/`weights_only` safe), with YAML key names."""

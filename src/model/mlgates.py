@@ -176,7 +176,9 @@ def config_subject(path: str | Path) -> PreflightSubject:
 def run_subject(run_dir: str | Path) -> PreflightSubject | None:
     """The subject of an engine run (its ``config.yaml`` and ``splits.json``; the train
     loader without augmentation), or None when ``run_dir`` is not an engine run (a
-    Lightning or HF Trainer dir): the plugin then uses what the gate file names."""
+    Lightning or HF Trainer dir): the plugin then uses what the gate file names. An engine
+    run tracked in MLflow is one too, read through its MLflow run folder
+    (``mlruns/.../<run_id>/``): the files are its ``artifacts/``."""
     import json
 
     import yaml
@@ -184,7 +186,10 @@ def run_subject(run_dir: str | Path) -> PreflightSubject | None:
     from model.config import ConfigError, build_config
 
     run_dir = Path(run_dir)
-    config_file, splits_file = run_dir / "config.yaml", run_dir / "splits.json"
+    files = run_dir
+    if not (run_dir / "config.yaml").is_file() and (run_dir / "artifacts" / "config.yaml").is_file():
+        files = run_dir / "artifacts"  # an MLflow run folder: the engine logs its run dir there
+    config_file, splits_file = files / "config.yaml", files / "splits.json"
     key = ("run", *_stamp(config_file), *_stamp(splits_file))
     if key in _CACHE:
         return _CACHE[key]

@@ -2,7 +2,9 @@
 
 Read it like nanoGPT's ``train.py`` or the PyTorch ImageNet example: set up, resume if
 there is something to resume, loop over epochs (:func:`train_one_epoch`,
-:func:`evaluate`, checkpoints, logs), then finish (final checkpoint, test split, plots).
+:func:`evaluate`, the checkpoint and logs, handed to a writer thread), then finish (final
+checkpoint, test split, plots). With ``tracking:`` in the config, MLflow or W&B get the
+params, each epoch's metrics and the end status too (:mod:`model.tracking`).
 There is no trainer class and no callback framework; the helpers below ``train`` are
 plain functions with the names you would guess.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import json
 import logging
 import math
@@ -46,6 +49,7 @@ from torch import nn
 from model import distributed, runlog
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
+    BackgroundWriter,
     CheckpointError,
     atomic_write_text,
     capture_rng,
@@ -68,7 +72,7 @@ from model.runlog import (
     write_history,
     write_json,
 )
-from model.writer import open_writer
+from model.tracking import Trackers, check_installed, open_trackers
 
 InflightHook = Callable[[Path, int], "str | None"]
 
@@ -125,6 +129,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
     tc = config.train
 
     # ---- 2. data, and everything we can refuse before touching the run dir
+    check_installed(config)  # a tracker's package
     dataset = build_dataset(config)
     class_names = list(dataset.class_names)
     columns = log_columns(class_names)
@@ -182,12 +187,20 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
                             scaler)
         log.info("resumed from %s at epoch %d", paths.last, state.epoch)
 
+    # ---- 6. run files and trackers (rank 0 writes the run dir and talks to the trackers)
+    trackers = Trackers([])
     if dist.is_main:
+        previous = read_provenance(paths) if not fresh else {}
+        rng_before = capture_rng()  # importing mlflow or wandb must not shift a bit-exact resume
+        trackers = open_trackers(config, run_dir, previous.get("tracking"))
         write_run_files(paths, config, dataset, config_path, argv, allow_defaults, dist,
-                        resumed_at=state.epoch if state.epoch else None)
+                        previous, resumed_at=state.epoch if state.epoch else None,
+                        tracking=trackers.ids())
         write_history(run_dir, columns, state.history)
         write_results(paths, config, state, class_names, status="running",
                       reason=f"training, epoch {state.epoch}/{tc.epochs} done")
+        trackers.catch_up(state.history)  # epochs a kill kept from the tracker
+        restore_rng(rng_before)
     log.info("training %s on %s (%s, world size %d): %d epochs, effective batch %d",
              config.data.name, device, config.model.name, dist.world_size, tc.epochs,
              tc.batch_size * tc.accumulate * dist.world_size)
@@ -197,9 +210,9 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    # ---- 6. the epochs (rank 0's files are written, in order, by its writer process)
+    # ---- 7. the epochs (rank 0's files are written by a background thread, in order)
     status, reason = "completed", f"trained all {tc.epochs} epochs"
-    writer = open_writer() if dist.is_main else None
+    writer = BackgroundWriter() if dist.is_main else None
     try:
         if state.early_stopped(config):
             status, reason = "early_stopped", state.early_stop_reason(config)
@@ -234,19 +247,20 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
 
             # every rank's RNG, so a resumed DDP run replays each rank's stream too
             rng = distributed.gather_objects(dist, capture_rng())
-            if writer is not None:  # rank 0
+            if writer is not None:  # rank 0: the trackers get the epoch once it is on disk
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
-                writer.submit(ckpt, *epoch_files(paths, columns, config, state, newly_best,
-                                                 class_names))
+                writer.submit(epoch_files(paths, ckpt, columns, config, state, newly_best,
+                                          class_names),
+                              then=functools.partial(trackers.log_epoch, row))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
             # rank 0 decides whether to stop; every rank follows the same decision
-            if writer is not None:  # rank 0
+            if writer is not None:
                 if state.early_stopped(config):
                     status, reason = "early_stopped", state.early_stop_reason(config)
                 if epoch >= config.gates.after_epoch and inflight_hook is not None:
-                    writer.flush()  # the hook reads this epoch's files
+                    writer.wait()  # the hook reads this epoch's files
                     red = inflight_hook(run_dir, epoch)
                     if red:
                         status, reason = "aborted_by_gate", " ".join(str(red).split())
@@ -254,7 +268,7 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             status, reason = distributed.broadcast_object(dist, (status, reason))
             restore_rng(rng[dist.rank])  # nothing at the epoch's end may shift the RNG streams
 
-        # ---- 7. finish: final checkpoint, the test split, results, plots
+        # ---- 8. finish: final checkpoint, the test split, results, plots, trackers
         test = None
         if len(dataset.splits["test"]):
             test_loader = dataset.loader("test", tc.batch_size, shuffle=False, seed=config.seed,
@@ -262,8 +276,9 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             eval_model = ema_model if ema_model is not None else raw_model
             test = evaluate(eval_model, test_loader, criterion, class_names, "test", device,
                             autocast)
+        results = {"status": status, "reason": reason}
         if writer is not None:  # rank 0
-            writer.flush()
+            writer.close()  # the last epoch's files are on disk (or their error raised)
             final_row = state.history[-1] if state.history else {}
             ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                    scaler, state, final_row, [capture_rng()])
@@ -272,27 +287,23 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
                                     reason=reason, test=test)
             finish_provenance(paths)
             draw_plots(paths, state.history, class_names)
-        else:
-            results = {"status": status, "reason": reason}
         log.info("%s: %s; run dir %s", status, reason, run_dir)
+        trackers.finish(status, reason, run_dir)
         return results
     except BaseException as exc:
         line = " ".join(str(exc).split()) or exc.__class__.__name__
         log.error("training failed at epoch %d: %s: %s", state.epoch + 1,
                   exc.__class__.__name__, line, exc_info=not isinstance(exc, KeyboardInterrupt))
         if writer is not None:  # rank 0
+            reason = f"{exc.__class__.__name__}: {line}"
             with contextlib.suppress(BaseException):
-                writer.flush()
+                writer.close()  # nothing of it may land after the results below
             with contextlib.suppress(Exception):
-                write_results(paths, config, state, class_names, status="failed",
-                              reason=f"{exc.__class__.__name__}: {line}")
+                write_results(paths, config, state, class_names, status="failed", reason=reason)
                 finish_provenance(paths)
                 draw_plots(paths, state.history, class_names)
+            trackers.finish("failed", reason, run_dir)
         raise
-    finally:
-        if writer is not None:
-            with contextlib.suppress(BaseException):
-                writer.close()
 
 
 # =========================================================================== one epoch
@@ -496,24 +507,25 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def epoch_files(paths: RunPaths, columns: list[str], config: Config, state: TrainState,
-                newly_best: list[str],
-                class_names: list[str]) -> tuple[list[Path], list[tuple[Path, bytes]]]:
-    """This epoch's files, in write order: the checkpoint's paths (best_<metric>.pt for
-    each metric that improved, then last.pt), then the logs and results, rendered.
+def epoch_files(paths: RunPaths, ckpt: dict[str, Any], columns: list[str], config: Config,
+                state: TrainState, newly_best: list[str],
+                class_names: list[str]) -> list[tuple[Path, Any]]:
+    """This epoch's files, one atomic batch (``write_files_atomically``), in write order:
+    ``best_<metric>.pt`` for each metric that improved, ``last.pt``, the logs and
+    ``training_results.json``.
 
-    The writer serializes the checkpoint once: each best_<metric>.pt written now is byte
-    for byte this epoch's last.pt, whose ``monitor`` names every metric it is the best for.
-    Order matters for a kill between two renames: a resume restarts from last.pt and the
-    logs are rewritten from its history, so the logs never run ahead of last.pt.
+    The checkpoint is serialized once; each best file written now is a hard link to this
+    epoch's ``last.pt``, whose ``monitor`` names every metric it is the best for. Order
+    matters for a kill between two renames: a resume restarts from last.pt and the logs
+    are rewritten from its history, so the logs never run ahead of last.pt.
     """
-    pt_paths = [paths.best(metric) for metric in newly_best]
-    pt_paths.append(paths.last)
-    files = render_history(paths.root, columns, state.history)
+    files: list[tuple[Path, Any]] = [(paths.best(metric), ckpt) for metric in newly_best]
+    files.append((paths.last, ckpt))
+    files += render_history(paths.root, columns, state.history)
     results = results_dict(config, state, class_names, status="running",
                            reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
     files.append((paths.results, json_text(results).encode("utf-8")))
-    return pt_paths, files
+    return files
 
 
 def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
@@ -698,16 +710,25 @@ def previous_finished_results(paths: RunPaths) -> dict[str, Any] | None:
     return None
 
 
+def read_provenance(paths: RunPaths) -> dict[str, Any]:
+    """provenance.json of an earlier start of this run dir ({} when there is none)."""
+    try:
+        previous = json.loads(paths.provenance.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
 def write_run_files(paths: RunPaths, config: Config, dataset: Dataset,
                     config_path: str | Path | None, argv: list[str] | None, allow_defaults: bool,
-                    dist: distributed.DistInfo, resumed_at: int | None) -> None:
-    """config.yaml, splits.json and provenance.json (kept across resumes, with each resume)."""
+                    dist: distributed.DistInfo, previous: dict[str, Any], resumed_at: int | None,
+                    tracking: dict[str, Any] | None) -> None:
+    """config.yaml, splits.json and provenance.json (kept across resumes, with each resume,
+    and the tracked runs the trackers continue on a resume)."""
     atomic_write_text(paths.root / "config.yaml", dump_yaml(config))
     write_json(paths.root / "splits.json", dataset.splits_json())
-    previous: dict[str, Any] = {}
-    if resumed_at is not None:
-        with contextlib.suppress(OSError, ValueError):
-            previous = json.loads(paths.provenance.read_text(encoding="utf-8"))
+    if resumed_at is None:
+        previous = {}
     now = runlog.utc_now()
     provenance = {
         "entry_point": runlog.entry_point(dist.world_size),
@@ -726,6 +747,7 @@ def write_run_files(paths: RunPaths, config: Config, dataset: Dataset,
         "allow_defaults": allow_defaults,
         "resumes": [*previous.get("resumes", []),
                     *([{"at_epoch": resumed_at, "time": now}] if resumed_at is not None else [])],
+        "tracking": tracking,
     }
     write_json(paths.provenance, provenance)
 

@@ -18,7 +18,10 @@ Why it is built this way:
   values reach it on the reports' ``user_properties``, as they do for pytest's junitxml.
 * The run is fingerprinted before the first item (``pytest_runtestloop``) and again at the
   end; a run that changed in between (content, or inode/ctime: changed and put back) makes
-  the session *void*: archived RED, never GREEN, and the session exits non-zero.
+  the session *void*: archived RED, never GREEN, and the session exits non-zero.  The
+  first fingerprint reuses the digests of ``fingerprint-cache.json`` where the file's
+  size, mtime, ctime, inode and device are unchanged (and old enough), the second those of
+  the first; the cache is written back at the end (``fingerprint_cache.py``).
 * A session that ran fewer criteria than its gate files hold (``-k``, ``-m``,
   ``--deselect``, a node id) is *partial*: a partial GREEN never makes a run ACCEPTED.
 * Writes go through directory file descriptors and never follow a symlink
@@ -43,16 +46,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from pytest_mlgates.archive_fs import ArchiveError
+from pytest_mlgates.archive_fs import ArchiveError, archive_location
 from pytest_mlgates.fingerprint import (
-    ARCHIVE_DIRNAME,
+    KnownDigests,
     Snapshot,
     describe,
     diff_files,
+    preferred_algorithm,
     snapshot,
 )
 from pytest_mlgates.ledger import (
@@ -66,7 +70,7 @@ from pytest_mlgates.ledger import (
     read_ledger,
 )
 
-__all__ = ["LEDGER_NAME", "Ledger", "add_options", "read_ledger", "register"]
+__all__ = ["LEDGER_NAME", "Ledger", "add_options", "archive_location", "read_ledger", "register"]
 
 PLUGIN_NAME = "mlgates-archive"
 #: workeroutput key under which an xdist worker reports the criteria -k/-m left out
@@ -149,14 +153,6 @@ class DeselectionReporter:
         output = getattr(self.config, "workeroutput", None)
         if output is not None:
             output[WORKER_KEY] = [list(pair) for pair in self.deselected]
-
-
-def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
-    """Where a run's archive lives, as (directory, name in it): ``(<run>, 'acceptance')``
-    or ``(DIR, <run name>)`` for ``--mlgates-archive=DIR``."""
-    if str(setting or "on").lower() in ("on", ""):
-        return run_dir, ARCHIVE_DIRNAME
-    return Path(str(setting)).expanduser().resolve(), run_dir.name
 
 
 def archive_root(run_dir: Path, setting: str) -> Path:
@@ -307,6 +303,8 @@ class ArchivePlugin:
         #: resolved run path -> its snapshot before the first item (or why there is none)
         self.before: dict[Path, Snapshot | str] = {}
         self.started = _dt.datetime.now(_dt.timezone.utc)
+        #: one content hash for both fingerprints of the session and its ledger lines
+        self.algorithm = preferred_algorithm()
 
     # -- capture the terminal ----------------------------------------------------------
 
@@ -342,14 +340,30 @@ class ArchivePlugin:
         """Fingerprint every run dir before any item runs (under xdist, too: the
         controller's loop is what hands items to the workers)."""
         if not self.config.option.collectonly:
+            key = self._cache_key()
             for path in sorted(set(self._run_paths().values())):
-                self.before[path] = self._snapshot(path)
+                known = None
+                if key is not False:
+                    from pytest_mlgates import fingerprint_cache
+
+                    base, name = archive_location(path, self.setting)
+                    known = fingerprint_cache.load(base, name, path, self.algorithm,
+                                                   key if isinstance(key, bytes) else None)
+                self.before[path] = self._snapshot(path, known)
         return (yield)
 
     @staticmethod
-    def _snapshot(path: Path) -> Snapshot | str:
+    def _cache_key() -> bytes | None | Literal[False]:
+        """The key a cache must be signed with (None: no key set), or False when the key
+        is set but unusable: then no cache is trusted (the ledger line says why)."""
         try:
-            return snapshot(path)
+            return ledger_key()
+        except LedgerKeyError:
+            return False
+
+    def _snapshot(self, path: Path, known: KnownDigests | None = None) -> Snapshot | str:
+        try:
+            return snapshot(path, algorithm=self.algorithm, known=known)
         except OSError as err:
             return f"the run could not be fingerprinted: {err.strerror or err}"
 
@@ -512,7 +526,9 @@ class ArchivePlugin:
                                f"{len(scope.criteria)} criteria ran (not run: {named(missing)})")
             for target in scope.key_link_targets:
                 code_files[target] = code_digest(root, target)
-        after = self._snapshot(path)
+        before = self.before.get(path)
+        # digests of the first fingerprint stand for files whose key has not moved since
+        after = self._snapshot(path, before.known if isinstance(before, Snapshot) else None)
         void += self._changed_during_session(path, after)
         criteria = [r.as_dict() for r in records]
         verdict = session_verdict(criteria, complete=self._complete() and not void)
@@ -652,6 +668,7 @@ class ArchivePlugin:
                 "verdict": outcome.verdict,
                 "run": outcome.run,
                 "fingerprint": snap.digest if snap else None,
+                "fingerprint_hash": snap.algorithm if snap else self.algorithm,
                 "files": snap.files if snap else {},
                 "criteria": [
                     {k: c[k] for k in ("id", "name", "gate", "status", "value", "threshold")}
@@ -671,6 +688,10 @@ class ArchivePlugin:
                 "exitstatus": self.exitstatus,
             }
             append(encode_line(line, key))
+        if snap is not None and self._cache_key() is not False:
+            from pytest_mlgates import fingerprint_cache
+
+            fingerprint_cache.save(base, name, outcome.path, snap, key)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as handle:

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pytest_mlgates.fingerprint import kind_of
+from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, kind_of
 
 LOCK_SUFFIX = ".lock"
 _LOCK_TIMEOUT_S = 120.0
@@ -44,6 +44,15 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _DIR_FDS = os.open in os.supports_dir_fd and bool(_NOFOLLOW) and bool(_DIRECTORY)
+
+
+def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
+    """Where a run's archive lives, as (directory, name in it): ``(<run>, 'acceptance')``
+    or ``(DIR, <run name>)`` for ``--mlgates-archive=DIR``.  Here, not in ``archive.py``,
+    so that ``mlgates verdict`` finds it without importing pytest."""
+    if str(setting or "on").lower() in ("on", ""):
+        return run_dir, ARCHIVE_DIRNAME
+    return Path(str(setting)).expanduser().resolve(), run_dir.name
 
 
 class ArchiveError(Exception):
@@ -91,6 +100,17 @@ class ArchiveDir:
         finally:
             os.close(base_fd)
         return cls(fd, shown)
+
+    @classmethod
+    def open_file(cls, base: Path, name: str, filename: str) -> BinaryIO | None:
+        """``base/name/filename`` opened for reading through the archive's checks (no
+        symlink, a regular file, never a wait); None when the archive or the file is
+        absent.  The directory is closed again: the handle outlives it."""
+        folder = cls.open(base, name, create=False)
+        if folder is None:
+            return None
+        with folder:
+            return folder.open_for_reading(filename)
 
     @classmethod
     def _open_by_path(cls, base: Path, name: str, *, create: bool) -> ArchiveDir | None:

@@ -149,7 +149,8 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         warnings: list[str] = []
         try:
             result = verdict_of(run_dir_arg(text), args.archive, gates=gates,
-                                require_signed=args.require_signed, warnings=warnings)
+                                require_signed=args.require_signed, warnings=warnings,
+                                rehash=args.rehash)
         except (CliError, VerdictInputError) as err:
             if len(args.dirs) == 1:
                 raise CliError(str(err)) from None
@@ -183,8 +184,7 @@ def compute_history(run: Path, archive: str | None = None, *,
     Streams the ledger: each session keeps its row, never its per-file digests.  An
     unreadable line is a row of its own (``verdict: UNREADABLE``); with the signing key
     set, a line without a valid signature is a row marked ``UNSIGNED`` and flips nothing."""
-    from pytest_mlgates.archive import archive_location
-    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError, archive_location
     from pytest_mlgates.ledger import LEDGER_NAME, iter_lines, signature_state
     from pytest_mlgates.verdict import VerdictInputError, signing_key
 
@@ -195,10 +195,7 @@ def compute_history(run: Path, archive: str | None = None, *,
     base, name = archive_location(Path(os.path.abspath(run)), archive)
     path = base / name / LEDGER_NAME
     try:
-        folder = ArchiveDir.open(base, name, create=False)
-        handle = folder.open_for_reading(LEDGER_NAME) if folder is not None else None
-        if folder is not None:
-            folder.close()
+        handle = ArchiveDir.open_file(base, name, LEDGER_NAME)
     except ArchiveError as err:
         raise CliError(str(err)) from None
     rows: list[dict[str, Any]] = []
@@ -326,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="gate files or dirs that must have run whole in the newest "
                              "GREEN session (default: every gate file archived sessions of "
                              "the run ran that still exists)")
+    verdict_cmd.add_argument("--rehash", action="store_true",
+                             help="read every byte of the run: do not reuse the digests of "
+                             "unchanged files kept in acceptance/fingerprint-cache.json")
     history_cmd = sub.add_parser("history",
                                  help="every archived session and the criteria that flipped")
     history_cmd.add_argument("dir", help="the run dir")

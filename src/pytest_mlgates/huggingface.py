@@ -107,7 +107,7 @@ class GatesCallback(TrainerCallback):  # type: ignore[misc]
         completed = math.floor(state.epoch + 1e-6) if state.epoch is not None else 0
         if self.verdict is not None or completed < self.after_epoch:
             return
-        verdict = _check(self.gates, completed) if state.is_world_process_zero else None
+        verdict = self.gates.check_or_warn(completed) if state.is_world_process_zero else None
         verdict = _broadcast(verdict)
         if verdict is not None and verdict.red:
             self.verdict = verdict
@@ -116,16 +116,6 @@ class GatesCallback(TrainerCallback):  # type: ignore[misc]
                 log.warning("in-flight gate RED after epoch %d: %s; recorded in %s", completed, verdict.reason,
                             self.gates.run_dir / "mlgates_inflight.json")
 
-
-def _check(gates: Gates, completed: int) -> Verdict:
-    """``gates.check``; a plugin failure warns instead of killing the user's run."""
-    try:
-        return gates.check(completed)
-    except Exception as exc:  # noqa: BLE001 - training goes on; acceptance judges later
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        warnings.warn(f"in-flight gates: after epoch {completed}: not judged ({type(exc).__name__}: {text[:200]})",
-                      InflightGateWarning, stacklevel=3)
-        return Verdict(red=False, epoch=completed, checked=False)
 
 
 def _broadcast(verdict: Verdict | None) -> Verdict | None:

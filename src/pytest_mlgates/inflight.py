@@ -141,6 +141,18 @@ class Gates:
                 return verdict
         return Verdict(red=False, epoch=epoch)
 
+    def check_or_warn(self, epoch: int) -> Verdict:
+        """:meth:`check` for a trainer's callback: a failure of the plugin itself warns (an
+        :class:`InflightGateWarning`) instead of killing the user's run; acceptance judges
+        the run after training."""
+        try:
+            return self.check(epoch)
+        except Exception as exc:  # noqa: BLE001 - training goes on; acceptance judges later
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            warnings.warn(f"in-flight gates: after epoch {epoch}: not judged ({type(exc).__name__}: {text[:200]})",
+                          InflightGateWarning, stacklevel=3)
+            return Verdict(red=False, epoch=epoch, checked=False)
+
     def _judge(self, criterion: Any, run: Any) -> tuple[bool, str]:
         aliases = dict(self.document.metric_aliases)
         if criterion.kind == "check":

@@ -141,7 +141,7 @@ def check_entry(entry: Any) -> str | None:
     for name in ("time", "run", "plugin_version", "rootdir"):
         if not isinstance(entry.get(name), str):
             return f"{name} is not a string"
-    for name in ("fingerprint", "void", "archive_dir"):
+    for name in ("fingerprint", "void", "archive_dir", "fingerprint_hash"):
         if not isinstance(entry.get(name), _TEXT_OR_NONE):
             return f"{name} is not a string or null"
     if entry.get("files") is not None and not _str_map(entry.get("files")):

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_mlgates.inflight import Gates, InflightGateWarning, Verdict
+from pytest_mlgates.inflight import Gates, Verdict
 from pytest_mlgates.subject import PreflightSubject, SubjectError
 
 try:
@@ -182,7 +182,7 @@ class GatesCallback(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:  # Lightning saves after each log call; direct calls buffer
                 logger.save()
-            verdict = _check(self.gates, completed)
+            verdict = self.gates.check_or_warn(completed)
         if broadcast:
             verdict = trainer.strategy.broadcast(verdict, src=0)
         self._judged = completed
@@ -219,16 +219,6 @@ def _write_last_checkpoints(trainer: Any) -> None:
             os.unlink(path)
         trainer.save_checkpoint(path, weights_only=callback.save_weights_only)
 
-
-def _check(gates: Gates, completed: int) -> Verdict:
-    """``gates.check``; a plugin failure warns instead of killing the user's run."""
-    try:
-        return gates.check(completed)
-    except Exception as exc:  # noqa: BLE001 - training goes on; acceptance judges later
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        warnings.warn(f"in-flight gates: after epoch {completed}: not judged ({type(exc).__name__}: {text[:200]})",
-                      InflightGateWarning, stacklevel=3)
-        return Verdict(red=False, epoch=completed, checked=False)
 
 
 # =========================================================================== the subject

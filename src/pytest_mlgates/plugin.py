@@ -93,6 +93,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("run", runs, indirect=True, ids=[r.label for r in runs])
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n``, one run dir's items go to one worker (``sweep.py`` says why); None
+    leaves the choice to xdist."""
+    from pytest_mlgates import sweep
+
+    return sweep.RunScheduling(config, log) if sweep.wanted(config) else None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

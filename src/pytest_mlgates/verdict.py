@@ -16,7 +16,11 @@ The rules, in the order they are applied (each fails closed):
    any archived session ran for this run that still exists, so running one gate file of
    several cannot stand in for the others.
 6. GREEN, but the plugin's version, the run's files, the gate files or the code a key link
-   points to changed since -> STALE, naming what changed.
+   points to changed since -> STALE, naming what changed.  The run's files are
+   fingerprinted with the algorithm the session used (``fingerprint_hash``; SHA-256 for
+   lines that do not say); one this interpreter cannot compute -> UNCHECKED.  Digests in
+   the fingerprint cache are reused for files whose size, mtime, ctime, inode and device
+   are unchanged (``fingerprint_cache.py``), unless ``rehash``.
 7. Otherwise ACCEPTED.
 """
 
@@ -103,11 +107,12 @@ def compute_verdict(
     require_signed: bool = False,
     environ: Mapping[str, str] | None = None,
     warnings: list[str] | None = None,
+    rehash: bool = False,
 ) -> dict[str, Any]:
     """The verdict as a plain dict (what ``--json`` prints): ``verdict``, ``reason`` and the
-    evidence behind it.  Notes about older unreadable lines go to ``warnings``."""
-    from pytest_mlgates.archive import archive_location
-    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+    evidence behind it.  Notes about older unreadable lines go to ``warnings``.  With
+    ``rehash``, every file is read (the fingerprint cache is not consulted, then rewritten)."""
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError, archive_location
     from pytest_mlgates.inflight import read_inflight_stop
     from pytest_mlgates.ledger import LEDGER_NAME, iter_lines
 
@@ -122,10 +127,7 @@ def compute_verdict(
                           f"{_short(stop.get('criterion'))} at epoch {_short(stop.get('epoch'))}"
                           f" ({_short(stop.get('reason'), 200)})"}
     try:
-        folder = ArchiveDir.open(base, name, create=False)
-        handle = folder.open_for_reading(LEDGER_NAME) if folder is not None else None
-        if folder is not None:
-            folder.close()
+        handle = ArchiveDir.open_file(base, name, LEDGER_NAME)
     except ArchiveError as err:
         raise VerdictInputError(str(err)) from None
     if handle is None:
@@ -137,11 +139,24 @@ def compute_verdict(
         except OSError as err:
             raise VerdictInputError(f"{result['ledger']}: cannot read the ledger "
                                     f"({err.strerror or err})") from None
-    return _judge(run, scan, result, key, required, warnings)
+    cache = _CacheUse(base, name, key, rehash)
+    return _judge(run, scan, result, key, required, warnings, cache)
+
+
+@dataclass
+class _CacheUse:
+    """Where the run's fingerprint cache is, the key it must be signed with, and whether
+    to ignore it (``--rehash``)."""
+
+    base: Path
+    name: str
+    key: bytes | None
+    rehash: bool
 
 
 def _judge(run: Path, scan: Scan, result: dict[str, Any], key: bytes | None,
-           required: list[Path] | None, warnings: list[str] | None) -> dict[str, Any]:
+           required: list[Path] | None, warnings: list[str] | None,
+           cache: _CacheUse | None = None) -> dict[str, Any]:
     result["sessions"] = scan.sessions
     ignored = ""
     if key is not None:
@@ -198,19 +213,21 @@ def _judge(run: Path, scan: Scan, result: dict[str, Any], key: bytes | None,
         return {**result, "verdict": "UNCHECKED",
                 "reason": f"gate files {which} were not run whole by the newest GREEN session: "
                           f"{_named(uncovered)}"}
-    stale = _staleness(run, newest)
+    stale = _staleness(run, newest, cache)
     if stale is not None:
-        return {**result, **stale, "verdict": "STALE", "reason": stale["reason"] + ignored}
+        return {**result, "verdict": "STALE", **stale, "reason": stale["reason"] + ignored}
     tail = f" ({later} later partial GREEN session{'s' if later != 1 else ''} not counted)" \
         if later else ""
     return {**result, "verdict": "ACCEPTED",
             "reason": f"GREEN session of {newest['time']} matches the files now{tail}{ignored}"}
 
 
-def _staleness(run: Path, newest: dict[str, Any]) -> dict[str, Any] | None:
-    """Why a GREEN session no longer describes the run (STALE), or None."""
+def _staleness(run: Path, newest: dict[str, Any],
+               cache: _CacheUse | None = None) -> dict[str, Any] | None:
+    """Why a GREEN session no longer describes the run (STALE), or None.  A fingerprint
+    this interpreter cannot check makes it ``"verdict": "UNCHECKED"`` instead."""
     import pytest_mlgates
-    from pytest_mlgates.fingerprint import describe, diff_files, snapshot
+    from pytest_mlgates.fingerprint import available, describe, diff_files
 
     version = str(pytest_mlgates.__version__)
     if newest["plugin_version"] != version:
@@ -218,11 +235,13 @@ def _staleness(run: Path, newest: dict[str, Any]) -> dict[str, Any] | None:
                 "reason": f"the GREEN session was judged by pytest-mlgates "
                           f"{_short(newest['plugin_version'])}; this is {version}: run the "
                           "gates again"}
-    try:
-        now = snapshot(run)
-    except OSError as err:
-        raise VerdictInputError(f"{run}: cannot fingerprint the run "
-                                f"({err.strerror or err})") from None
+    algorithm = newest.get("fingerprint_hash") or "sha256"
+    if not available(algorithm):
+        return {"verdict": "UNCHECKED", "fingerprint_hash": algorithm,
+                "reason": f"the GREEN session fingerprinted the run with {_short(algorithm)}, "
+                          "which this interpreter cannot compute"
+                          + (" (pip install blake3)" if algorithm == "blake3" else "")}
+    now = _fingerprint_now(run, algorithm, cache)
     if now.digest != newest["fingerprint"]:
         recorded = newest.get("files")
         changes = diff_files(recorded, now.files) if isinstance(recorded, dict) else {
@@ -242,6 +261,25 @@ def _staleness(run: Path, newest: dict[str, Any]) -> dict[str, Any] | None:
         return {"changes": {"code": code},
                 "reason": "code a key link points to changed since the newest GREEN session"}
     return None
+
+
+def _fingerprint_now(run: Path, algorithm: str, cache: _CacheUse | None) -> Any:
+    """The run's snapshot now, reusing the cache's digests where sound, and the cache
+    written back when anything had to be read."""
+    from pytest_mlgates import fingerprint_cache
+    from pytest_mlgates.fingerprint import snapshot
+
+    known = None
+    if cache is not None and not cache.rehash:
+        known = fingerprint_cache.load(cache.base, cache.name, run, algorithm, cache.key)
+    try:
+        now = snapshot(run, algorithm=algorithm, known=known)
+    except OSError as err:
+        raise VerdictInputError(f"{run}: cannot fingerprint the run "
+                                f"({err.strerror or err})") from None
+    if cache is not None and now.hashed:
+        fingerprint_cache.save(cache.base, cache.name, run, now, cache.key)
+    return now
 
 
 def _not_run(newest: dict[str, Any], scan: Scan, required: list[Path] | None) -> list[str]:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from pytest_mlgates.lightning import GatesCallback
 from torch.utils.data import DataLoader, TensorDataset
 
 from model import ModelConfig, build_model, evaluate
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nan-at-epoch", type=int, default=None,
                         help="fault: the weights turn NaN at the start of this epoch (0-based, "
                              "as Lightning and its metrics.csv number it)")
+    parser.add_argument("--gates", type=Path, default=None,
+                        help="in-flight gate file judged after every epoch (its stage: inflight criteria)")
     args = parser.parse_args(argv)
 
     L.seed_everything(args.seed, verbose=False)
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         callbacks=[  # one best checkpoint per tracked metric
             ModelCheckpoint(monitor="val_loss", mode="min", filename="best-val_loss-{epoch}", save_last=True),
             ModelCheckpoint(monitor="val_f1", mode="max", filename="best-val_f1-{epoch}"),
+            # a doomed run stops after its first epochs (after_epoch counts completed epochs from 1)
+            *([GatesCallback(args.gates, after_epoch=2)] if args.gates else []),
         ],
         deterministic=True,
         log_every_n_steps=1,

@@ -3,6 +3,8 @@
     python -m wine.train_plain --run-dir runs/plain                       # healthy
     python -m wine.train_plain --run-dir runs/collapsed --drop-class 2    # class 2 never learnt
     python -m wine.train_plain --run-dir runs/nan --nan-at-epoch 3        # weights NaN from epoch 3
+    python -m wine.train_plain --run-dir runs/gated --drop-class 2 --gates acceptance/plain.gates.yaml
+                                                                          # stopped after epoch 2
 
 The run dir it writes (``acceptance/plain.gates.yaml``'s ``run:`` section says where each
 thing is, so no particular layout is needed)::
@@ -31,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pytest_mlgates.inflight import Gates
 
 from model import ModelConfig, build_model, evaluate
 from wine.data import NUM_CLASSES, load_data
@@ -54,14 +57,19 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def train_one_epoch(model: torch.nn.Module, loader: Any, optimizer: torch.optim.Optimizer) -> float:
+def train_one_epoch(model: torch.nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
+                    accumulate: int = 1) -> float:
+    """One pass over ``loader``; the optimizer steps once per ``accumulate`` batches, on the
+    gradient of their mean loss (``pytest -m preflight`` checks exactly that)."""
     model.train()
     total, seen = 0.0, 0
-    for x, y in loader:
+    optimizer.zero_grad()
+    for i, (x, y) in enumerate(loader, start=1):
         loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        (loss / accumulate).backward()
+        if i % accumulate == 0 or i == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
         total += loss.item() * len(y)
         seen += len(y)
     return total / seen
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nan-at-epoch", type=int, default=None,
                         help="fault: the weights turn NaN at the start of this epoch (1-based, "
                              "as the log numbers it), as after a divergence")
+    parser.add_argument("--gates", type=Path, default=None,
+                        help="in-flight gate file judged after every epoch (its stage: inflight criteria)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     columns = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                *(f"val_recall_{c}" for c in range(NUM_CLASSES))]
     best: dict[str, float | None] = {metric: None for metric in TRACKED}
+    # a doomed run stops after its first epochs, not after all of them
+    gates = Gates(args.gates, run_dir=run, after_epoch=2) if args.gates else None
 
     with open(run / "logs" / "metrics.csv", "w", newline="") as log_file:
         log = csv.DictWriter(log_file, fieldnames=columns)
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                 with torch.no_grad():
                     for p in model.parameters():
                         p.fill_(math.nan)
-            row = {"epoch": epoch, "train_loss": train_one_epoch(model, loader, optimizer),
+            row = {"epoch": epoch, "train_loss": train_one_epoch(model, loader, optimizer, config.accumulate),
                    **validate(model, data.x["val"], data.y["val"])}
             log.writerow(row)
             log_file.flush()  # a reader (in-flight gates, a colleague) sees every finished epoch
@@ -130,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
             save_atomic(state, run / "ckpt" / "last.pt")
             print(f"epoch {epoch:3d}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                   f"val_f1 {row['val_f1']:.3f}")
+            if gates is not None:  # after the epoch's log row and checkpoints are on disk
+                verdict = gates.check(epoch)
+                if verdict.red:
+                    print(f"stopped by an in-flight gate: {verdict.reason}")
+                    break
 
 
 if __name__ == "__main__":
