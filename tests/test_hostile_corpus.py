@@ -425,9 +425,32 @@ def _ledger_hardlink_out(run: Path, root: Path) -> None:
     os.link(target, ledger)
 
 
+def _forged_cache(run: Path, root: Path) -> None:
+    """The log changes; the fingerprint cache is rewritten to vouch the old digest for the
+    new bytes (their size, times, inode; a clock after them), unsigned: under the key it
+    must be ignored and the change found."""
+    from pytest_mlgates.fingerprint import file_key
+
+    cache = run / "acceptance" / "fingerprint-cache.json"
+    data = json.loads(cache.read_bytes())
+    log = run / "training_log.csv"
+    log.write_text("epoch,val_loss\n1,0.9\n2,0.95\n")
+    old = data["entries"]["training_log.csv"][5]
+    data["entries"]["training_log.csv"] = [*file_key(log.stat()), old]
+    data["clock_ns"] = log.stat().st_ctime_ns + 10**12
+    data.pop("signature", None)
+    cache.write_text(json.dumps(data))
+
+
+def _cache_text(text: str) -> Callable[[Path, Path], None]:
+    return lambda run, root: (run / "acceptance" / "fingerprint-cache.json").write_text(text)
+
+
 #: name -> (attack on a run with one signed GREEN session, what must name it, where):
 #: "verdict" -- the verdict is not ACCEPTED and names it; "session" -- the next session
-#: refuses to archive, in one line naming it (and writes nothing outside)
+#: refuses to archive, in one line naming it (and writes nothing outside); "accepted" --
+#: the attack is on the fingerprint cache, which can only save reading: the verdict reads
+#: the files again and the unchanged run stays ACCEPTED (nothing outside read or written)
 ARCHIVE_ATTACKS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
     "torn_newest_line": (_append("acceptance/ledger.jsonl", b'{"verdict": "RED", "crit'), "line 2", "verdict"),
     "counts_not_a_dict": (_newest_line_with(counts="x"), "line 2", "verdict"),
@@ -446,6 +469,13 @@ ARCHIVE_ATTACKS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
     "lock_link_out": (lambda run, root: h.link_out(run / "acceptance" / "ledger.jsonl.lock", root,
                                                    f"{run.name}-lock"), "ledger.jsonl.lock", "session"),
     "ledger_hard_link_out": (_ledger_hardlink_out, "hard links", "session"),
+    "cache_forged_unsigned": (_forged_cache, "training_log.csv", "verdict"),
+    "cache_link_out": (lambda run, root: h.link_out(run / "acceptance" / "fingerprint-cache.json", root,
+                                                    f"{run.name}-cache.json"), "ACCEPTED", "accepted"),
+    "cache_fifo": (lambda run, root: h.make_fifo(run / "acceptance" / "fingerprint-cache.json"), "ACCEPTED",
+                   "accepted"),
+    "cache_huge_int": (_cache_text('{"format": 1, "clock_ns": ' + h.HUGE_DIGITS + "}"), "ACCEPTED", "accepted"),
+    "cache_deep": (_cache_text(h.json_deep()), "ACCEPTED", "accepted"),
 }
 
 
@@ -480,19 +510,25 @@ def test_hostile_archives_are_never_accepted_and_never_written_outside(tmp_path:
         fragment = ARCHIVE_ATTACKS[name][1]
         assert any(f"runs/{name}" in line and fragment in line and "refused" in line for line in refused), (
             name, refused)
-    for k, name in enumerate(n for n in names if ARCHIVE_ATTACKS[n][2] == "verdict"):
+    for k, name in enumerate(n for n in names if ARCHIVE_ATTACKS[n][2] in ("verdict", "accepted")):
+        accepted = ARCHIVE_ATTACKS[name][2] == "accepted"
         proc = subprocess.run([*(wrap(k + 1) if wrap else []), sys.executable, "-m", "pytest_mlgates.cli", "verdict",
                                f"runs/{name}"], cwd=root, capture_output=True, text=True, env=env, check=False,
                               timeout=SESSION_TIMEOUT_S, preexec_fn=limit_memory)
         out = (proc.stdout + proc.stderr).strip()
-        assert proc.returncode != 0 and not out.startswith("ACCEPTED"), (name, out)
+        if accepted:
+            assert proc.returncode == 0 and out.startswith("ACCEPTED"), (name, out)
+        else:
+            assert proc.returncode != 0 and not out.startswith("ACCEPTED"), (name, out)
         # one verdict line; what follows it is the verdict's indented detail, never a trace
         assert "Traceback" not in out and all(line.startswith(" ") for line in out.splitlines()[1:]), (
             name, out[-2000:])
         assert ARCHIVE_ATTACKS[name][1] in out, (name, out)
     check_outside(runs, armed, "archive")
-    print(f"\narchive: {len(names)} hostile archives: {len(names) - len(session_names)} verdicts not ACCEPTED, "
-          f"{len(session_names)} sessions refused to archive, nothing outside read or written")
+    harmless = sum(ARCHIVE_ATTACKS[n][2] == "accepted" for n in names)
+    print(f"\narchive: {len(names)} hostile archives: {len(names) - len(session_names) - harmless} verdicts not "
+          f"ACCEPTED, {len(session_names)} sessions refused to archive, {harmless} caches ignored (the run still "
+          "ACCEPTED), nothing outside read or written")
 
 
 # --------------------------------------------------------------------------- the count
