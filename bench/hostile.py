@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,15 +58,14 @@ def session(scratch: Path, name: str, timeout: float, limit_gb: float) -> dict[s
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
            "PYTHONDONTWRITEBYTECODE": "1"}
     limit = int(limit_gb * (1 << 30))
-
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # the limit is set by a launcher that then execs pytest (same pid for os.wait4)
+    launcher = [sys.executable, "-c", ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, "
+                                       f"({limit}, {limit})); os.execv(sys.argv[1], sys.argv[1:])")]
 
     out_path = scratch / f"out-{name}.txt"
     with open(out_path, "w") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=scratch, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=limits)
+        proc = subprocess.Popen([*launcher, *command], cwd=scratch, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = started + timeout
         hung = False
         while True:

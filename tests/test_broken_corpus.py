@@ -82,15 +82,15 @@ class CorpusResults:
 
 def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[str, str] | None = None, *,
                  gate_files: tuple[str, ...] = ("acc.gates.yaml",), wrap: Callable[[int], list[str]] | None = None,
-                 preexec_fn: Callable[[], None] | None = None, timeout: float = SESSION_TIMEOUT_S,
+                 timeout: float = SESSION_TIMEOUT_S,
                  runs_dir: str = "runs", extra: tuple[str, ...] = (),
                  extras: list[tuple[str, ...]] | None = None,
                  ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str], list[int]]:
     """Run ``acc.gates.yaml`` (or ``gate_files``) in ``root`` once per (run names, baseline)
     side by side -- each session one pytest process with one ``--run-dir runs/<name>`` per
     entry -- and read every item's verdict from its JUnit XML: ({(gate, run): item}, outputs,
-    exit codes).  ``wrap(k)`` prefixes session k's command (``strace ...``); ``preexec_fn``
-    sets its limits; ``extra`` are more pytest arguments (``extras[k]``: session k's own)."""
+    exit codes).  ``wrap(k)`` prefixes session k's command (``strace ...``, a
+    launcher that sets limits); ``extra`` are more pytest arguments (``extras[k]``: session k's own)."""
     items: dict[tuple[str, str], dict[str, Any]] = {}
     outputs: list[str] = []
     codes: list[int] = []
@@ -102,7 +102,7 @@ def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[st
         for name in names:
             args += ["--run-dir", f"{runs_dir}/{name}"]
         procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=env, preexec_fn=preexec_fn))
+                                      env=env))
     for k, proc in enumerate(procs):
         try:
             out, _ = proc.communicate(timeout=timeout)

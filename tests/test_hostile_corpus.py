@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,9 +44,9 @@ from broken_foreign import BREAKAGES as FOREIGN_BREAKAGES
 from broken_foreign import HOSTILE as FOREIGN_HOSTILE
 from broken_foreign import HOSTILE_HEALTHY_OF, HOSTILE_SOURCES, build_foreign_corpus
 from broken_runs import BREAKAGES, HOSTILE, MARKER_NAME, build_corpus
-from conftest import TRAINER_SCRIPTS, need_package, trainer_env
 from test_broken_corpus import CONFTEST, PLUGIN_SRC, gate_file_text, item_problems, run_sessions
 
+from conftest import TRAINER_SCRIPTS, need_package, trainer_env
 from pytest_mlgates.gates import GATE_NAMES
 
 LIMIT_AS = 2 << 30
@@ -77,8 +76,12 @@ def pytest_runtest_protocol(item, nextitem):
 HUNG = "Timeout ("  # what faulthandler prints when the guard fires
 
 
-def limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_AS, LIMIT_AS))
+#: Prefix of every session's command: a launcher that sets ``RLIMIT_AS`` and then execs the
+#: command (same pid, so strace and ``os.wait4`` see it) -- not ``preexec_fn``, which is
+#: unsafe in a process with threads (an xdist worker has execnet's).
+LIMITED = [sys.executable, "-c", ("import os, resource, sys; "
+                                  f"resource.setrlimit(resource.RLIMIT_AS, ({LIMIT_AS}, {LIMIT_AS})); "
+                                  "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
 def _strace() -> str | None:
@@ -92,11 +95,12 @@ def _strace() -> str | None:
 STRACE = _strace()
 
 
-def strace_prefix(root: Path, tag: str) -> Callable[[int], list[str]] | None:
+def strace_prefix(root: Path, tag: str) -> Callable[[int], list[str]]:
+    """Session k's prefix: ``strace`` (where it works) around the memory-limited launcher."""
     if STRACE is None:
-        return None
+        return lambda k: list(LIMITED)
     return lambda k: [STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=open,openat,openat2", "-e", "signal=none",
-                      "-o", str(root / f"strace-{tag}-{k}.txt")]
+                      "-o", str(root / f"strace-{tag}-{k}.txt"), *LIMITED]
 
 
 _OPEN = re.compile(r'open(?:at2?)?\((?:[^,]*, )?"((?:[^"\\]|\\.)*)", ([A-Z_|0-9]+)')
@@ -199,8 +203,7 @@ def test_the_engine_meets_every_hostile_run_dir_in_one_line(tmp_path: Path) -> N
     write_session_files(root)
     armed = h.arm_sentinel(root / "runs")
     names = list(entries)
-    items, outputs, codes = run_sessions(root, [(names, "healthy")], wrap=strace_prefix(root, "engine"),
-                                         preexec_fn=limit_memory, timeout=SESSION_TIMEOUT_S)
+    items, outputs, codes = run_sessions(root, [(names, "healthy")], wrap=strace_prefix(root, "engine"), timeout=SESSION_TIMEOUT_S)
     check_no_hang(root)
     check_outputs(outputs, codes)
     hostile = [n for n in names if n != "healthy"]
@@ -264,8 +267,7 @@ def test_every_trainer_meets_every_hostile_run_dir_in_one_line(
         groups = [[n for n in names if FOREIGN_HOSTILE[n][0] == t] for t in trainers]
         fmts = [{"mlflow-sqlite": "mlflow", "mlflow-file": "mlflow"}.get(t, t) for t in trainers]
         found, outs, codes = run_sessions(
-            root, [(g, HOSTILE_HEALTHY_OF[g[0]]) for g in groups], env=env, wrap=strace_prefix(root, tag),
-            preexec_fn=limit_memory, timeout=SESSION_TIMEOUT_S, extras=[("--run-format", f) for f in fmts])
+            root, [(g, HOSTILE_HEALTHY_OF[g[0]]) for g in groups], env=env, wrap=strace_prefix(root, tag), timeout=SESSION_TIMEOUT_S, extras=[("--run-format", f) for f in fmts])
         check_no_hang(root)
         check_outputs(outs, codes)
         return found
@@ -335,11 +337,10 @@ def test_hostile_gate_files_are_one_collection_error_each(tmp_path: Path) -> Non
     # pytest itself never collects a FIFO (it is no file): given the folder, the session
     # must simply not wait on it; ``mlgates verdict --gates`` must refuse it in one line
     collected = [p for p in paths if not p.startswith("gates/fifo.")]
-    proc = subprocess.run([*(wrap(0) if wrap else []), sys.executable, "-m", "pytest", "gates", "--run-dir", "run",
+    proc = subprocess.run([*wrap(0), sys.executable, "-m", "pytest", "gates", "--run-dir", "run",
                            "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "--continue-on-collection-errors",
                            f"--junitxml={root / 'junit.xml'}"],
-                          cwd=root, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S,
-                          preexec_fn=limit_memory, check=False)
+                          cwd=root, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False)
     out = proc.stdout + proc.stderr
     check_no_hang(root)
     check_outputs([out], [proc.returncode], allowed=(1, 2))
@@ -353,9 +354,9 @@ def test_hostile_gate_files_are_one_collection_error_each(tmp_path: Path) -> Non
     for name, text in errors.items():
         assert "\n" not in text and "Traceback" not in text and PLUGIN_SRC not in text, (name, text[:500])
         assert "gates/" in text or ".gates" in text or "PLAN" in text, (name, text)
-    fifo = subprocess.run([*(wrap(1) if wrap else []), sys.executable, "-m", "pytest_mlgates.cli", "verdict", "run",
+    fifo = subprocess.run([*wrap(1), sys.executable, "-m", "pytest_mlgates.cli", "verdict", "run",
                            "--gates", "gates/fifo.gates.yaml"], cwd=root, capture_output=True, text=True,
-                          timeout=60, preexec_fn=limit_memory, check=False)
+                          timeout=60, check=False)
     fifo_out = (fifo.stdout + fifo.stderr).strip()
     assert fifo.returncode != 0 and "fifo.gates.yaml" in fifo_out, fifo_out[-2000:]
     assert "Traceback" not in fifo_out and len(fifo_out.splitlines()) == 1, fifo_out[-2000:]
@@ -499,10 +500,10 @@ def test_hostile_archives_are_never_accepted_and_never_written_outside(tmp_path:
     armed = h.arm_sentinel(runs)
     wrap = strace_prefix(root, "archive")
     session_names = [n for n, (_, _, where) in ARCHIVE_ATTACKS.items() if where == "session"]
-    second = subprocess.run([*(wrap(0) if wrap else []), *base,
+    second = subprocess.run([*wrap(0), *base,
                              *[a for n in session_names for a in ("--run-dir", f"runs/{n}")]],
                             cwd=root, capture_output=True, text=True, env=env, check=False,
-                            timeout=SESSION_TIMEOUT_S, preexec_fn=limit_memory)
+                            timeout=SESSION_TIMEOUT_S)
     check_no_hang(root)
     check_outputs([second.stdout + second.stderr], [second.returncode])
     refused = [line for line in second.stdout.splitlines() if line.startswith("mlgates: could not archive")]
@@ -512,9 +513,9 @@ def test_hostile_archives_are_never_accepted_and_never_written_outside(tmp_path:
             name, refused)
     for k, name in enumerate(n for n in names if ARCHIVE_ATTACKS[n][2] in ("verdict", "accepted")):
         accepted = ARCHIVE_ATTACKS[name][2] == "accepted"
-        proc = subprocess.run([*(wrap(k + 1) if wrap else []), sys.executable, "-m", "pytest_mlgates.cli", "verdict",
+        proc = subprocess.run([*wrap(k + 1), sys.executable, "-m", "pytest_mlgates.cli", "verdict",
                                f"runs/{name}"], cwd=root, capture_output=True, text=True, env=env, check=False,
-                              timeout=SESSION_TIMEOUT_S, preexec_fn=limit_memory)
+                              timeout=SESSION_TIMEOUT_S)
         out = (proc.stdout + proc.stderr).strip()
         if accepted:
             assert proc.returncode == 0 and out.startswith("ACCEPTED"), (name, out)
