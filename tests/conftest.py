@@ -148,6 +148,10 @@ TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "lightning-2ckpt-3": ("lightning_run.py", ("--track-recall", "--epochs", "3"), "lightning"),
     # last.ckpt written by trainer.save_checkpoint after fit: its epoch is one past the log's
     "lightning-after-fit": ("lightning_run.py", ("--save-after-fit",), "lightning"),
+    # val_loss gets worse in the last epoch: ModelCheckpoint(save_last=True) leaves last.ckpt stale
+    "lightning-worse-last": ("lightning_run.py", ("--worse-last",), "lightning"),
+    # ... and the fix: save_last on a ModelCheckpoint(monitor=None) of its own
+    "lightning-worse-last-fixed": ("lightning_run.py", ("--worse-last", "--last-every-epoch"), "lightning"),
     # a hand-written loop: its gate file's run: section says where the log and files are
     "plain": ("plain_run.py", (), "torch"),
     "plain-15": ("plain_run.py", ("--epochs", "15"), "torch"),

@@ -1,5 +1,5 @@
 """The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py,
-bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py) still run.
+bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py, bench/log_scale.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, and
 ``model.train.BackgroundWriter``, which it replaces with the same writer deferred, or a
@@ -43,6 +43,15 @@ def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
     assert re.search(r"peak memory\s+engine\s+[\d.]+ MiB\s+bare\s+[\d.]+ MiB\s+ratio \d\.\d{3}", out), out
     # the final losses of every run agree (interleaved x2 variants, engine and bare alone)
     assert re.search(r"agree to 8 decimals \(3 runs\)", out), out
+
+
+def test_the_log_scale_bench_runs() -> None:
+    """bench/log_scale.py --tiny: a 5,000-step log, the gate session against bare pytest + pandas."""
+    out = run_bench("log_scale.py", "--tiny")
+    assert re.search(r"log: 5000 steps, eval every 100: [\d.]+ MB CSV", out), out
+    assert re.search(r"^gates\s+wall median [\d.]+ .*peak RSS median [\d.]+", out, re.MULTILINE), out
+    assert re.search(r"gate session / \(bare pytest( \+ pandas)?\): \d+\.\d\d \(goal <= 1\.5\); "
+                     r"gate session peak RSS \d+ MB \(goal <= 400 MB\)", out), out
 
 
 @pytest.mark.slow

@@ -325,3 +325,8 @@ def test_without_lightning_the_adapter_says_what_to_install() -> None:
              "try:\n    import pytest_mlgates.lightning\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "pytest_mlgates.lightning needs PyTorch Lightning: pip install lightning"
+    probe = ("import sys\nsys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
+             "from pytest_mlgates import PreflightSubject\n"
+             "try:\n    PreflightSubject.from_lightning(object())\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "PreflightSubject.from_lightning needs PyTorch Lightning: pip install lightning"

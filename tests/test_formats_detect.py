@@ -154,3 +154,55 @@ def test_an_unlistable_dir_is_one_line(tmp_path: Path) -> None:
             open_run(run)
     finally:
         run.chmod(0o755)
+
+
+# --------------------------------------------------------------------------- the five formats of issue 17
+
+#: each run a format is detected by (file -> content: Keras is detected by its log's header)
+NEW_DEFINING: dict[str, list[dict[str, str]]] = {
+    "ultralytics": [{"results.csv": "epoch,train/loss\n", "args.yaml": "task: classify\n"},
+                    {"results.csv": "epoch,train/loss\n", "weights/last.pt": ""}],
+    "timm": [{"summary.csv": "epoch,train_loss\n", "args.yaml": "model: x\n"},
+             {"summary.csv": "epoch,train_loss\n", "last.pth.tar": ""}],
+    "keras": [{"training.log": "epoch,loss\n0,1.0\n", "best.keras": ""},
+              {"history.csv": "epoch;loss\n0;1.0\n", "ckpt/w.weights.h5": ""}],
+    "dvclive": [{"dvclive/metrics.json": "{}"}, {"dvclive/plots/metrics/loss.tsv": "step\tloss\n"}],
+    "wandb": [{"run-abc.wandb": ""}],
+}
+#: one defining file without its partner is no format: a results.csv, a summary.csv or an
+#: epoch CSV may be anyone's
+NOT_YET: list[dict[str, str]] = [{"results.csv": "epoch,train/loss\n"}, {"summary.csv": "epoch,train_loss\n"},
+                                 {"training.log": "epoch,loss\n0,1.0\n"}, {"best.keras": ""},
+                                 {"history.csv": "step,loss\n", "best.keras": ""}]
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("name", list(NEW_DEFINING))
+def test_new_formats_detected_by_their_defining_files_only(tmp_path: Path, name: str) -> None:
+    for i, files in enumerate(NEW_DEFINING[name]):
+        run = _write(tmp_path / f"r{i}", files)
+        make(run, STRAYS)
+        assert formats.detect(run) == name, files
+
+
+@pytest.mark.parametrize("files", NOT_YET, ids=lambda f: "+".join(f))
+def test_half_a_format_is_no_format(tmp_path: Path, files: dict[str, str]) -> None:
+    run = _write(tmp_path, files)
+    assert formats.detect(run) is None
+    with pytest.raises(RunDirError, match="not a run dir of any known format"):
+        formats.choose(run)
+
+
+def test_wandb_project_folder_leads_to_its_one_offline_run(tmp_path: Path) -> None:
+    inner = _write(tmp_path / "wandb" / "offline-run-20261207_1-abc", {"run-abc.wandb": ""})
+    (tmp_path / "wandb" / "latest-run").symlink_to(inner, target_is_directory=True)
+    assert formats.choose(tmp_path) == (inner, "wandb")
+    _write(tmp_path / "wandb" / "offline-run-20261207_2-def", {"run-def.wandb": ""})
+    with pytest.raises(RunDirError, match="2 W&B runs"):
+        formats.choose(tmp_path)

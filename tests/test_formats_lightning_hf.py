@@ -172,8 +172,8 @@ def test_run_format_forces_a_reader(tmp_path: Path) -> None:
     run_dir = lightning_dir(tmp_path)
     with pytest.raises(RunDirError, match="trainer_state.json: not found"):
         _ = open_run(run_dir, "huggingface").log
-    with pytest.raises(RunDirError, match="--run-format 'keras'"):
-        open_run(run_dir, "keras")
+    with pytest.raises(RunDirError, match="--run-format 'caffe'"):
+        open_run(run_dir, "caffe")
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -301,9 +301,9 @@ def test_run_format_option_in_a_session(tmp_path: Path, pytester: pytest.Pyteste
     forced = pytester.runpytest_subprocess(*common, "--run-format", "huggingface")
     forced.assert_outcomes(failed=1)
     forced.stdout.fnmatch_lines(["*version_0/trainer_state.json: not found*"])
-    bad = pytester.runpytest_subprocess(*common, "--run-format", "keras")
+    bad = pytester.runpytest_subprocess(*common, "--run-format", "caffe")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["*--run-format*invalid choice*keras*"])
+    bad.stderr.fnmatch_lines(["*--run-format*invalid choice*caffe*"])
 
 
 def test_best_checkpoints_without_metrics_on_a_run_that_tracks_none(tmp_path: Path) -> None:
@@ -400,3 +400,52 @@ def test_check_expressions_use_lightnings_own_epoch_numbers(tmp_path: Path) -> N
     outcome = compile_check("final.val_loss < 0.5").evaluate(env)
     assert not outcome.passed and outcome.text == "val_loss = 0.600 at epoch 2 (final); needs < 0.5"
     assert compile_check("best.val_loss == 0.5").evaluate(env).passed
+
+
+def hf_tied_dir(root: Path, *, best_step: int = 40) -> Path:
+    """An HF run with metric_for_best_model='f1_macro' whose F1 (and accuracy) tie at 1.0
+    from epoch 4 on: the Trainer keeps checkpoint-40, the first epoch at the maximum
+    (``operator.gt``: a tie never replaces the best)."""
+    from safetensors.torch import save_file
+
+    out = root / "out"
+    out.mkdir()
+    f1 = [0.6, 0.8, 0.95, 1.0, 1.0, 1.0]
+    acc = [0.7, 0.85, 0.97, 1.0, 1.0, 1.0]
+    history: list[dict[str, Any]] = []
+    for i, (f, a) in enumerate(zip(f1, acc), start=1):
+        history.append({"epoch": float(i), "step": 10 * i, "loss": 1.0 / i, "learning_rate": 0.01})
+        history.append({"epoch": float(i), "step": 10 * i, "eval_loss": 0.5 / i, "eval_accuracy": a,
+                        "eval_f1_macro": f, "eval_runtime": 0.1})
+    state = {"epoch": 6.0, "global_step": 60, "log_history": history, "best_metric": 1.0,
+             "best_global_step": best_step, "best_model_checkpoint": f"/x/out/checkpoint-{best_step}"}
+    for step in (best_step, 60):
+        ck = out / f"checkpoint-{step}"
+        ck.mkdir(exist_ok=True)
+        save_file(_tiny_state(""), str(ck / "model.safetensors"))
+        (ck / "trainer_state.json").write_text(json.dumps(dict(state, epoch=step / 10, global_step=step)))
+    (out / "trainer_state.json").write_text(json.dumps(state))
+    return out
+
+
+def test_hf_best_checkpoint_green_when_two_metrics_tie_at_the_best_step(tmp_path: Path) -> None:
+    """issue 17: best_metric 1.0 at checkpoint-40 is both eval_accuracy and eval_f1_macro;
+    it is F1's best by the Trainer's own rule (first epoch at the maximum), so GREEN -- it
+    was RED: ``checkpoint-40 is the best of 'eval_accuracy', not 'eval_f1_macro'``."""
+    out = hf_tied_dir(tmp_path)
+    r = run_gate(out, "best_checkpoints", {"metrics": ["eval_f1_macro"]})
+    assert r.passed, r.message
+    r = run_gate(out, "best_checkpoints", {"metrics": [{"metric": "val_f1", "mode": "max"}]},
+                 aliases={"val_f1": "eval_f1_macro"})
+    assert r.passed, r.message
+    assert open_run(out).checkpoint_path("best_eval_f1_macro").name == "checkpoint-40"
+
+
+def test_hf_best_checkpoint_red_when_a_tie_is_not_the_trainers_first(tmp_path: Path) -> None:
+    """checkpoint-50 also holds 1.0, but the Trainer keeps the first epoch at the maximum
+    (40): a best_model_checkpoint at 50 is not what the Trainer's rule gives for either."""
+    out = hf_tied_dir(tmp_path, best_step=50)
+    r = run_gate(out, "best_checkpoints", {"metrics": ["eval_f1_macro"]})
+    assert not r.passed
+    assert "checkpoint-50: epoch = 5; needs 4, the best eval_f1_macro (max) epoch" in r.message, r.message
+    assert "epoch 5 ties at 1.000; the first epoch at the best value is kept" in r.message, r.message

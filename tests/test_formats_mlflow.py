@@ -508,3 +508,33 @@ def test_fingerprint_of_an_artifact_folder_run_covers_its_rows_in_the_db(
     digest2, files2 = fingerprint(folder)
     assert digest2 != digest
     assert diff_files(files, files2)["changed"] == [f"mlflow.db#{rid}"]
+
+
+# --------------------------------------------------------------------------- artifact paths
+
+
+@pytest.mark.parametrize("rel", ["artifacts/checkpoints/best_val_loss.pt", "checkpoints/best_val_loss.pt"])
+def test_artifact_gate_takes_run_folder_and_artifacts_relative_paths(tmp_path: Path, rel: str) -> None:
+    """issue 17: a file-store run folder holding artifacts/checkpoints/best_val_loss.pt; the
+    gate file names it relative to the run folder (as the spec says) or to the artifacts
+    folder: both find it. (It was RED naming the very file that exists:
+    ``.../artifacts/checkpoints/best_val_loss.pt: not found``.)"""
+    from gate_helpers import run_gate
+
+    run_dir = make_file_run(tmp_path, {"val_loss": "1 0.5 0\n2 0.4 1\n"})
+    (run_dir / "artifacts" / "checkpoints").mkdir(parents=True)
+    (run_dir / "artifacts" / "checkpoints" / "best_val_loss.pt").write_bytes(b"weights")
+    r = run_gate(run_dir, "artifact", {"path": rel})
+    assert r.passed, r.message
+    assert r.message.endswith("artifacts/checkpoints/best_val_loss.pt: exists"), r.message
+
+
+def test_artifact_gate_names_every_path_it_looked_at(tmp_path: Path) -> None:
+    from gate_helpers import run_gate
+
+    run_dir = make_file_run(tmp_path, {"val_loss": "1 0.5 0\n"})
+    (run_dir / "artifacts").mkdir()
+    r = run_gate(run_dir, "artifact", {"path": "checkpoints/best_val_loss.pt"})
+    assert not r.passed
+    assert (f"{run_dir}/checkpoints/best_val_loss.pt: not found (nor "
+            f"{run_dir}/artifacts/checkpoints/best_val_loss.pt)") in r.message, r.message

@@ -143,9 +143,12 @@ def test_a_jsonl_log_of_steps_is_numbered_by_step(tmp_path: Path) -> None:
     rows += [{"step": 60, "epoch": 2, "val_loss": 0.4}]
     write_log(tmp_path, rows, "logs/steps.jsonl")
     run = open_run(tmp_path, None, section_of(gate_text("logs/steps.jsonl")))
+    assert run.log.index == "step"  # a log of steps: its epochs repeat, its steps number the rows
     assert run.log.epochs == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 60.0]
-    assert run.log.columns["logged_epoch"][:3] == [0.0, 0.0, 1.0]
+    assert run.log.columns["epoch"][:3] == [0.0, 0.0, 1.0]  # the epoch stays a column, as logged
     assert math.isnan(run.log.columns["val_loss"][0]) and 10 in run.log.empty["val_loss"]
+    values, steps = run.log.series("val_loss")  # a sparse column: only the rows that hold it
+    assert values.tolist() == [0.4] and steps.tolist() == [60.0]
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gate_helpers import BASE_LOG, make_run, run_gate, set_log_cell
@@ -185,17 +186,73 @@ def test_suspicious_perfection(tmp_path: Path, good: Path) -> None:
     r = run_gate(good, "suspicious_perfection")
     assert r.passed and r.value == "0.910"
     d = make_run(tmp_path / "r", values={"val_auroc": [0.9, 1.0, 0.99, 0.99, 0.99]}, checkpoints=False)
-    r = run_gate(d, "suspicious_perfection")
+    r = run_gate(d, "suspicious_perfection", {"samples": 400})
     assert not r.passed
-    assert r.message.startswith("val_auroc = 1.000 at epoch 2; needs < 1")
-    assert run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"]}).passed
-    assert not run_gate(good, "suspicious_perfection", {"at": 0.9}).passed
+    assert r.message.startswith("val_auroc = 1.000 at epoch 2 on 400 samples (samples: in the gate file); "
+                                "needs < 1 (a model right 99% of the time scores that with probability 0.018, "
+                                "below 0.05: leaked data or a shortcut?)"), r.message
+    assert run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"], "samples": 400}).passed
+    assert not run_gate(good, "suspicious_perfection", {"at": 0.9, "samples": 1000}).passed
 
 
 def test_suspicious_perfection_finds_renamed_columns(tmp_path: Path) -> None:
     d = make_run(tmp_path / "r", values={"val_balanced_acc": [0.5, 0.7, 1.0, 0.9, 0.9]}, checkpoints=False)
-    r = run_gate(d, "suspicious_perfection")
+    r = run_gate(d, "suspicious_perfection", {"samples": 500})
     assert not r.passed and r.message.startswith("val_balanced_acc = 1.000 at epoch 3")
+
+
+def test_suspicious_perfection_weighs_the_samples_of_splits_json(tmp_path: Path) -> None:
+    """issue 17: an honest load_wine split of 54 validation samples scoring 1.000 is no leak:
+    a model right 99% of the time scores that with probability 0.99 ** 54 = 0.58 (it was RED).
+    The count comes from the run's splits.json."""
+    import json
+
+    d = make_run(tmp_path / "r", values={"val_accuracy": [0.9, 0.96, 1.0, 1.0, 1.0]}, checkpoints=False)
+    splits = {"train": list(range(100)), "val": list(range(100, 154)), "test": list(range(154, 178))}
+    (d / "splits.json").write_text(json.dumps(splits))
+    r = run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"]})
+    assert r.passed, r.message
+    assert r.message == ("val_accuracy = 1.000 at epoch 3 on 54 samples ('val' of splits.json): a model right 99% "
+                         "of the time scores that with probability 0.58 (>= 0.05), so not called a leak; RED from "
+                         "299 samples")
+    splits["val"] = list(range(100, 400))
+    (d / "splits.json").write_text(json.dumps(splits))
+    r = run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"]})
+    assert not r.passed and "on 300 samples ('val' of splits.json)" in r.message and "0.049" in r.message
+    # a stricter honest model: 95% right scores 1.0 on 54 samples with probability 0.063; on 60, 0.046
+    assert run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"], "samples": 54, "honest": 0.95}).passed
+    assert not run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"], "samples": 60,
+                                                     "honest": 0.95}).passed
+
+
+def test_suspicious_perfection_takes_the_count_from_the_log(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "r", values={"val_accuracy": [0.9, 0.96, 1.0, 1.0, 1.0],
+                                         "val_samples": [500] * 5}, checkpoints=False)
+    r = run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"]})
+    assert not r.passed and "on 500 samples (val_samples in " in r.message, r.message
+    hf = make_run(tmp_path / "hf", values={"eval_accuracy": [0.9, 1.0, 1.0, 1.0, 1.0],
+                                           "eval_samples": [40] * 5}, checkpoints=False)
+    r = run_gate(hf, "suspicious_perfection", {"metrics": ["eval_accuracy"]})
+    assert r.passed and "on 40 samples (eval_samples in " in r.message, r.message
+
+
+def test_suspicious_perfection_says_when_the_count_is_unknown(tmp_path: Path) -> None:
+    d = make_run(tmp_path / "r", values={"val_accuracy": [0.9, 0.96, 1.0, 1.0, 1.0]}, checkpoints=False)
+    (d / "splits.json").unlink()
+    r = run_gate(d, "suspicious_perfection", {"metrics": ["val_accuracy"]})
+    assert not r.passed
+    assert r.message == ("val_accuracy = 1.000 at epoch 3; needs < 1 (a perfect val score usually means leaked data "
+                         "or a shortcut; the number of samples behind it is unknown, so it is not weighed: give "
+                         "samples: N or log val_samples)")
+
+
+@pytest.mark.parametrize("params", [{"honest": 1.0}, {"confidence": 0}, {"samples": 0}, {"samples": 2.5}])
+def test_suspicious_perfection_refuses_bad_parameters(params: dict[str, Any]) -> None:
+    from pytest_mlgates.errors import MlgatesError
+    from pytest_mlgates.gates import validate_params
+
+    with pytest.raises(MlgatesError, match="gate suspicious_perfection: parameter"):
+        validate_params("suspicious_perfection", params)
 
 
 # --------------------------------------------------------------------------- baseline

@@ -89,8 +89,13 @@ def test_leaked_groups_red_on_split_integrity_and_suspicious_perfection(trained_
     run = trained_run((*STAMPS, "train.batch_size=16", "data.faults=[leaked_groups]"))
     r = run_gate(run, "split_integrity")
     assert not r.passed and r.message.startswith("group ids in two splits = ")
+    # a perfect score on the ~80 val samples of this small run is weighed (issue 17): a model
+    # right 99% of the time gets it often, so it is no proof alone -- split_integrity is; with
+    # an honest model of 95% the same perfect score is implausible and RED
     r = run_gate(run, "suspicious_perfection")
-    assert not r.passed and " = 1.000 at epoch " in r.message
+    assert " = 1.000 at epoch " in r.message and " samples ('val' of splits.json)" in r.message, r.message
+    r = run_gate(run, "suspicious_perfection", {"honest": 0.95})
+    assert not r.passed and " = 1.000 at epoch " in r.message and "leaked data or a shortcut?" in r.message
 
 
 def test_honest_stamps_green_on_shortcut_and_splits(trained_run) -> None:  # type: ignore[no-untyped-def]

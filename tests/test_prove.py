@@ -148,3 +148,21 @@ def test_a_mutation_that_cannot_be_applied_is_no_defect(tmp_path: Path) -> None:
     by_name = {c["criterion"]: c for c in report["criteria"]}
     assert by_name["improves"]["note"] == "mutation failed: MutationError: training_log.csv: not in the run"
     assert by_name["few"]["note"] == "no mutation: the check names no logged column"
+
+
+def test_the_proof_is_never_written_through_a_symlinked_archive(tmp_path: Path) -> None:
+    """``<run>/acceptance`` a symlink to a folder outside the run: the proof is refused in
+    one line, nothing lands outside."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text("epoch,train_loss,val_loss\n1,0.9,0.8\n2,0.6,0.4\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run / "acceptance").symlink_to(outside)
+    gates = tmp_path / "g.gates.yaml"
+    gates.write_text("title: t\nexit_criteria:\n  - name: loss_falls\n    check: \"min(val_loss) < first(val_loss)\"\n")
+    proc = prove(str(run), "--gates", str(gates), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("mlgates: proof not written: ") and "symlink" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert list(outside.iterdir()) == []

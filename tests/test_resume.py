@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from conftest import REPO_ROOT, log_rows, run_model, small_overrides, train_command
 
 EPOCHS = 6

@@ -244,6 +244,27 @@ def test_resume_point_of_a_checkpoint_saved_after_fit_is_placed_by_its_step(
     assert r.passed and f"last.ckpt: epoch {TRAINER_EPOCHS - 1} with model, optimizer" in r.message, r.message
 
 
+def test_stale_last_ckpt_of_lightning_names_its_cause_and_the_fix(
+        trainer_run: Callable[[str, str], Path]) -> None:
+    """issue 17: since Lightning 2.6 ModelCheckpoint(save_last=True) rewrites last.ckpt only
+    when it saves a top-k file; val_loss gets worse in the last epoch of this run, so its
+    last.ckpt is an epoch behind. The RED line says why and what to add (not a bare
+    ``epoch = 2; needs 3``); with that fix the same run's resume point is GREEN."""
+    from gate_helpers import run_gate
+
+    r = run_gate(trainer_run("lightning-worse-last", "healthy"), "resume_point")
+    last = TRAINER_EPOCHS - 1
+    assert not r.passed
+    assert f"last.ckpt: epoch = {last - 1}; needs {last}, the last epoch in " in r.message, r.message
+    assert (f"(ModelCheckpoint(monitor='val_loss', save_last=True) rewrites last.ckpt only when it saves a top-k "
+            f"file (Lightning >= 2.6), and val_loss did not improve after epoch {last - 1}; for a resume point "
+            "every epoch add ModelCheckpoint(monitor=None, save_last=True))") in r.message, r.message
+    r = run_gate(trainer_run("lightning-worse-last-fixed", "healthy"), "resume_point")
+    assert r.passed and f"last.ckpt: epoch {last} with model, optimizer" in r.message, r.message
+    r = run_gate(trainer_run("lightning-worse-last-fixed", "healthy"), "best_checkpoints")
+    assert r.passed and f"best-epoch={last - 1}-" in r.message, r.message
+
+
 @pytest.mark.parametrize("trainer", ["lightning", "lightning-2ckpt", "lightning-2ckpt-3"])
 @pytest.mark.parametrize("stray", [False, True])
 def test_healthy_lightning_runs_have_no_false_red(

@@ -31,7 +31,7 @@ __all__ = [
 
 _LAZY = {
     "PreflightSubject": "pytest_mlgates.subject",
-    "SubjectError": "pytest_mlgates.subject",
+    "SubjectError": "pytest_mlgates.errors",
     "Gates": "pytest_mlgates.inflight",
     "open_run": "pytest_mlgates.rundir",
     "compile_check": "pytest_mlgates.expr",

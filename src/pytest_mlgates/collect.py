@@ -334,11 +334,17 @@ def _run_section(pair: tuple[Any, Any], where: _Located) -> Any:
     if fmt == "plain" and not section.log:
         raise where.error(node, "run: format: plain needs log: (the CSV or JSONL log, relative to the run dir)")
     if fmt != "plain":
+        from pytest_mlgates.formats import format_module
+
+        # a format whose files do not say everything (a Keras CSVLogger's file name, the
+        # metric a .keras best file was kept for) takes some of these keys too
+        accepted = getattr(format_module(fmt), "SECTION_KEYS", ()) if fmt else ()
         for key in PLAIN_ONLY_KEYS:
-            if key in values:
+            if key in values and key not in accepted:
                 knode = pairs[key][0]
+                takes = f"; format: {fmt} takes {', '.join(accepted)}" if accepted else ""
                 raise where.error(knode, f"run.{key} describes a plain run's files; it needs format: plain"
-                                         + (f" (this run: says format: {fmt})" if fmt else ""))
+                                         + (f" (this run: says format: {fmt}{takes})" if fmt else ""))
     return section
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError",
+    "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError", "SubjectError",
     "is_missing_extra", "missing_extra", "require_extra",
 ]
 
@@ -144,7 +144,7 @@ class MissingExtraError(MlgatesError):
 
 #: The extra of pytest-mlgates that installs each optional library.
 EXTRAS = {"torch": "torch", "safetensors": "torch", "sklearn": "sklearn", "PIL": "images",
-          "tensorboard": "tensorboard"}
+          "tensorboard": "tensorboard", "h5py": "keras"}
 
 
 def require_extra(module: str, what: str) -> Any:
@@ -175,3 +175,8 @@ def is_missing_extra(exc: BaseException) -> bool:
     """An ImportError of one of the optional libraries (``EXTRAS``): a gate that imported it
     directly, on a machine without that extra."""
     return isinstance(exc, ImportError) and (exc.name or "").split(".", 1)[0] in EXTRAS
+
+
+class SubjectError(MlgatesError, TypeError):
+    """A :class:`~pytest_mlgates.PreflightSubject` field that is missing or of the wrong
+    kind, or that an adapter cannot find (one line naming the keyword to pass)."""

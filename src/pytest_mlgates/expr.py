@@ -27,7 +27,7 @@ from __future__ import annotations
 import ast
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,24 +84,58 @@ _CONSTRUCTS: dict[type, str] = {
 
 
 class EvalEnv:
-    """What a check sees: the run's log as columns, and the run's best epoch.
+    """What a check sees: the run's log as columns, and the run's best row.
 
-    ``columns`` maps a column name to its values, one per logged epoch, in log order; the
-    ``epoch`` column, when present, numbers the rows (otherwise rows count 1, 2, ...).
-    ``best_epoch`` is the epoch ``best.<col>`` reads (``None``: the run records none).  It
-    may be given as a function, asked on first read: finding a run's best epoch can mean
-    opening a checkpoint (a Lightning run's monitor is in its ``.ckpt`` files), which a
-    check that never says ``best.`` must not need.
+    ``columns`` maps a column name to its values, one per row of the log, in log order
+    (lists, or numpy arrays, which are read without a copy).  ``index`` names the column
+    that numbers the rows: ``epoch`` (the default; without that column rows count 1, 2,
+    ...) or ``step`` for a log of optimizer steps.  ``held`` maps a *sparse* column to a
+    boolean mask of the rows that hold a value: its series are those rows only, so in a
+    log of steps ``min(eval_loss)`` reads the evaluation rows and ``len(eval_loss)``
+    counts evaluations.  Columns not in ``held`` have a value (maybe NaN) in every row.
+
+    ``best_epoch`` is the row number (an epoch, or a step in a log of steps) that
+    ``best.<col>`` reads (``None``: the run records none).  It may be given as a function,
+    asked on first read: finding a run's best epoch can mean opening a checkpoint (a
+    Lightning run's monitor is in its ``.ckpt`` files), which a check that never says
+    ``best.`` must not need.
     ``metric_aliases`` are a gate file's ``metrics:`` renames: the check says ``val_loss``,
     the log column is ``eval_loss``.
+
+    An env is meant to be shared by every check of one run: columns are converted to
+    arrays once, and the masked series are kept (:meth:`from_log` builds one from a log).
     """
 
-    def __init__(self, columns: dict[str, list[float]],
+    def __init__(self, columns: Mapping[str, Any],
                  best_epoch: float | Callable[[], int | float | None] | None = None,
-                 metric_aliases: dict[str, str] | None = None) -> None:
+                 metric_aliases: dict[str, str] | None = None, *,
+                 held: Mapping[str, Any] | None = None, index: str = "epoch") -> None:
         self.columns = columns
         self._best_epoch = best_epoch
         self.metric_aliases: dict[str, str] = {} if metric_aliases is None else metric_aliases
+        self.held: Mapping[str, Any] = {} if held is None else held
+        self.index = index
+        #: converted columns and masked series, shared by the checks evaluated on this env
+        self.cache: dict[Any, Any] = {}
+
+    @classmethod
+    def from_log(cls, log: Any, best_epoch: float | Callable[[], int | float | None] | None = None,
+                 metric_aliases: dict[str, str] | None = None) -> EvalEnv:
+        """The env of a :class:`pytest_mlgates.runlog.Log`: its arrays, its sparse columns'
+        masks (a log of steps), its index; ``metric_aliases`` renames applied up front
+        (``columns`` then holds both names)."""
+        from pytest_mlgates.runlog import ArrayLists
+
+        arrays = {name: log.array(name) for name in log.names}
+        held = {name: mask for name in log.names if log.sparse and (mask := log.held(name)) is not None}
+        for spec_name, logged in (metric_aliases or {}).items():
+            if logged in arrays and spec_name not in arrays:
+                arrays[spec_name] = arrays[logged]
+                if logged in held:
+                    held[spec_name] = held[logged]
+        env = cls(ArrayLists(arrays), best_epoch, held=held, index=log.index)
+        env.cache.update({("values", name): array for name, array in arrays.items()})
+        return env
 
     @property
     def best_epoch(self) -> int | float | None:
@@ -111,7 +145,8 @@ class EvalEnv:
 
     def __repr__(self) -> str:
         best = "<not read yet>" if callable(self._best_epoch) else repr(self._best_epoch)
-        return f"EvalEnv(columns={sorted(self.columns)!r}, best_epoch={best}, metric_aliases={self.metric_aliases!r})"
+        return (f"EvalEnv(columns={sorted(self.columns)!r}, best_epoch={best}, "
+                f"metric_aliases={self.metric_aliases!r}, index={self.index!r})")
 
 
 @dataclass(frozen=True)
@@ -174,14 +209,23 @@ class _Num:
 
 
 class _Series:
-    """A column, or a slice of one: values and the epoch number of each."""
+    """A column, or a slice of one: values, the row number of each (an epoch, or a step)
+    and, in a log of steps that has an epoch column, the epoch of each (else None)."""
 
-    __slots__ = ("epochs", "is_int", "values")
+    __slots__ = ("epochs", "is_int", "labels", "values")
 
-    def __init__(self, values: list[float], epochs: list[float], is_int: bool = False) -> None:
+    def __init__(self, values: Any, labels: Any, is_int: bool = False, epochs: Any = None) -> None:
         self.values = values
-        self.epochs = epochs
+        self.labels = labels
         self.is_int = is_int
+        self.epochs = epochs
+
+    def __getitem__(self, bounds: slice) -> _Series:
+        epochs = None if self.epochs is None else self.epochs[bounds]
+        return _Series(self.values[bounds], self.labels[bounds], self.is_int, epochs)
+
+    def epoch_at(self, i: int) -> float | None:
+        return None if self.epochs is None else float(self.epochs[i])
 
 
 class _Verdict:
@@ -205,6 +249,14 @@ def _epoch_label(epoch: float) -> str:
     return format_value(epoch) if not math.isfinite(epoch) else f"{epoch:g}"
 
 
+def _at(word: str, label: float, epoch: float | None = None, tag: str = "") -> str:
+    """``at epoch 12 (final)``; in a log of steps ``at step 1500 (epoch 2, min)``."""
+    notes = [f"epoch {_epoch_label(epoch)}"] if epoch is not None and math.isfinite(epoch) else []
+    if tag:
+        notes.append(tag)
+    return f"at {word} {_epoch_label(float(label))}" + (f" ({', '.join(notes)})" if notes else "")
+
+
 def _combine_where(*nums: _Num) -> str:
     """One provenance when every non-constant operand shares it, else none."""
     places = {n.where for n in nums if n.where}
@@ -215,19 +267,32 @@ def _combine_where(*nums: _Num) -> str:
 
 
 class _Frame:
-    """One evaluation: the env, with columns converted to floats once and rows numbered."""
+    """One evaluation: the env, with columns converted to float arrays once (kept in the
+    env's cache, shared by every check of the run) and rows numbered."""
 
     def __init__(self, env: EvalEnv) -> None:
         columns = getattr(env, "columns", None)
-        if not isinstance(columns, dict):
+        if not isinstance(columns, Mapping):
             raise ExprError(f"evaluate() needs an EvalEnv with a dict of columns, "
                             f"got {type(env).__name__}")
         aliases = getattr(env, "metric_aliases", None)
+        held = getattr(env, "held", None)
+        index = getattr(env, "index", "epoch")
+        cache = getattr(env, "cache", None)
         self._env = env
-        self.columns: dict[str, Any] = columns
+        self.columns: Mapping[str, Any] = columns
         self.aliases: dict[str, str] = aliases if isinstance(aliases, dict) else {}
-        self._cache: dict[str, list[float]] = {}
-        self._epochs: list[float] | None = None
+        self.held: Mapping[str, Any] = held if isinstance(held, Mapping) else {}
+        self.index: str = index if index in ("epoch", "step") else "epoch"
+        self.cache: dict[Any, Any] = cache if isinstance(cache, dict) else {}
+
+    @property
+    def np(self) -> Any:
+        """numpy: a log's columns are arrays (imported when a check reads one, so that
+        collecting a gate file imports nothing heavy)."""
+        import numpy
+
+        return numpy
 
     @property
     def best_epoch(self) -> float | None:
@@ -245,33 +310,54 @@ class _Frame:
             return name
         return None
 
-    def values(self, real: str, node: _Node | None = None) -> list[float]:
-        """A column as floats (None and "" read as NaN); a bad cell fails at ``node``."""
-        if real not in self._cache:
-            raw = self.columns[real]
-            out: list[float] = []
-            if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
-                raise self._bad_data(f"column '{real}' is not a list of numbers", node)
-            for row, cell in enumerate(raw, start=1):
-                try:
-                    out.append(math.nan if cell is None or cell == "" else float(cell))
-                except (TypeError, ValueError, OverflowError):
-                    raise self._bad_data(f"column '{real}': row {row} is not a number "
-                                         f"({str(cell)[:40]!r})", node) from None
-            self._cache[real] = out
-        return self._cache[real]
+    def values(self, real: str, node: _Node | None = None) -> Any:
+        """A column as a float64 array (None and "" read as NaN); a bad cell fails at ``node``."""
+        key = ("values", real)
+        found = self.cache.get(key)
+        if found is None:
+            found = self._convert(real, node)
+            self.cache[key] = found
+        return found
+
+    def _convert(self, real: str, node: _Node | None) -> Any:
+        np = self.np
+        raw = self.columns[real]
+        if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+            raise self._bad_data(f"column '{real}' is not a list of numbers", node)
+        try:
+            array = np.asarray(raw, dtype=np.float64)
+            if array.ndim == 1:
+                return array
+        except (TypeError, ValueError, OverflowError):
+            pass
+        out: list[float] = []  # cell by cell, to name the row that is not a number
+        for row, cell in enumerate(raw, start=1):
+            try:
+                out.append(math.nan if cell is None or cell == "" else float(cell))
+            except (TypeError, ValueError, OverflowError):
+                raise self._bad_data(f"column '{real}': row {row} is not a number "
+                                     f"({str(cell)[:40]!r})", node) from None
+        return np.asarray(out, dtype=np.float64)
 
     @staticmethod
     def _bad_data(message: str, node: _Node | None) -> ExprError:
-        # The epoch column is read for every check: its errors point at the check's start.
+        # The index column is read for every check: its errors point at the check's start.
         return node.fail(message) if node is not None else ExprError(f"{message} at column 1")
 
     @property
-    def epochs(self) -> list[float]:
-        if self._epochs is None:
-            real = self.lookup("epoch")
+    def word(self) -> str:
+        """What a row number is called in messages: ``epoch`` or ``step``."""
+        return self.index
+
+    @property
+    def labels(self) -> Any:
+        """The number of every row: the index column, else 1, 2, ... (as many as the
+        longest column)."""
+        found = self.cache.get("labels")
+        if found is None:
+            real = self.lookup(self.index)
             if real is not None:
-                self._epochs = self.values(real)
+                found = self.values(real)
             else:
                 rows = 0
                 for values in self.columns.values():
@@ -279,27 +365,76 @@ class _Frame:
                         rows = max(rows, len(values))
                     except TypeError:
                         pass
-                self._epochs = [float(i + 1) for i in range(rows)]
-        return self._epochs
+                found = self.np.arange(1, rows + 1, dtype=self.np.float64)
+            self.cache["labels"] = found
+        return found
 
-    def epochs_for(self, count: int) -> list[float]:
-        """Epoch numbers for a column of ``count`` values (rows past the epoch column: 1-based index)."""
-        epochs = self.epochs
-        if count <= len(epochs):
-            return epochs[:count]
-        return epochs + [float(i + 1) for i in range(len(epochs), count)]
+    @property
+    def row_epochs(self) -> Any:
+        """The epoch of every row of a log of steps that has an epoch column, else None."""
+        if self.index != "step":
+            return None
+        real = self.lookup("epoch")
+        return None if real is None else self.values(real)
 
-    def epoch_span(self) -> str:
-        epochs = self.epochs
-        if not epochs:
-            return "the log has no rows"
-        return f"the log has epochs {_epoch_label(epochs[0])}-{_epoch_label(epochs[-1])}"
+    def labels_for(self, count: int) -> Any:
+        """Row numbers for a column of ``count`` values (rows past the index column: 1-based)."""
+        labels = self.labels
+        if count <= len(labels):
+            return labels[:count]
+        np = self.np
+        return np.concatenate((labels, np.arange(len(labels) + 1, count + 1, dtype=np.float64)))
 
-    def row_of_epoch(self, epoch: float) -> int | None:
-        for index, value in enumerate(self.epochs):
-            if value == epoch:
-                return index
-        return None
+    def mask(self, real: str, count: int) -> Any:
+        """The rows a sparse column holds a value in (None: every row)."""
+        mask = self.held.get(real)
+        if mask is None:
+            return None
+        mask = self.np.asarray(mask, dtype=bool)
+        return mask if mask.shape == (count,) else None
+
+    def series(self, real: str, node: _Node | None, is_int: bool) -> _Series:
+        """A column as checks read it: every row, or the rows that hold a sparse column."""
+        key = ("series", real)
+        found = self.cache.get(key)
+        if found is None:
+            values = self.values(real, node)
+            labels = self.labels_for(len(values))
+            epochs = self.row_epochs
+            if epochs is not None and len(epochs) != len(values):
+                epochs = None
+            mask = self.mask(real, len(values))
+            if mask is not None:
+                values, labels = values[mask], labels[mask]
+                epochs = None if epochs is None else epochs[mask]
+            found = _Series(values, labels, False, epochs)
+            self.cache[key] = found
+        return _Series(found.values, found.labels, is_int, found.epochs)
+
+    def span(self, word: str) -> str:
+        """``the log has epochs 1-40`` (of the index column, or of the epoch column of a
+        log of steps)."""
+        if word == self.index:
+            numbers = self.labels
+        else:
+            real = self.lookup(word)
+            numbers = self.values(real) if real is not None else self.np.empty(0)
+            numbers = numbers[self.np.isfinite(numbers)]
+        if not len(numbers):
+            return "the log has no rows" if word == self.index else f"the log has no {word} column"
+        return f"the log has {word}s {_epoch_label(float(numbers[0]))}-{_epoch_label(float(numbers[-1]))}"
+
+    def rows_numbered(self, word: str, number: float) -> Any:
+        """Positions of the rows whose ``word`` (``epoch``/``step``) is ``number``."""
+        np = self.np
+        if word == self.index:
+            numbers = self.labels
+        else:
+            real = self.lookup(word)
+            if real is None:
+                return None
+            numbers = self.values(real)
+        return np.flatnonzero(numbers == number)
 
     def known_names(self) -> list[str]:
         names = [str(name) for name in self.columns]
@@ -434,12 +569,11 @@ class _Column(_Node):
     def eval(self, frame: _Frame) -> _Series:
         real = frame.lookup(self.column)
         if real is None:
-            if self.column == "epoch":
-                epochs = frame.epochs
-                return _Series(epochs, epochs, is_int=True)
+            if self.column == "epoch" and frame.index == "epoch":
+                labels = frame.labels
+                return _Series(labels, labels, is_int=True)
             raise _unknown_column(self, self.column, frame)
-        values = frame.values(real, self)
-        return _Series(values, frame.epochs_for(len(values)), is_int=(self.column == "epoch"))
+        return frame.series(real, self, is_int=self.column in ("epoch", "step"))
 
 
 def _unknown_column(node: _Node, name: str, frame: _Frame) -> ExprError:
@@ -462,8 +596,7 @@ class _Slice(_Node):
         self.bounds = bounds
 
     def eval(self, frame: _Frame) -> _Series:
-        series = self.series.eval(frame)
-        return _Series(series.values[self.bounds], series.epochs[self.bounds], series.is_int)
+        return self.series.eval(frame)[self.bounds]  # type: ignore[no-any-return]
 
 
 class _Index(_Node):
@@ -476,16 +609,19 @@ class _Index(_Node):
 
     def eval(self, frame: _Frame) -> _Num:
         series = self.series.eval(frame)
-        try:
-            value, epoch = series.values[self.index], series.epochs[self.index]
-        except (IndexError, OverflowError):
+        count = len(series.values)
+        if not -count <= self.index < count:
             raise self.fail(f"{self.name}: index {self.index} is out of range "
-                            f"(the series has {len(series.values)} values)") from None
-        return _Num(value, f"at epoch {_epoch_label(epoch)}", series.is_int)
+                            f"(the series has {count} values)")
+        value, label = float(series.values[self.index]), float(series.labels[self.index])
+        return _Num(value, _at(frame.word, label, series.epoch_at(self.index)), series.is_int)
 
 
 class _Row(_Node):
-    """``final.col``, ``best.col``, ``epoch[n].col``: one column's value in one row."""
+    """``final.col``, ``best.col``, ``epoch[n].col``, ``step[n].col``: one column's value
+    in one row.  In a log of steps a column's row is the last one that holds it: ``final``
+    is its last value, ``step[n]``/``epoch[n]``/``best`` its value in the last row of that
+    step or epoch that holds it."""
 
     __slots__ = ("column", "epoch", "form")
 
@@ -498,38 +634,65 @@ class _Row(_Node):
         return self.column
 
     def eval(self, frame: _Frame) -> _Num:
+        real = frame.lookup(self.column)
+        if real is None:
+            if not (self.column == "epoch" and frame.index == "epoch"):
+                raise _unknown_column(self, self.column, frame)
+            values = frame.labels
+        else:
+            values = frame.values(real, self)
+        is_int = self.column in ("epoch", "step")
+        labels = frame.labels
+        mask = frame.mask(real, len(values)) if real is not None else None
         if self.form == "final":
-            row = len(frame.epochs) - 1
-            if row < 0:
+            rows = len(labels) if mask is None else len(values)
+            if rows == 0:
                 raise self.fail(f"{_unparse(self.tree)}: the log has no rows")
-            suffix = " (final)"
+            if mask is None:
+                row = len(labels) - 1
+            else:
+                held = frame.np.flatnonzero(mask)
+                if not held.size:
+                    raise self.fail(f"{_unparse(self.tree)}: column '{self.column}' has no value in the log")
+                row = int(held[-1])
+            suffix = "final"
         elif self.form == "best":
             best = frame.best_epoch
             if best is None:
-                raise self.fail(f"{_unparse(self.tree)}: best epoch unknown "
+                raise self.fail(f"{_unparse(self.tree)}: best {frame.word} unknown "
                                 "(the run records no best epoch for its monitor metric)")
-            found = frame.row_of_epoch(best)
-            if found is None:
-                raise self.fail(f"{_unparse(self.tree)}: the best epoch {_epoch_label(float(best))} is not in the log "
-                                f"({frame.epoch_span()})")
-            row, suffix = found, " (best)"
+            row = self._pick(frame, frame.word, float(best), mask, values)
+            suffix = "best"
         else:
-            found = frame.row_of_epoch(self.epoch) if self.epoch is not None else None
-            if found is None:
-                raise self.fail(f"{_unparse(self.tree)}: no row with epoch {self.epoch} "
-                                f"({frame.epoch_span()})")
-            row, suffix = found, ""
-        real = frame.lookup(self.column)
-        if real is None:
-            if self.column != "epoch":
-                raise _unknown_column(self, self.column, frame)
-            values, is_int = frame.epochs, True
-        else:
-            values, is_int = frame.values(real, self), self.column == "epoch"
-        label = _epoch_label(frame.epochs[row])
+            row = self._pick(frame, self.form, float(self.epoch or 0), mask, values)
+            suffix = ""
+        label = float(labels[row]) if row < len(labels) else float(row + 1)
+        epochs = frame.row_epochs
+        epoch = float(epochs[row]) if epochs is not None and row < len(epochs) else None
         if row >= len(values):
-            raise self.fail(f"{_unparse(self.tree)}: column '{self.column}' has no value at epoch {label}")
-        return _Num(values[row], f"at epoch {label}{suffix}", is_int)
+            raise self.fail(f"{_unparse(self.tree)}: column '{self.column}' has no value at "
+                            f"{frame.word} {_epoch_label(label)}")
+        return _Num(float(values[row]), _at(frame.word, label, epoch, suffix), is_int)
+
+    def _pick(self, frame: _Frame, word: str, number: float, mask: Any, values: Any) -> int:
+        """The row numbered ``number`` (by ``word``) that gives the column's value."""
+        rows = frame.rows_numbered(word, number)
+        shown = _epoch_label(number)
+        if rows is None:
+            raise self.fail(f"{_unparse(self.tree)}: the log has no {word} column")
+        if not len(rows):
+            if self.form == "best":
+                raise self.fail(f"{_unparse(self.tree)}: the best {word} {shown} is not in the log "
+                                f"({frame.span(word)})")
+            raise self.fail(f"{_unparse(self.tree)}: no row with {word} {shown} ({frame.span(word)})")
+        if frame.index == "epoch" and mask is None:
+            return int(rows[0])  # a log of epochs: that epoch's row
+        if mask is not None:
+            rows = rows[rows < len(mask)]
+            rows = rows[mask[rows]]
+            if not len(rows):
+                raise self.fail(f"{_unparse(self.tree)}: column '{self.column}' has no value at {word} {shown}")
+        return int(rows[-1])
 
 
 class _Call(_Node):
@@ -556,35 +719,38 @@ class _Call(_Node):
                     chosen = num
             return _Num(chosen.value, chosen.where, chosen.is_int)
         series = self.args[0].eval(frame)
-        values, epochs = series.values, series.epochs
+        values, labels = series.values, series.labels
+        count = len(values)
         if function == "len":
-            return _Num(float(len(values)), "", True)
-        if not values:
+            return _Num(float(count), "", True)
+        if not count:
             raise self.fail(f"{self.name}: the series is empty")
+        word = frame.word
         if function == "first":
-            return _Num(values[0], f"at epoch {_epoch_label(epochs[0])} (first)", series.is_int)
+            return _Num(float(values[0]), _at(word, labels[0], series.epoch_at(0), "first"), series.is_int)
         if function == "last":
-            return _Num(values[-1], f"at epoch {_epoch_label(epochs[-1])} (last)", series.is_int)
+            return _Num(float(values[-1]), _at(word, labels[-1], series.epoch_at(-1), "last"), series.is_int)
+        np = frame.np
         if function == "mean":
-            span = (f"over epoch {_epoch_label(epochs[0])}" if len(epochs) == 1 else
-                    f"over epochs {_epoch_label(epochs[0])}-{_epoch_label(epochs[-1])}")
-            return _Num(sum(values) / len(values), f"{span} (mean)")
-        # min, max, argmin, argmax: NaN anywhere makes the answer NaN (the first NaN's epoch)
+            span = (f"over {word} {_epoch_label(float(labels[0]))}" if count == 1 else
+                    f"over {word}s {_epoch_label(float(labels[0]))}-{_epoch_label(float(labels[-1]))}")
+            with np.errstate(all="ignore"):
+                mean = float(np.add.reduce(values) / count)
+            return _Num(mean, f"{span} (mean)")
+        # min, max, argmin, argmax: NaN anywhere makes the answer NaN (the first NaN's row)
         want_min = function in ("min", "argmin")
-        best = 0
-        for index, value in enumerate(values):
-            if math.isnan(value):
-                best = index
-                break
-            if (value < values[best]) if want_min else (value > values[best]):
-                best = index
-        label = _epoch_label(epochs[best])
+        nans = np.flatnonzero(np.isnan(values))
+        if nans.size:
+            best = int(nans[0])
+        else:
+            best = int(np.argmin(values) if want_min else np.argmax(values))
         if function in ("min", "max"):
-            return _Num(values[best], f"at epoch {label} ({function})", series.is_int)
-        if math.isnan(values[best]):
-            return _Num(math.nan, f"at epoch {label} (nan)")
-        epoch = epochs[best]
-        return _Num(epoch, "", math.isfinite(epoch) and epoch == int(epoch))
+            return _Num(float(values[best]), _at(word, labels[best], series.epoch_at(best), function),
+                        series.is_int)
+        if nans.size:
+            return _Num(math.nan, _at(word, labels[best], series.epoch_at(best), "nan"))
+        label = float(labels[best])
+        return _Num(label, "", math.isfinite(label) and label == int(label))
 
 
 class _Neg(_Node):
@@ -819,15 +985,16 @@ class _Builder:
             self.names.add(column)
             return _Row(node, self.unit, base.id, None, column)
         if (isinstance(base, ast.Subscript) and isinstance(base.value, ast.Name)
-                and base.value.id == "epoch"):
-            epoch = self._int_literal(base.slice, "an epoch number")
-            if epoch < 0:
-                raise self.fail("an epoch number cannot be negative", base.slice)
+                and base.value.id in ("epoch", "step")):
+            word = base.value.id
+            number = self._int_literal(base.slice, f"a{'n' if word == 'epoch' else ''} {word} number")
+            if number < 0:
+                raise self.fail(f"a{'n' if word == 'epoch' else ''} {word} number cannot be negative", base.slice)
             self.names.add(column)
-            return _Row(node, self.unit, "epoch", epoch, column)
+            return _Row(node, self.unit, word, number, column)
         raise self.unit.error(
             f"attribute access '.{column}' is not allowed", dot,
-            "only final.<column>, best.<column> and epoch[<n>].<column>")
+            "only final.<column>, best.<column>, epoch[<n>].<column> and step[<n>].<column>")
 
     # -- series[i], series[a:b]
 

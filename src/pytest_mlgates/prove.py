@@ -34,7 +34,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as _dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -323,18 +322,20 @@ def prove(run: Path, gates: list[Path], *, jobs: int = 2, timeout_s: float = 300
 
 
 def write_proof(run: Path, report: dict[str, Any]) -> Path:
-    """``<run>/acceptance/proof-<UTC>.json``, written whole (temp file, rename)."""
-    folder = run / ARCHIVE_DIRNAME
-    folder.mkdir(parents=True, exist_ok=True)
+    """``<run>/acceptance/proof-<UTC>.json``, written whole through the archive's checks
+    (no symlinked ``acceptance/``, temp file, fsync, rename): never outside the run."""
+    from pytest_mlgates.archive_fs import ArchiveDir, ArchiveError
+
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = folder / f"proof-{stamp}.json"
-    fd, temp = tempfile.mkstemp(prefix=".tmp-proof-", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
-    return target
+    name = f"proof-{stamp}.json"
+    try:
+        folder = ArchiveDir.open(Path(run), ARCHIVE_DIRNAME, create=True)
+        assert folder is not None  # create=True: made or an error
+        with folder:
+            folder.write_file(name, json.dumps(report, indent=2))
+    except ArchiveError as err:
+        raise ProveError(f"proof not written: {err}") from None
+    return Path(run) / ARCHIVE_DIRNAME / name
 
 
 def print_report(report: dict[str, Any]) -> None:

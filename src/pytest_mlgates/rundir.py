@@ -46,9 +46,9 @@ from pytest_mlgates.runfiles import (  # the one way a run dir's files are opene
 )
 
 __all__ = [
-    "MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "RunSection", "load_checkpoint_file", "open_run",
-    "open_run_file", "read_json_file", "read_text_file", "read_yaml_file", "resolve_inside", "run_file",
-    "state_dict_of",
+    "MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "RunSection", "epochs_or_steps", "load_checkpoint_file",
+    "merge_by_epoch", "open_run", "open_run_file", "read_json_file", "read_text_file", "read_yaml_file",
+    "regroup_by_logged_epoch", "regroup_steps", "resolve_inside", "run_file", "safe_torch_load", "state_dict_of",
 ]
 
 
@@ -148,90 +148,15 @@ class Row:
         return f"Row({self._label}, epoch={self.epoch})"
 
 
-@dataclass
-class Log:
-    """The per-epoch log: ``columns`` (``epoch`` included) and the same data as ``rows``.
-
-    ``empty`` lists, per column, the epochs whose cell was empty (read as NaN), so that
-    ``log_complete`` can tell a missing value from a logged NaN.  ``first_epoch`` is the
-    number the log gives its first epoch (1 for the engine, 0 for Lightning): epochs are
-    never renumbered, so every message names the epoch the user sees in the file.
-    """
-
-    columns: dict[str, list[float]]
-    source: Path
-    empty: dict[str, list[int]] = field(default_factory=dict)
-    kind: str = "engine"  # engine | metric_history | lightning | huggingface | mlflow | tensorboard | plain
-    first_epoch: int = 1
-
-    @property
-    def rows(self) -> list[dict[str, float]]:
-        names = list(self.columns)
-        n = len(self.columns.get("epoch", []))
-        return [{c: self.columns[c][i] for c in names} for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.columns.get("epoch", []))
-
-    @property
-    def epochs(self) -> list[float]:
-        return self.columns.get("epoch", [])
-
-
-def merge_by_epoch(entries: list[tuple[float, dict[str, float]]], shown: str, kind: str,
-                   first_epoch: int = 1) -> Log:
-    """Rows of (epoch, values) that may repeat an epoch -> one row per epoch, last value wins."""
-    by_epoch: dict[float, dict[str, float]] = {}
-    seen: dict[str, None] = {"epoch": None}  # first-seen order, linear in the keys
-    for epoch, values in entries:
-        merged = by_epoch.setdefault(epoch, {})
-        for k, v in values.items():
-            merged[k] = v
-            seen.setdefault(k, None)
-    names = list(seen)
-    if not by_epoch:
-        raise RunDirError(f"{shown}: no logged epochs")
-    columns: dict[str, list[float]] = {n: [] for n in names}
-    empty: dict[str, list[int]] = {}
-    for epoch in sorted(by_epoch):
-        columns["epoch"].append(epoch)
-        for n in names[1:]:
-            if n not in by_epoch[epoch]:  # never logged at this epoch: an empty cell, not a NaN
-                empty.setdefault(n, []).append(int(epoch))
-            columns[n].append(by_epoch[epoch].get(n, float("nan")))
-    return Log(columns=columns, source=Path(shown), empty=empty, kind=kind, first_epoch=first_epoch)
-
-
-def regroup_by_logged_epoch(log: Log) -> Log:
-    """A log of one row per *step* with a ``logged_epoch`` column -> one row per epoch.
-
-    Trainers that log to MLflow or TensorBoard by global step (Lightning's MLFlowLogger and
-    TensorBoardLogger, the HF Trainer's MLflow and TensorBoard callbacks) also log the epoch
-    as a metric. Each step's values go to the epoch logged at that step (or last logged
-    before it), later values winning, as Lightning's CSV rows are merged. Whole-number
-    epochs starting at 0 are Lightning's and stay as logged (``first_epoch`` 0); the HF
-    Trainer logs the fraction of epochs done, read as the epoch it completes (``ceil``, from
-    1). A log without ``logged_epoch`` comes back unchanged.
-    """
-    marks = log.columns.get("logged_epoch")
-    if not marks or not any(math.isfinite(v) for v in marks):
-        return log
-    finite = [v for v in marks if math.isfinite(v)]
-    zero_based = min(finite) == 0 and all(float(v).is_integer() for v in finite)
-    steps = log.columns["epoch"]
-    empty = {name: set(cells) for name, cells in log.empty.items()}
-    first = next(v for v in marks if math.isfinite(v))
-    current = first
-    entries: list[tuple[float, dict[str, float]]] = []
-    for i, step in enumerate(steps):
-        if math.isfinite(marks[i]):
-            current = marks[i]
-        epoch = current if zero_based else max(1.0, float(math.ceil(current - 1e-9)))
-        values = {name: column[i] for name, column in log.columns.items()
-                  if name not in ("epoch", "logged_epoch") and int(step) not in empty.get(name, ())}
-        entries.append((float(epoch), values))
-    return merge_by_epoch(entries, str(log.source), log.kind, first_epoch=0 if zero_based else 1)
-
+# Log, merge_by_epoch and regroup_by_logged_epoch live in runlog.py (the log as columns);
+# imported here, where every format has always found them.
+from pytest_mlgates.runlog import (
+    Log,
+    epochs_or_steps,
+    merge_by_epoch,
+    regroup_by_logged_epoch,
+    regroup_steps,
+)
 
 # --------------------------------------------------------------------------- checkpoints
 
@@ -252,14 +177,63 @@ def _require_safe_torch() -> Any:
     return torch
 
 
-def _torch_load(torch: Any, path: Path) -> Any:
+#: Types a checkpoint may hold that ``weights_only=True`` refuses although loading them runs
+#: no code of the file's choosing: a checkpoint refused *only* for these loads with exactly
+#: these allowed (``torch.serialization.safe_globals``), never with a blanket fallback.
+#: timm's training checkpoints hold their ``args`` as an ``argparse.Namespace`` (timm itself
+#: loads them this way).
+HARMLESS_GLOBALS: dict[str, tuple[str, str]] = {"argparse.Namespace": ("argparse", "Namespace")}
+
+
+def _torch_load(torch: Any, path: Path, allowed: list[Any] | None = None, mmap: bool = True) -> Any:
+    import contextlib
+
+    guard = torch.serialization.safe_globals(allowed) if allowed else contextlib.nullcontext()
+    with guard:
+        if not mmap:
+            return torch.load(str(path), weights_only=True, map_location="cpu")
+        try:
+            return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc).lower():
+                raise
+        # legacy (non-zip) files cannot be memory-mapped
+        return torch.load(str(path), weights_only=True, map_location="cpu")
+
+
+def _harmless_only(unsafe: list[str]) -> list[Any] | None:
+    """The objects to allow when every global a checkpoint needs is a well-known harmless
+    type (:data:`HARMLESS_GLOBALS`); None when any is not."""
+    import importlib
+
+    if not unsafe or any(name not in HARMLESS_GLOBALS for name in unsafe):
+        return None
+    out = []
+    for name in unsafe:
+        module, attr = HARMLESS_GLOBALS[name]
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
+
+
+def safe_torch_load(path: Path, mmap: bool = True) -> Any:
+    """``torch.load(weights_only=True)``; a file refused only for :data:`HARMLESS_GLOBALS`
+    is loaded again with exactly those allowed.  Anything else propagates the refusal.
+    ``mmap=False`` for a caller that writes the file back (a memory-mapped tensor of a file
+    rewritten in place faults with SIGBUS)."""
+    import pickle
+
+    torch = _require_safe_torch()
     try:
-        return torch.load(str(path), weights_only=True, map_location="cpu", mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc) and "zip" not in str(exc).lower():
-            raise
-    # legacy (non-zip) files cannot be memory-mapped
-    return torch.load(str(path), weights_only=True, map_location="cpu")
+        return _torch_load(torch, path, mmap=mmap)
+    except pickle.UnpicklingError as refused:
+        try:
+            unsafe = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - not a zip: nothing to allow
+            unsafe = []
+        allowed = _harmless_only(unsafe)
+        if allowed is None:
+            raise refused from None
+        return _torch_load(torch, path, allowed, mmap=mmap)
 
 
 def _check_checkpoint_pickle(path: Path, shown: str, root: Path) -> None:
@@ -333,7 +307,7 @@ def load_checkpoint_file(path: Path, shown: str | None = None, *, root: Path | N
         with warnings.catch_warnings():
             # torch warns about pickle protocols of files it then refuses anyway
             warnings.simplefilter("ignore", UserWarning)
-            obj = _torch_load(torch, path)
+            obj = safe_torch_load(path)
     except pickle.UnpicklingError as exc:
         unsafe: list[str] = []
         try:
@@ -499,7 +473,9 @@ class BestRecord:
 
     ``problem`` is set (one line) when the run has no usable best checkpoint for the metric:
     the file is missing, or names another metric.  ``epoch``/``value`` are None when the
-    trainer does not record them.  ``path`` is the file (or HF folder) found."""
+    trainer does not record them.  ``path`` is the file (or HF folder) found.  ``step`` is
+    the optimizer step it was saved at, where the trainer records it: a log of steps
+    places the checkpoint by it."""
 
     metric: str
     shown: str
@@ -507,6 +483,11 @@ class BestRecord:
     value: float | None = None
     problem: str | None = None
     path: Path | None = None
+    step: int | None = None
+    #: set when the file is there but its epoch and value cannot be read safely (an
+    #: Ultralytics ``best.pt`` pickles a whole model, a ``.keras`` file records neither):
+    #: why, in a few words; ``best_checkpoints`` then checks the file's presence only and says so
+    unread: str | None = None
 
 
 class Run:
@@ -538,6 +519,14 @@ class Run:
     def shown(self, path: Path) -> str:
         """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
         return str(path)
+
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        """A gate file's path (``artifact``, ``key_link``'s ``from``): (the file it names, or
+        None when absent; every place looked at, as shown in messages, the one found first).
+        A format whose files live in more than one root (an MLflow run folder and its
+        ``artifacts/``) looks in each, so a message names the path actually looked at."""
+        path = self.resolve(rel)
+        return (path if path.exists() else None), [self.shown(self.path / rel)]
 
     # -- lazily read files -----------------------------------------------------------
 
@@ -633,39 +622,73 @@ class Run:
         log = self.log
         if len(log) == 0:
             raise RunDirError(f"{self.shown(log.source)}: no rows (header only)")
-        return Row({c: v[index] for c, v in log.columns.items()}, self.shown(log.source), label)
+        return Row({c: float(log.array(c)[index]) for c in log.names}, self.shown(log.source), label)
+
+    def _row_of_step(self, row: int, label: str) -> Row:
+        """A row of a log of steps: each column's value in the last row of that step that
+        holds it (NaN when none does); the rows of one step are its training and
+        evaluation rows."""
+        import numpy as np
+
+        log = self.log
+        same = np.flatnonzero(log.labels == log.labels[row])
+        values: dict[str, float] = {}
+        for name in log.names:
+            mask = log.held(name)
+            rows = same if mask is None else same[mask[same]]
+            values[name] = float(log.array(name)[rows[-1]]) if len(rows) else math.nan
+        return Row(values, self.shown(log.source), label)
 
     @property
     def final(self) -> Row:
-        return self.row_at(-1, "final")
+        """The last row; in a log of steps each column's last logged value (``final.<col>``)."""
+        log = self.log
+        if not log.sparse:
+            return self.row_at(-1, "final")
+        if len(log) == 0:
+            raise RunDirError(f"{self.shown(log.source)}: no rows (header only)")
+        values = {}
+        for name in log.names:
+            last = log.last_row(name)
+            values[name] = math.nan if last is None else float(log.array(name)[last])
+        return Row(values, self.shown(log.source), "final")
 
     @property
     def monitor(self) -> tuple[str, str]:
         """(metric, mode) that defines "best"; ``val_loss`` unless the format knows better."""
         return "val_loss", "min"
 
+    def _best_row(self) -> int | None:
+        """Position of the row where the monitor metric is best (its first best value)."""
+        metric, mode = self.monitor
+        log = self.log
+        if metric not in log:
+            return None
+        values, _ = log.series(metric)
+        index = best_index(values, mode)
+        return None if index is None else int(log.rows_of(metric)[index])
+
     @property
     def best_epoch(self) -> int | None:
+        """The number of the best row: its epoch, or its step in a log of steps."""
         def make() -> int | None:
-            metric, mode = self.monitor
-            log = self.log
-            if metric not in log.columns:
-                return None
-            index = best_index(log.columns[metric], mode)
-            return None if index is None else int(log.columns["epoch"][index])
+            row = self._best_row()
+            return None if row is None else int(self.log.labels[row])
 
         return self._cached("best_epoch", make)  # type: ignore[no-any-return]
 
     @property
     def best(self) -> Row:
-        metric, mode = self.monitor
+        metric, _mode = self.monitor
         log = self.log
-        if metric not in log.columns:
+        if metric not in log:
             raise RunDirError(f"{self.shown(log.source)}: monitor metric '{metric}' is not a logged column")
-        index = best_index(log.columns[metric], mode)
-        if index is None:
+        row = self._best_row()
+        if row is None:
             raise RunDirError(f"{self.shown(log.source)}: '{metric}' has no finite value, so no best epoch")
-        return self.row_at(index, f"best {metric}")
+        if log.sparse:
+            return self._row_of_step(row, f"best {metric}")
+        return self.row_at(row, f"best {metric}")
 
     # -- what the run is about -----------------------------------------------------------
 
@@ -711,6 +734,11 @@ class Run:
         state it holds, the kinds a resume needs that it lacks)."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
 
+    def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
+        """Why the resume point is at ``epoch`` rather than the log's ``last_epoch``, when the
+        format knows a trainer behaviour that explains it, with the fix ("" otherwise)."""
+        return ""
+
     def resume_path(self) -> Path:
         """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
@@ -729,28 +757,36 @@ class Run:
     # -- expressions ---------------------------------------------------------------------
 
     def eval_env(self, metric_aliases: dict[str, str] | None = None) -> Any:
-        """The columns a ``check:`` sees (an ``expr.EvalEnv``), with the gate file's
-        ``metrics:`` renames applied."""
+        """The columns a ``check:`` sees (an ``expr.EvalEnv`` over the log's arrays), with
+        the gate file's ``metrics:`` renames applied."""
         from pytest_mlgates.expr import EvalEnv
 
-        columns = dict(self.log.columns)
-        for spec_name, logged in (metric_aliases or {}).items():
-            if logged in columns and spec_name not in columns:
-                columns[spec_name] = columns[logged]
         # lazily: a check that never says best. must not open a checkpoint to find it
-        return EvalEnv(columns=columns, best_epoch=lambda: self.best_epoch)
+        return EvalEnv.from_log(self.log, lambda: self.best_epoch, metric_aliases)
 
-    def column(self, name: str, metric_aliases: dict[str, str] | None = None) -> list[float]:
-        """A logged column by its spec name (aliases applied), or a RunDirError naming the log."""
+    def real_column(self, name: str, metric_aliases: dict[str, str] | None = None) -> str:
+        """The log's name of a column the gate file calls ``name`` (aliases applied), or a
+        RunDirError naming the log."""
         log = self.log
         real = (metric_aliases or {}).get(name, name)
-        if real in log.columns:
-            return log.columns[real]
-        if name in log.columns:
-            return log.columns[name]
+        if real in log:
+            return real
+        if name in log:
+            return name
         raise RunDirError(
             f"{self.shown(log.source)}: no column '{real}' (columns: {', '.join(log.columns)[:200]})"
         )
+
+    def column(self, name: str, metric_aliases: dict[str, str] | None = None) -> list[float]:
+        """A logged column by its spec name (aliases applied), or a RunDirError naming the log."""
+        return self.log.columns[self.real_column(name, metric_aliases)]
+
+    def series(self, name: str, metric_aliases: dict[str, str] | None = None) -> tuple[Any, Any]:
+        """(values, row positions) of a logged column by its spec name: every row of a log
+        of epochs, the rows that hold it in a log of steps (``Log.series``)."""
+        real = self.real_column(name, metric_aliases)
+        values, _ = self.log.series(real)
+        return values, self.log.rows_of(real)
 
 
 def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:
@@ -783,15 +819,14 @@ def default_mode(metric: str) -> str:
     return "min" if ("loss" in low or "error" in low or low.endswith("_err")) else "max"
 
 
-def best_index(values: list[float], mode: str) -> int | None:
+def best_index(values: Any, mode: str) -> int | None:
     """Index of the best value; ties go to the first occurrence and NaN is never best."""
-    best: int | None = None
-    for i, v in enumerate(values):
-        if math.isnan(v):
-            continue
-        if best is None or (v < values[best] if mode == "min" else v > values[best]):
-            best = i
-    return best
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    if not array.size or np.isnan(array).all():
+        return None
+    return int(np.nanargmin(array) if mode == "min" else np.nanargmax(array))
 
 
 def open_run(path: str | Path, run_format: str | None = None, run_section: RunSection | None = None) -> Run:

@@ -117,9 +117,12 @@ def run_file(root: Path, path: str | Path, shown: str | None = None, *, what: st
     return real
 
 
-def open_run_file(root: Path, path: str | Path, shown: str | None = None, *, what: str = "run dir") -> BinaryIO:
+def open_run_file(root: Path, path: str | Path, shown: str | None = None, *, what: str = "run dir",
+                  limit: int | None = None) -> BinaryIO:
     """``path`` inside ``root`` opened for binary reading (:func:`run_file`'s checks, then
-    ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``); use it in a ``with`` block."""
+    ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``); use it in a ``with`` block.  ``limit``: a
+    file of more bytes is refused before a byte is read (a streamed log: a sparse 2 GB
+    ``training_log.csv`` is one line at once, not 64 MB of NULs parsed first)."""
     root = Path(root)
     rel = _relative(root, path)
     shown = shown or str(root / rel)
@@ -135,6 +138,8 @@ def open_run_file(root: Path, path: str | Path, shown: str | None = None, *, wha
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
             raise RunDirError(f"{shown}: replaced while it was opened; refused")
+        if limit is not None and st.st_size > limit:
+            raise RunDirError(f"{shown}: {st.st_size} bytes, larger than the {limit} bytes allowed for a text file")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

@@ -34,13 +34,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mlgates.errors import MlgatesError
+from pytest_mlgates.errors import SubjectError
 
 __all__ = ["PreflightSubject", "SubjectError"]
 
 
-class SubjectError(MlgatesError, TypeError):
-    """A :class:`PreflightSubject` field that is missing or of the wrong kind (one line)."""
 
 
 def _is_module_instance(value: Any) -> bool:
@@ -154,22 +152,37 @@ class PreflightSubject:
     # ------------------------------------------------------------------ adapters
 
     @classmethod
+    def _known_overrides(cls, adapter: str, overrides: Mapping[str, Any]) -> None:
+        """Every keyword an adapter is given names a field (one line with the closest)."""
+        import dataclasses
+        import difflib
+
+        known = sorted(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+        for key in overrides:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise SubjectError(f"{adapter}: unknown field {key!r}{hint}; fields: {', '.join(known)}")
+
+    @classmethod
     def from_lightning(cls, module: Any, datamodule: Any = None, trainer: Any = None, **overrides: Any) -> PreflightSubject:
         """The subject of a ``LightningModule`` (and its ``LightningDataModule``): monitors
         from the trainer's ``ModelCheckpoint``/``EarlyStopping``, logged names from one real
         validation step, accumulation from ``accumulate_grad_batches``.  Imports Lightning."""
-        from pytest_mlgates.lightning import subject_from_lightning
+        cls._known_overrides("from_lightning", overrides)
+        from pytest_mlgates.subject_lightning import lightning_fields
 
-        return subject_from_lightning(module, datamodule=datamodule, trainer=trainer, **overrides)
+        return cls(**lightning_fields(module, datamodule, trainer, overrides))
 
     @classmethod
     def from_hf_trainer(cls, trainer: Any, **overrides: Any) -> PreflightSubject:
         """The subject of a Hugging Face ``Trainer``: ``metric_for_best_model`` (with the
         ``eval_`` prefix the Trainer adds) checked against one real evaluation's keys,
         ``gradient_accumulation_steps``, the train/eval datasets.  Imports transformers."""
-        from pytest_mlgates.huggingface import subject_from_hf_trainer
+        cls._known_overrides("from_hf_trainer", overrides)
+        from pytest_mlgates.subject_hf import hf_trainer_fields
 
-        return subject_from_hf_trainer(trainer, **overrides)
+        return cls(**hf_trainer_fields(trainer, overrides))
 
 
 def _describe(value: Any) -> str:

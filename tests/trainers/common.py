@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,39 @@ def plain_loop(args: argparse.Namespace, ckpt_dir: Path,
             poison(model)
     save_checkpoint(ckpt_dir / "final.pt", model, args.epochs, None)
     on_checkpoint(ckpt_dir / "final.pt")
+
+
+def train_epochs(fault: str, epochs: int, seed: int = 0,
+                 ) -> Iterator[tuple[int, dict[str, float], torch.nn.Module, torch.optim.Optimizer]]:
+    """The loop of :func:`plain_loop` without its files: ``(epoch from 1, row, model,
+    optimizer)`` after each epoch, for scripts that write a trainer's own files. The ``nan``
+    fault poisons the model once epoch :data:`NAN_AFTER_EPOCH` has been yielded."""
+    from digits_model import DigitsMLP  # type: ignore[import-not-found]
+
+    torch.manual_seed(seed)
+    x_tr, y_tr, x_va, y_va = load_split(fault)
+    model = DigitsMLP(hidden=HIDDEN)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        for idx in torch.randperm(len(y_tr), generator=gen).split(BATCH):
+            loss = torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        model.eval()
+        with torch.no_grad():
+            logits = model(x_va)
+            val_loss = float(torch.nn.functional.cross_entropy(logits, y_va))
+            top5 = float((logits.topk(5, dim=-1).indices == y_va[:, None]).any(dim=-1).float().mean())
+        m = metrics(logits, y_va)
+        row = {"train_loss": total / seen, "val_loss": val_loss, "val_acc": m["acc"], "val_top5": top5,
+               **{f"val_recall_{c}": m[f"recall_{c}"] for c in range(CLASSES)},
+               "val_min_recall": m["min_recall"]}
+        yield epoch, row, model, opt
+        if fault == "nan" and epoch == NAN_AFTER_EPOCH:
+            poison(model)

@@ -9,7 +9,11 @@ epoch as a metric, as MLflow users of Lightning have it), checkpoints in OUT/lig
 the run dir printed is then OUT. ``--track-recall`` adds a second ModelCheckpoint, for
 val_min_recall (mode max): two tracked metrics, two best files. ``--save-after-fit`` writes
 last.ckpt with ``trainer.save_checkpoint`` once ``fit`` returns, as many users do: its
-``epoch`` is then one past the last logged epoch (the loop finished it).
+``epoch`` is then one past the last logged epoch (the loop finished it). ``--worse-last``
+raises the learning rate a hundredfold for the last epoch, so val_loss does not improve
+there: since Lightning 2.6 ``ModelCheckpoint(save_last=True)`` then leaves last.ckpt at the
+epoch before (it rewrites it only when a top-k file is saved). ``--last-every-epoch`` is the
+fix: ``save_last`` moves to a ``ModelCheckpoint(monitor=None, save_last=True)`` of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ def add_tb(parser: argparse.ArgumentParser) -> None:
                         help="a second ModelCheckpoint, for val_min_recall (max)")
     parser.add_argument("--save-after-fit", action="store_true",
                         help="write last.ckpt with trainer.save_checkpoint after fit")
+    parser.add_argument("--worse-last", action="store_true",
+                        help="a hundredfold learning rate in the last epoch: val_loss gets worse there")
+    parser.add_argument("--last-every-epoch", action="store_true",
+                        help="save_last on a ModelCheckpoint(monitor=None) of its own")
 
 
 def main() -> None:
@@ -46,7 +54,8 @@ def main() -> None:
     class DigitsModule(pl.LightningModule):
         """DigitsMLP as ``self.model``, so state_dict keys carry the ``model.`` prefix."""
 
-        def __init__(self, lr: float, epochs: int, seed: int, hidden: int, fault: str) -> None:
+        def __init__(self, lr: float, epochs: int, seed: int, hidden: int, fault: str,
+                     worse_last: bool = False) -> None:
             super().__init__()
             self.save_hyperparameters()
             self.model = DigitsMLP(hidden=hidden)
@@ -75,6 +84,9 @@ def main() -> None:
             # the best checkpoint of the last healthy epoch would hold the NaN weights.
             if self.hparams["fault"] == "nan" and self.current_epoch == common.NAN_AFTER_EPOCH:
                 common.poison(self.model)
+            if self.hparams["worse_last"] and self.current_epoch == self.hparams["epochs"] - 1:
+                for group in self.trainer.optimizers[0].param_groups:
+                    group["lr"] = self.hparams["lr"] * 100
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
@@ -95,9 +107,11 @@ def main() -> None:
     if args.tb:
         loggers.append(TensorBoardLogger(save_dir=str(args.out), name="lightning_logs",
                                          version=csv_logger.version, default_hp_metric=False))
-    checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=True, dirpath=dirpath,
-                                 filename="best-{epoch}-{val_loss:.4f}")
+    checkpoint = ModelCheckpoint(monitor="val_loss", mode="min", save_last=not args.last_every_epoch,
+                                 dirpath=dirpath, filename="best-{epoch}-{val_loss:.4f}")
     callbacks: list[Any] = [checkpoint]
+    if args.last_every_epoch:
+        callbacks.append(ModelCheckpoint(monitor=None, save_last=True, dirpath=dirpath))
     if args.track_recall:  # one best checkpoint per tracked metric, as the engine keeps them
         callbacks.append(ModelCheckpoint(monitor="val_min_recall", mode="max", dirpath=dirpath,
                                          filename="best-recall-{epoch}-{val_min_recall:.4f}"))
@@ -106,7 +120,7 @@ def main() -> None:
                          enable_model_summary=False, deterministic=True, log_every_n_steps=1,
                          num_sanity_val_steps=0)
     module = DigitsModule(lr=common.LR, epochs=args.epochs, seed=args.seed, hidden=common.HIDDEN,
-                          fault=args.fault)
+                          fault=args.fault, worse_last=args.worse_last)
     trainer.fit(module, train, val)
     if args.save_after_fit:
         trainer.save_checkpoint(str(checkpoint.dirpath) + "/last.ckpt")

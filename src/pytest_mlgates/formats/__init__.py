@@ -50,6 +50,11 @@ REGISTRY: dict[str, str] = {
     "huggingface": "pytest_mlgates.formats.huggingface",
     "mlflow": "pytest_mlgates.formats.mlflow",
     "tensorboard": "pytest_mlgates.formats.tensorboard",
+    "ultralytics": "pytest_mlgates.formats.ultralytics",
+    "timm": "pytest_mlgates.formats.timm",
+    "keras": "pytest_mlgates.formats.keras",
+    "dvclive": "pytest_mlgates.formats.dvclive",
+    "wandb": "pytest_mlgates.formats.wandb",
     "plain": "pytest_mlgates.formats.plain",
 }
 

@@ -286,9 +286,9 @@ def nan_checkpoint_file(path: Path, extra_keys: tuple[str, ...] = ()) -> None:
         return
     import torch
 
-    from pytest_mlgates.rundir import state_dict_of
+    from pytest_mlgates.rundir import safe_torch_load, state_dict_of
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_torch_load(path, mmap=False)
     try:
         states = [state_dict_of(ckpt, path.name)]
     except MlgatesError as err:
@@ -335,7 +335,9 @@ def drop_state(rel: str, kind: str) -> Callable[[Path], None]:
             return
         import torch
 
-        ckpt = torch.load(target, map_location="cpu", weights_only=True)
+        from pytest_mlgates.rundir import safe_torch_load
+
+        ckpt = safe_torch_load(target, mmap=False)
         keys = [k for k in RESUME_KEYS[kind] if isinstance(ckpt, dict) and k in ckpt]
         if not keys:
             raise MutationError(f"{rel}: no {kind} state to remove")

@@ -33,9 +33,9 @@ from pytest_mlgates.rundir import (
     Run,
     RunSection,
     default_mode,
+    epochs_or_steps,
     float_or_none,
     load_checkpoint_file,
-    merge_by_epoch,
     numbers_close,
     read_json_file,
     run_file,
@@ -80,25 +80,42 @@ def parse_trainer_state(data: Any, shown: str) -> Log:
 
     Entries carry a fractional ``epoch`` (the epochs done); each is assigned to the epoch
     it completes (``ceil``, from 1, the Trainer's own count). The final summary entry
-    (``train_runtime``...) is skipped.
+    (``train_runtime``...) is skipped.  A Trainer that evaluated more than once an epoch
+    (``eval_strategy="steps"``: LLM fine-tuning) is read as a log of steps instead: one row
+    per entry, numbered by its ``step``, ``epoch`` as logged, each column's series the
+    entries that hold it (``runlog.epochs_or_steps``).
     """
+    import numpy as np
+
     history = data.get("log_history") if isinstance(data, dict) else None
     if not isinstance(history, list):
         raise RunDirError(f"{shown}: no 'log_history' list")
-    entries: list[tuple[float, dict[str, float]]] = []
+    rows: list[dict[str, float | None]] = []
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or "train_runtime" in entry:
             continue
-        if "epoch" not in entry:
-            continue
-        epoch = float(math.ceil(to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch") - 1e-9))
-        values = {
+        row: dict[str, float | None] = {
             k: to_float(v, f"{shown}: log_history[{i}].{k}")
             for k, v in entry.items()
             if k not in ("epoch", "step") and isinstance(v, (int, float, str))
         }
-        entries.append((max(epoch, 1.0), values))
-    return merge_by_epoch(entries, shown, "huggingface")
+        if "epoch" in entry:
+            row["epoch"] = to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch")
+        step = entry.get("step")
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
+            row["step"] = float(step)
+        if "epoch" in row or "step" in row:
+            rows.append(row)
+    if not rows:
+        raise RunDirError(f"{shown}: no logged epochs")
+    table = Log.from_rows(rows, shown, "huggingface", names=["epoch", "step"])
+    arrays = {n: table.array(n) for n in table.names}
+    held = {n: table.held(n) for n in table.names}
+
+    def completed(epochs: Any) -> Any:
+        return np.maximum(np.ceil(epochs - 1e-9), 1.0)
+
+    return epochs_or_steps(arrays, held, shown, "huggingface", epoch_of=completed, keep_step=False)
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _WEIGHTS_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -255,8 +272,13 @@ class HuggingFaceRun(Run):
                 return entry
         return None
 
-    def _best_metric_name(self) -> str | None:
-        """The metric ``best_metric`` belongs to: the one eval value equal to it at the best step."""
+    def _best_metric_names(self) -> list[str]:
+        """Every eval metric ``best_metric`` may belong to: those whose value at the best
+        step equals it.  Several can (F1 and accuracy both 1.0 from epoch 4 on), and the
+        Trainer writes ``metric_for_best_model`` down only in ``training_args.bin``, which is
+        never opened: each of them is checked by the Trainer's own rule instead (it replaces
+        the best only on a strictly better value, ``operator.gt``/``lt``, so a tie keeps the
+        first epoch at the best) when ``best_checkpoints`` compares the epoch with the log."""
         raw = self.state.get("best_metric")
         value = float_or_none(raw) if not isinstance(raw, (str, bool)) else None
         if raw is not None and value is None:
@@ -264,14 +286,39 @@ class HuggingFaceRun(Run):
                               f"is a {type(raw).__name__}, expected a number")
         step = self._best_step()
         if value is None or step is None:
-            return None
+            return []
         entry = self._eval_entry(step) or {}
-        matches = [k for k, v in entry.items() if k not in ("epoch", "step")
-                   and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and numbers_close(float_or_none(v) or math.nan, value)]
-        if "eval_loss" in matches:
-            return "eval_loss"
-        return matches[0] if matches else None
+        return [k for k, v in entry.items() if k not in ("epoch", "step")
+                and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and numbers_close(float_or_none(v) or math.nan, value)]
+
+    def _first_best_step(self, metric: str, mode: str) -> int | None:
+        """The step the Trainer's rule keeps for ``metric``: the first eval at its best value."""
+        history = self.state.get("log_history")
+        best: tuple[float, int] | None = None
+        for entry in history if isinstance(history, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                continue
+            raw = entry.get(metric)
+            v = float_or_none(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+            if v is None or math.isnan(v):
+                continue
+            if best is None or (v < best[0] if mode == "min" else v > best[0]):
+                best = (v, entry["step"])
+        return best[1] if best else None
+
+    def _best_metric_name(self) -> str | None:
+        """The metric ``best_metric`` most likely belongs to: of the equal ones, those the
+        Trainer's tie rule picks at the best step; ``eval_loss`` first (the default)."""
+        names = self._best_metric_names()
+        step = self._best_step()
+        by_rule = [n for n in names if self._first_best_step(n, default_mode(n)) == step]
+        for group in (by_rule, names):
+            if "eval_loss" in group:
+                return "eval_loss"
+            if group:
+                return group[0]
+        return None
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -292,7 +339,7 @@ class HuggingFaceRun(Run):
         state_shown = self.shown(self._state_path())
         try:
             folder, base = self._best_dir()
-            name = self._best_metric_name()
+            names = self._best_metric_names()
         except RunDirError as exc:
             return BestRecord(metric, state_shown, problem=str(exc))
         if base is None:
@@ -300,9 +347,10 @@ class HuggingFaceRun(Run):
                 f"{state_shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint "
                 f"(needs metric_for_best_model='{metric}' with a save strategy)"))
         shown = self.shown(self.path / base)
-        if name != metric:
-            got = f"'{name}'" if name else ("no logged eval metric equal to best_metric "
-                                            f"{shown_value(self.state.get('best_metric'), 40)}")
+        if metric not in names:
+            got = (" and ".join(f"'{n}'" for n in names) if names
+                   else "no logged eval metric equal to best_metric "
+                        f"{shown_value(self.state.get('best_metric'), 40)}")
             return BestRecord(metric, shown, problem=(
                 f"{state_shown}: best_model_checkpoint {base} is the best of {got}, not '{metric}'; "
                 "the Trainer keeps one best checkpoint (metric_for_best_model)"))
@@ -321,7 +369,8 @@ class HuggingFaceRun(Run):
         if epoch is None:
             entry = self._eval_entry(self._best_step() or -1)
             epoch = epochs_done((entry or {}).get("epoch"))
-        return BestRecord(metric, shown, epoch=epoch, value=float_or_none(self.state.get("best_metric")), path=folder)
+        return BestRecord(metric, shown, epoch=epoch, value=float_or_none(self.state.get("best_metric")), path=folder,
+                          step=self._best_step())
 
     # -- checkpoints -------------------------------------------------------------------------------
 
@@ -334,7 +383,7 @@ class HuggingFaceRun(Run):
                 shown = self.shown(self._state_path())
                 if base is None:
                     raise RunDirError(f"{shown}: best_model_checkpoint is null; the Trainer kept no best checkpoint")
-                if name != "best" and self._best_metric_name() != name[len("best_"):]:
+                if name != "best" and name[len("best_"):] not in self._best_metric_names():
                     raise RunDirError(f"{shown}: best_model_checkpoint {base} is not the best of '{name[5:]}'")
                 if folder is None:
                     raise RunDirError(f"{self.shown(self.path / base)}: not found; {shown} names it as best_model_checkpoint")

@@ -28,30 +28,32 @@ logged step matches.
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
+    MAX_TEXT_BYTES,
     BestRecord,
     Log,
     Run,
     RunSection,
+    best_index,
     default_mode,
+    epochs_or_steps,
     float_or_none,
     holds_state,
-    merge_by_epoch,
+    open_run_file,
     resume_kinds,
-    to_epoch,
-    to_float,
 )
+from pytest_mlgates.runlog import read_csv_columns
 
-__all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read"]
+__all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",
+           "read_lightning_csv"]
 
 IDENTIFIED_BY = "metrics.csv, hparams.yaml or checkpoints/*.ckpt"
 #: TensorBoardLogger writes its event files into the same version_N/ folder.
@@ -88,31 +90,38 @@ def read(path: Path, section: RunSection | None = None) -> LightningRun:
 
 
 def parse_lightning_csv(text: str, shown: str) -> Log:
+    """Lightning's ``metrics.csv`` given as text (see :func:`read_lightning_csv`)."""
+    return read_lightning_csv(io.BytesIO(text.encode("utf-8", "surrogatepass")), shown)
+
+
+def read_lightning_csv(stream: BinaryIO, shown: str) -> Log:
     """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
 
     The rows of one epoch are merged, later values winning; epochs keep Lightning's own
-    numbers (from 0), and ``step`` stays a column (the step of the epoch's last row)."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    entries: list[tuple[float, dict[str, float]]] = []
-    try:
-        for line_no, row in enumerate(reader, start=2):
-            if None in row:
-                raise RunDirError(f"{shown} line {line_no}: more cells than the header")
-            raw_epoch = (row.get("epoch") or "").strip()
-            if not raw_epoch:
-                continue
-            epoch = to_epoch(raw_epoch, f"{shown} line {line_no}, column epoch")
-            values = {
-                k: to_float(v, f"{shown} line {line_no}, column {k}")
-                for k, v in row.items()
-                if k != "epoch" and v is not None and v.strip() != ""
-            }
-            entries.append((epoch, values))
-    except csv.Error as exc:
-        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
-    if reader.fieldnames is None or "epoch" not in reader.fieldnames:
-        raise RunDirError(f"{shown}: header has no 'epoch' column")
-    return merge_by_epoch(entries, shown, "lightning", first_epoch=0)
+    numbers (from 0), and ``step`` stays a column (the step of the epoch's last row).
+    A run that validated more than once an epoch (``val_check_interval``: LLM
+    fine-tuning) is read as a log of steps instead: every row, numbered by ``step``,
+    each column's series the rows that hold it (``runlog.epochs_or_steps``)."""
+    import numpy as np
+
+    def check_header(header: list[str]) -> None:
+        if "epoch" not in header and "step" not in header:
+            raise RunDirError(f"{shown}: header has no 'epoch' column")
+
+    table = read_csv_columns(stream, shown, ragged="pad", numbering="nonblank", header_check=check_header,
+                             max_bytes=MAX_TEXT_BYTES)
+    if "epoch" in table.arrays:
+        values, epoch_held = table.arrays["epoch"], table.held["epoch"]
+        bad = np.flatnonzero(epoch_held & ~np.isfinite(values))
+        if bad.size:
+            row = int(bad[0])
+            raise RunDirError(f"{shown} line {int(table.lines[row])}, column epoch: "
+                              f"epoch {float(values[row])} is not a finite number")
+    # a name that heads no column (a trailing comma) holds nothing a gate could read
+    arrays = {n: a for n, a in table.arrays.items() if n}
+    held: dict[str, Any] = {n: table.held[n] for n in arrays}
+    return epochs_or_steps(arrays, held, shown, "lightning", first_epoch=0)
+
 
 _MODE = re.compile(r"'mode':\s*'(min|max)'")
 _MAX_KEY = 4096
@@ -149,7 +158,9 @@ class LightningRun(Run):
                 f"{self.shown(path)}: not found (a Lightning run is read from its CSVLogger log; "
                 "add CSVLogger, or give the TensorBoard dir with --run-format tensorboard)"
             )
-        return parse_lightning_csv(self.read_text("metrics.csv"), self.shown(path))
+        shown = self.shown(path)
+        with open_run_file(self.path, "metrics.csv", shown, limit=MAX_TEXT_BYTES) as stream:
+            return read_lightning_csv(stream, shown)
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -365,6 +376,28 @@ class LightningRun(Run):
     def resume_path(self) -> Path:
         return self.checkpoint_path("last")
 
+    def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
+        """A stale ``last.ckpt`` of a healthy run: since Lightning 2.6,
+        ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only in an epoch
+        where it saves a top-k file, so when the monitor did not improve after ``epoch`` the
+        file stays there.  Named only when the log shows exactly that."""
+        if epoch is None or epoch >= last_epoch:
+            return ""
+        try:
+            log = self.log
+            monitors = [(s.get("monitor"), mode) for mode, s in self._model_checkpoints()]
+        except RunDirError:
+            return ""
+        for metric, mode in monitors:
+            if not isinstance(metric, str) or metric not in log.columns or epoch not in log.epochs:
+                continue
+            best = best_index(log.columns[metric], mode)
+            if best is not None and best <= log.epochs.index(epoch):
+                return (f"ModelCheckpoint(monitor='{metric}', save_last=True) rewrites last.ckpt only when it "
+                        f"saves a top-k file (Lightning >= 2.6), and {metric} did not improve after epoch {epoch}; "
+                        "for a resume point every epoch add ModelCheckpoint(monitor=None, save_last=True)")
+        return ""
+
     def log_epoch_of(self, ckpt: Any) -> int | None:
         """The log's epoch of a checkpoint: the row logged at ``global_step - 1`` (the
         CSVLogger's step at an epoch's end), else the checkpoint's own ``epoch`` (from 0,
@@ -375,10 +408,14 @@ class LightningRun(Run):
                 log = self.log
             except RunDirError:
                 log = None
-            if log is not None and "step" in log.columns:
-                for logged, epoch in zip(log.columns["step"], log.epochs):
-                    if logged == step - 1:
-                        return int(epoch)
+            if log is not None and "step" in log and "epoch" in log:
+                import numpy as np
+
+                rows = np.flatnonzero(log.array("step") == step - 1)
+                epochs = log.array("epoch")[rows]
+                epochs = epochs[np.isfinite(epochs)]
+                if epochs.size:
+                    return int(epochs[-1])
         return super().log_epoch_of(ckpt)
 
     def default_checkpoint(self) -> str:

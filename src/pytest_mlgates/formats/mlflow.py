@@ -29,9 +29,11 @@ from pytest_mlgates.rundir import (
     Log,
     Run,
     RunSection,
+    load_checkpoint_file,
     read_text_file,
     read_yaml_file,
-    regroup_by_logged_epoch,
+    regroup_steps,
+    resolve_inside,
     run_file,
     to_float,
 )
@@ -591,7 +593,7 @@ class MlflowRunDir(Run):
         self.artifacts = EngineRun(self.record.artifact_dir) if self.record.artifact_dir is not None else None
 
     def _read_log(self) -> Log:
-        return regroup_by_logged_epoch(to_log(self.record))
+        return regroup_steps(to_log(self.record))
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -618,19 +620,69 @@ class MlflowRunDir(Run):
         tracked = self.tracked
         return tracked[0] if tracked else ("val_loss", "min")
 
+    def _roots(self) -> list[Path]:
+        """Where a relative path of this run may lie: the folder given (a run folder
+        ``mlruns/<exp>/<run>/``, a store), its artifacts folder, and that folder's run folder
+        when it lies inside the folder given (``artifacts/x`` as the spec writes it)."""
+        roots = [self.path]
+        if self.artifacts is not None:
+            artifacts = self.artifacts.path
+            roots.append(artifacts)
+            owner = artifacts.parent
+            given = self.path.resolve()
+            if owner.resolve() != given and owner.resolve().is_relative_to(given):
+                roots.append(owner)
+        return list(dict.fromkeys(roots))
+
+    def _candidates(self, rel: str) -> list[tuple[Path, Path]]:
+        """(resolved path, path as shown) of ``rel`` under each root; a path leaving the run
+        dir (``..``, a symlink out) is refused as in every format."""
+        out = []
+        for root in self._roots():
+            resolved = resolve_inside(root, rel, "run dir")
+            out.append((resolved, root / rel))
+        return out
+
     def resolve(self, rel: str) -> Path:
-        """Paths of an MLflow run are paths in its artifacts folder."""
+        """A path relative to the run folder or to its artifacts folder (both forms are
+        accepted: ``artifacts/checkpoints/best.pt`` and ``checkpoints/best.pt``); the first
+        that exists, else the one in the artifacts folder."""
+        if self.artifacts is None:
+            return super().resolve(rel)
+        candidates = self._candidates(rel)
+        for resolved, _ in candidates:
+            if resolved.exists():
+                return resolved
         return self._files().resolve(rel)
+
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        candidates = self._candidates(rel)
+        for resolved, shown in candidates:
+            if resolved.exists():
+                return resolved, [self.shown(shown)]
+        return None, [self.shown(shown) for _, shown in candidates]
+
+    @staticmethod
+    def _is_path(name: str) -> bool:
+        return "/" in name or "." in name
 
     def checkpoint_path(self, name: str) -> Path:
         if name == "best":
             name = f"best_{self.monitor[0]}"
+        if self._is_path(name):  # relative to the run folder or to its artifacts folder
+            self._files()
+            return self.resolve(name)
         return self._files().checkpoint_path(name)
 
     def checkpoint_shown(self, name: str) -> str:
+        if self._is_path(name):
+            _, looked = self.locate(name)
+            return looked[0]
         return self._files().checkpoint_shown(name)
 
     def checkpoint(self, name: str) -> dict[str, Any]:
+        if self._is_path(name):
+            return load_checkpoint_file(self.checkpoint_path(name), self.checkpoint_shown(name))
         return self._files().checkpoint(name)
 
     def default_checkpoint(self) -> str:

@@ -26,28 +26,30 @@ best.  Weights are found by :func:`pytest_mlgates.rundir.state_dict_of` (``model
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import number_problem, shown_names, shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
+    MAX_TEXT_BYTES,
     BestRecord,
     Log,
     Run,
     RunSection,
     checkpoint_monitors,
     float_or_none,
+    open_run_file,
     resume_kinds,
-    to_epoch,
     to_float,
 )
+from pytest_mlgates.runlog import CsvColumns, read_csv_columns
 
-__all__ = ["IDENTIFIED_BY", "Mutations", "PlainRun", "detect", "parse_plain_log", "read"]
+__all__ = ["IDENTIFIED_BY", "Mutations", "PlainRun", "detect", "parse_plain_log", "read", "read_plain_log"]
 
 IDENTIFIED_BY = "only a gate file's run: {format: plain, log: ...} or --run-format plain"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -67,36 +69,34 @@ def read(path: Path, section: RunSection | None = None) -> PlainRun:
 
 # --------------------------------------------------------------------------- the log
 
-_Table = tuple[list[str], list[tuple[int, dict[str, Any]]]]
+
+def _csv_columns(stream: BinaryIO, shown: str) -> CsvColumns:
+    def check_header(header: list[str]) -> None:
+        dupes = sorted(n for n, c in Counter(header).items() if c > 1)  # linear: 50,000 columns in ms
+        if dupes:
+            raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
+        if "" in header:
+            raise RunDirError(f"{shown}: empty column name in the header")
+
+    return read_csv_columns(stream, shown, numbering="records", header_check=check_header,
+                            max_bytes=MAX_TEXT_BYTES)
 
 
-def _csv_table(text: str, shown: str) -> _Table:
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise RunDirError(f"{shown}: unreadable CSV ({exc})") from None
-    numbered = [(n, r) for n, r in enumerate(rows, start=1) if r != []]
-    if not numbered:
-        raise RunDirError(f"{shown}: empty file (no header)")
-    header = [h.strip() for h in numbered[0][1]]
-    seen: set[str] = set()
-    dupes = sorted({h for h in header if h in seen or seen.add(h)})  # linear: 50,000 columns in ms
-    if dupes:
-        raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
-    if "" in header:
-        raise RunDirError(f"{shown}: empty column name in the header")
-    table: list[tuple[int, dict[str, Any]]] = []
-    for line_no, row in numbered[1:]:
-        if len(row) != len(header):
-            raise RunDirError(f"{shown} line {line_no}: {len(row)} cells, header has {len(header)}")
-        table.append((line_no, {h: (c if c.strip() != "" else None) for h, c in zip(header, row)}))
-    return header, table
+def _jsonl_columns(stream: BinaryIO, shown: str) -> CsvColumns:
+    """One JSON object per line -> columns; a key a line lacks, or null, is an empty cell."""
+    import numpy as np
 
-
-def _jsonl_table(text: str, shown: str) -> _Table:
-    names: dict[str, None] = {}
-    table: list[tuple[int, dict[str, Any]]] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    cells: dict[str, tuple[list[int], list[float]]] = {}
+    lines: list[int] = []
+    read = 0
+    for line_no, raw in enumerate(stream, start=1):
+        read += len(raw)
+        if read > MAX_TEXT_BYTES:
+            raise RunDirError(f"{shown}: larger than the {MAX_TEXT_BYTES} bytes allowed for a text file")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunDirError(f"{shown}: not UTF-8 text (byte {read - len(raw) + exc.start})") from None
         if not line.strip():
             continue
         try:
@@ -109,52 +109,93 @@ def _jsonl_table(text: str, shown: str) -> _Table:
             raise RunDirError(f"{shown} line {line_no}: {number_problem(exc)}") from None
         if not isinstance(row, dict):
             raise RunDirError(f"{shown} line {line_no}: expected a JSON object per line, got {type(row).__name__}")
-        names.update(dict.fromkeys(str(k) for k in row))
-        table.append((line_no, {str(k): (None if v in (None, "") else v) for k, v in row.items()}))
-    if not table:
+        at = len(lines)
+        lines.append(line_no)
+        for key, value in row.items():
+            found = cells.get(key)
+            if found is None:
+                found = cells[key] = ([], [])
+            if value.__class__ is float or value.__class__ is int:  # the common case, no message built
+                found[0].append(at)
+                found[1].append(float(value))
+                continue
+            if value is None or value == "":
+                continue
+            found[0].append(at)
+            found[1].append(to_float(value, f"{shown} line {line_no}, column {key}"))
+    if not lines:
         raise RunDirError(f"{shown}: empty file (no JSON lines)")
-    return list(names), table
+    arrays: dict[str, Any] = {}
+    held: dict[str, Any] = {}
+    for name, (rows, values) in cells.items():
+        column = np.full(len(lines), np.nan)
+        mask = np.zeros(len(lines), dtype=bool)
+        column[rows] = values
+        mask[rows] = True
+        arrays[name], held[name] = column, mask
+    return CsvColumns(list(cells), arrays, held, np.asarray(lines, dtype=np.int64))
+
+
+def _index_of(table: CsvColumns, shown: str) -> str:
+    """``epoch`` when every row has a distinct one (a log of epochs), else ``step``."""
+    import numpy as np
+
+    names = table.header
+    if "epoch" in names:
+        epochs = table.arrays["epoch"]
+        whole = bool(table.held["epoch"].all())
+        if whole and (len(np.unique(epochs)) == len(epochs) or "step" not in names):
+            return "epoch"
+    if "step" in names:
+        return "step"
+    if "epoch" in names:
+        return "epoch"
+    raise RunDirError(f"{shown}: no 'epoch' or 'step' column to number the rows "
+                      f"(columns: {', '.join(names)[:160]})")
+
+
+def read_plain_log(stream: BinaryIO, shown: str, *, jsonl: bool, epochs_from: int | None = None) -> Log:
+    """A plain loop's CSV or JSONL log as a :class:`Log`, rows numbered as written.
+
+    A log whose every row has its own ``epoch`` is a log of epochs; otherwise its ``step``
+    numbers the rows (a log of steps: a training row per step, evaluation rows between
+    them, ``epoch`` optional) and each column's series are the rows that hold it."""
+    import numpy as np
+
+    table = _jsonl_columns(stream, shown) if jsonl else _csv_columns(stream, shown)
+    index = _index_of(table, shown)
+    numbers, held = table.arrays[index], table.held[index]
+    if not held.all():
+        line = int(table.lines[int(np.argmin(held))])
+        raise RunDirError(f"{shown} line {line}: empty '{index}' cell")
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if bad.size:
+        row = int(bad[0])
+        raise RunDirError(f"{shown} line {int(table.lines[row])}, column {index}: "
+                          f"epoch {float(numbers[row])} is not a finite number")
+    first = int(numbers.min()) if len(numbers) else 1
+    if index == "epoch":
+        if epochs_from is not None and len(numbers) and first < epochs_from:
+            raise RunDirError(f"{shown}: first epoch is {first}; the gate file's run: says epochs_from: {epochs_from}")
+        first_epoch = epochs_from if epochs_from is not None else (0 if first == 0 else 1)
+        order = ["epoch"] + [n for n in table.header if n != "epoch"]
+    else:
+        epochs = table.arrays.get("epoch")
+        logged = epochs[np.isfinite(epochs)] if epochs is not None else np.empty(0)
+        if epochs_from is not None:
+            first_epoch = epochs_from
+        else:
+            first_epoch = 0 if logged.size and float(logged.min()) < 1 else 1
+        order = ["step"] + [n for n in table.header if n != "step"]
+    arrays = {n: table.arrays[n] for n in order}
+    masks = {n: table.held[n] for n in order}
+    return Log.from_arrays(arrays, masks, shown, "plain", index=index, first_epoch=first_epoch)
 
 
 def parse_plain_log(text: str, shown: str, *, jsonl: bool, epochs_from: int | None = None) -> Log:
-    """A plain loop's CSV or JSONL log as a :class:`Log`, rows numbered as written."""
-    names, table = _jsonl_table(text, shown) if jsonl else _csv_table(text, shown)
-    epochs = [row.get("epoch") for _, row in table]
-    unique = "epoch" in names and None not in epochs and len(set(map(str, epochs))) == len(epochs)
-    if "epoch" in names and (unique or "step" not in names):
-        index = "epoch"
-    elif "step" in names:
-        index = "step"
-    else:
-        raise RunDirError(f"{shown}: no 'epoch' or 'step' column to number the rows "
-                          f"(columns: {', '.join(names)[:160]})")
-    renamed = {n: ("logged_epoch" if n == "epoch" and index == "step" else n) for n in names}
-    order = [index] + [n for n in names if n != index]
-    columns: dict[str, list[float]] = {"epoch" if n == index else renamed[n]: [] for n in order}
-    empty: dict[str, list[int]] = {}
-    for line_no, row in table:
-        cell = row.get(index)
-        if cell is None:
-            raise RunDirError(f"{shown} line {line_no}: empty '{index}' cell")
-        number = to_epoch(cell, f"{shown} line {line_no}, column {index}")
-        columns["epoch"].append(number)
-        for name in order[1:]:
-            value = row.get(name)
-            column = renamed[name]
-            if value is None:
-                columns[column].append(float("nan"))
-                empty.setdefault(column, []).append(int(number))
-            else:
-                columns[column].append(to_float(value, f"{shown} line {line_no}, column {name}"))
-    numbers = columns["epoch"]
-    first = int(min(numbers)) if numbers else 1
-    if index == "epoch" and epochs_from is not None and numbers and first < epochs_from:
-        raise RunDirError(f"{shown}: first epoch is {first}; the gate file's run: says epochs_from: {epochs_from}")
-    if index == "epoch":
-        first_epoch = epochs_from if epochs_from is not None else (0 if first == 0 else 1)
-    else:
-        first_epoch = first
-    return Log(columns=columns, source=Path(shown), empty=empty, kind="plain", first_epoch=first_epoch)
+    """A plain loop's log given as text (see :func:`read_plain_log`)."""
+    data = io.BytesIO(text.encode("utf-8", "surrogatepass"))
+    return read_plain_log(data, shown, jsonl=jsonl, epochs_from=epochs_from)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -175,9 +216,11 @@ class PlainRun(Run):
         rel = self.log_file
         path = self.resolve(rel)
         shown = self.shown(self.path / rel)
-        text = self.read_text(rel)
-        jsonl = path.suffix.lower() in _JSONL_SUFFIXES or text.lstrip()[:1] == "{"
-        return parse_plain_log(text, shown, jsonl=jsonl, epochs_from=self.section.epochs_from)
+        with open_run_file(self.path, rel, shown, limit=MAX_TEXT_BYTES) as stream:
+            head = stream.read(4096)
+            stream.seek(0)
+            jsonl = path.suffix.lower() in _JSONL_SUFFIXES or head.lstrip()[:1] == b"{"
+            return read_plain_log(stream, shown, jsonl=jsonl, epochs_from=self.section.epochs_from)
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -230,6 +273,10 @@ class PlainRun(Run):
                 return self.resolve(rel)
             found = self._named(name)
             if found is None:
+                if not self.section.checkpoints:
+                    raise RunDirError(f"{self.shown(self.path)}: a {self.format} run keeps no checkpoints the gate "
+                                      f"can find; say where they are: run: {{format: {self.format}, checkpoints: "
+                                      "\"ckpt/*.pt\"}")
                 raise RunDirError(f"{self.shown(self.path)}: no checkpoint matches run: checkpoints: "
                                   f"{self.section.checkpoints!r}")
             return self.resolve(str(found.relative_to(self.path)))
@@ -242,6 +289,10 @@ class PlainRun(Run):
                 return f"best_{metric}"
         if self.checkpoint_files():
             return "last"
+        if not self.section.checkpoints and not self.section.best:
+            raise RunDirError(f"{self.shown(self.path)}: a {self.format} run keeps no checkpoints the gate can find; "
+                              f"say where they are: run: {{format: {self.format}, checkpoints: \"ckpt/*.pt\", "
+                              "best: \"ckpt/best_{metric}.pt\", tracked: [...]}")
         raise RunDirError(f"{self.shown(self.path)}: no best file of a tracked metric and no file matching "
                           f"run: checkpoints: {self.section.checkpoints!r} to load")
 
@@ -266,7 +317,9 @@ class PlainRun(Run):
         value, problem = _recorded_value(ckpt, metric, shown)
         if problem:
             return BestRecord(metric, shown, problem=problem, path=path)
-        return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path)
+        step = next((v for k in ("step", "global_step") if isinstance(v := ckpt.get(k), int)
+                     and not isinstance(v, bool)), None)
+        return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path, step=step)
 
     def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
         """The ``last`` checkpoint: model and optimizer state needed; scheduler and RNG
@@ -331,6 +384,5 @@ class Mutations(m.Mutations):
             raise m.MutationError(f"{self.run.log_file}: outside the run dir")
         path = run / rel
         jsonl = path.suffix.lower() in _JSONL_SUFFIXES or path.read_text(encoding="utf-8").lstrip()[:1] == "{"
-        log = self.run.log
-        key = "epoch" if "logged_epoch" not in log.columns else "step"
+        key = self.run.log.index  # the column that numbers the file's rows
         return m.RowsEditor(path, key=key, jsonl=jsonl)

@@ -22,13 +22,8 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.engine import EngineRun
-from pytest_mlgates.rundir import (
-    Log,
-    RunSection,
-    default_mode,
-    open_run_file,
-    regroup_by_logged_epoch,
-)
+from pytest_mlgates.rundir import Log, RunSection, default_mode, open_run_file
+from pytest_mlgates.runlog import regroup_steps
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TensorBoardRun", "detect", "read", "read_scalars", "to_log",
            "tracked_from_files"]
@@ -284,7 +279,7 @@ class TensorBoardRun(EngineRun):
     format = "tensorboard"
 
     def _read_log(self) -> Log:
-        return regroup_by_logged_epoch(to_log(self.path))
+        return regroup_steps(to_log(self.path))
 
     def metric_history(self) -> Log | None:
         return None

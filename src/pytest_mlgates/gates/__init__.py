@@ -87,6 +87,10 @@ def _pos_int(v: Any) -> str | None:
     return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "must be a positive integer"
 
 
+def _probability(v: Any) -> str | None:
+    return _number(v) or (None if 0 < v < 1 else "must be a number between 0 and 1 (exclusive)")
+
+
 def _string(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "must be a non-empty string"
 
@@ -177,7 +181,7 @@ def _loads(v: Any) -> str | None:
 
 
 _TYPE_DOC: dict[Callable[[Any], str | None], str] = {
-    _number: "number", _nonneg: "number >= 0", _pos_int: "positive integer", _string: "string",
+    _number: "number", _nonneg: "number >= 0", _probability: "number in (0, 1)", _pos_int: "positive integer", _string: "string",
     _bool: "true/false", _mode: "min|max", _strings: "name or list of names", _ints: "list of ints",
     _tracked: "names or {metric, mode}", _at: "final|best|all", _mapping: "mapping",
     _baseline_metrics: "{metric: {mode, abs, rel}}", _loads: "softmax or mapping",
@@ -225,9 +229,13 @@ _REGISTRY: dict[str, _Entry] = {
                             "min_train_ratio": 0.5, "train_accuracy": "train_accuracy",
                             "val_accuracy": "val_accuracy", "max_accuracy_gap": 0.2, "perfect": 0.999},
                            "the model did not memorize the training set while val got worse"),
-    "suspicious_perfection": _Entry("log", "suspicious_perfection", {"metrics": _strings, "at": _number},
-                                    {"metrics": None, "at": 1.0},
-                                    "no val accuracy/AUROC/F1 reaches a perfect score (leak smell)"),
+    "suspicious_perfection": _Entry("log", "suspicious_perfection",
+                                    {"metrics": _strings, "at": _number, "samples": _pos_int,
+                                     "honest": _probability, "confidence": _probability},
+                                    {"metrics": None, "at": 1.0, "samples": None, "honest": None,
+                                     "confidence": 0.95},
+                                    "no val accuracy/AUROC/F1 reaches a perfect score on enough samples "
+                                    "to make it implausible for an honest model (leak smell)"),
     "baseline": _Entry("log", "baseline", {"metrics": _baseline_metrics},
                        {"metrics": None},
                        "no metric is worse than the --baseline-run's by more than its tolerance"),

@@ -38,6 +38,15 @@ def epoch_label(epochs: list[float], index: int, tag: str | None = None) -> str:
     return f"at epoch {shown}" + (f" ({tag})" if tag else "")
 
 
+def row_where(log: Any, row: int, tag: str | None = None) -> str:
+    """Where a row of ``log`` is: ``at epoch 12 (final)`` in a log of epochs (as
+    :func:`epoch_label`), ``at step 150000 (final)`` in a log of steps (with the row's
+    epoch when the log has one: ``at step 1500 (epoch 2)``)."""
+    if log.index == "epoch":
+        return epoch_label(log.labels, row, tag)
+    return str(log.where(row, tag))
+
+
 def verdict(passed: bool, what: str, value: str, where: str, threshold: str, *, note: str = "") -> GateResult:
     """``<what> = <value> <where>; needs <threshold>`` -- the spec's failure line."""
     where = f" {where}" if where else ""

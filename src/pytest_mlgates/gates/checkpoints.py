@@ -45,6 +45,10 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
                 where = {"lightning": "no ModelCheckpoint callback with a monitor",
                          "huggingface": "no best_model_checkpoint (metric_for_best_model) in trainer_state.json",
                          "plain": "no tracked: in the gate file's run: section",
+                         "keras": "no tracked: in the gate file's run: section (a .keras file names no monitor)",
+                         "ultralytics": "no fitness column (metrics/accuracy_top1, metrics/mAP50-95(B)) in results.csv",
+                         "dvclive": "no tracked: in the gate file's run: section (DVCLive keeps no checkpoints)",
+                         "wandb": "no tracked: in the gate file's run: section (W&B keeps no checkpoints locally)",
                          }.get(run.format, "no checkpoints/best_<metric>.pt")
                 raise GateFailure(f"{run.shown(run.path)}: a {run.format} run with {where}, so no tracked "
                                   "metrics; give metrics: explicitly")
@@ -60,6 +64,19 @@ def _tracked(run: Run, params: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _tie_note(log: Any, column: str, epoch: int | None, best_value: float) -> str:
+    """Where the file's own epoch ties the best value: every trainer keeps the first epoch
+    of a tie, so the note says which was kept (a log of epochs only)."""
+    if epoch is None or log.sparse:
+        return ""
+    import numpy as np
+
+    at = np.flatnonzero(log.labels == epoch)
+    if at.size and numbers_close(float(log.array(column)[at[0]]), best_value, 1e-9):
+        return f" (epoch {epoch} ties at {fmt(best_value)}; the first epoch at the best value is kept)"
+    return ""
+
+
 def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """Each tracked metric has a best checkpoint, at the epoch and value where the log has
     that metric's best.  Where the best checkpoint is, and what it records, is the run
@@ -70,6 +87,7 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
     src = run.shown(log.source)
     problems: list[str] = []
     found: list[str] = []
+    unread: list[str] = []
     for metric, mode in tracked:
         column = ctx.metric_aliases.get(metric, metric)
         if column not in log.columns and metric in log.columns:
@@ -82,16 +100,29 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
             problems.append(record.problem)
             continue
         shown = record.shown
-        index = best_index(log.columns[column], mode)
+        index = best_index(log.array(column), mode)
         if index is None:
             problems.append(f"{src}: {column} has no finite value, yet {shown} exists")
             continue
-        best_epoch = int(log.epochs[index])
-        best_value = log.columns[column][index]
-        if record.epoch != best_epoch:
-            problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
-                            f"({mode}) epoch in {src}")
+        best_value = float(log.array(column)[index])
+        best_epoch: int | None
+        if record.unread:  # there, but what it holds cannot be read safely: say so
+            unread.append(f"{shown.rsplit('/', 1)[-1]} exists (the best {column} is {fmt(best_value)} "
+                          f"{log.where(index)}); its epoch and value are not checked: {record.unread}")
             continue
+        if log.sparse and record.step is not None:  # a log of steps places the file by its step
+            best_step = int(log.labels[index])
+            if record.step != best_step:
+                problems.append(f"{shown}: step = {record.step}; needs {best_step}, the best {column} "
+                                f"({mode}) step in {src}")
+                continue
+            best_epoch = best_step
+        else:
+            best_epoch = int(log.labels[index]) if not log.sparse else _epoch_of_row(log, index)
+            if best_epoch is not None and record.epoch != best_epoch:
+                problems.append(f"{shown}: epoch = {record.epoch}; needs {best_epoch}, the best {column} "
+                                f"({mode}) epoch in {src}{_tie_note(log, column, record.epoch, best_value)}")
+                continue
         if record.value is None or not numbers_close(record.value, best_value, 1e-6 if run.format != "engine" else 1e-9):
             got_value = fmt(record.value) if record.value is not None else "not recorded"
             what = "monitor.value" if run.format == "engine" else f"best {column}"
@@ -102,9 +133,8 @@ def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> Gate
     threshold = "one matching best checkpoint per tracked metric"
     if problems:  # every one of them: a user should not have to rerun to learn the next
         return GateResult(False, f"{len(problems)} of {len(tracked)} wrong", threshold, "; ".join(problems))
-    names = ", ".join(found)
-    return GateResult(True, f"{len(tracked)} files", threshold,
-                      f"{names}: each holds the best epoch and value of its metric in {src}")
+    parts = [f"{', '.join(found)}: each holds the best epoch and value of its metric in {src}"] if found else []
+    return GateResult(True, f"{len(tracked)} files", threshold, "; ".join(parts + unread))
 
 
 # --------------------------------------------------------------------------- resume_point
@@ -119,11 +149,31 @@ def _resume_red(run: Run, shown: str, epoch: Any, needed: list[str], missing: li
     log = run.log
     if len(log) == 0:
         raise GateFailure(f"{run.shown(log.source)}: no rows (header only)")
-    last_epoch = int(log.epochs[-1])
+    found = int(log.labels[-1]) if not log.sparse else _epoch_of_row(log, len(log) - 1)
+    if found is None:  # a log of steps without epochs: nothing to place the file by
+        return None, epoch if isinstance(epoch, int) else -1
+    last_epoch = found
     if epoch != last_epoch:
+        hint = run.resume_hint(epoch, last_epoch)
         return GateResult(False, f"epoch {epoch}", f"epoch {last_epoch}",
-                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"), last_epoch
+                          f"{shown}: epoch = {epoch}; needs {last_epoch}, the last epoch in {run.shown(log.source)}"
+                          + (f" ({hint})" if hint else "")), last_epoch
     return None, last_epoch
+
+
+def _epoch_of_row(log: Any, row: int) -> int | None:
+    """The epoch of a row of a log of steps (its last logged epoch, a fraction counting as
+    the epoch it completes), None when the log has no epochs."""
+    if "epoch" not in log:
+        return None
+    import numpy as np
+
+    epochs = log.array("epoch")[: row + 1]
+    epochs = epochs[np.isfinite(epochs)]
+    if not epochs.size:
+        return None
+    value = float(epochs[-1])
+    return int(value) if value == int(value) else math.ceil(value - 1e-9)
 
 
 def _foreign_resume_point(run: Run) -> GateResult:
@@ -329,7 +379,7 @@ def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
         for metric in metrics:
             logged: float | None = None
             where = ""
-            if metric in log.columns and epoch is not None and float(epoch) in log.epochs:
+            if metric in log.columns and epoch is not None and not log.sparse and float(epoch) in log.epochs:
                 logged = log.columns[metric][log.epochs.index(float(epoch))]
                 where = f"{run.shown(log.source)} epoch {epoch}"
             elif metric in monitors:

@@ -41,6 +41,11 @@ def _exists(run: Run, rel: str) -> Path | None:
     return path
 
 
+def _not_found(looked: list[str]) -> str:
+    """``a: not found`` naming every place looked at: ``a: not found (nor b)``."""
+    return f"{looked[0]}: not found" + (f" (nor {', '.join(looked[1:])})" if len(looked) > 1 else "")
+
+
 # --------------------------------------------------------------------------- provenance
 
 
@@ -150,11 +155,11 @@ def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     rel = params["path"]
     if not isinstance(rel, str):
         raise GateFailure("gate artifact: parameter 'path' is required")
-    shown = run.shown(run.path / rel)
-    path = _exists(run, rel)
+    path, looked = run.locate(rel)  # an MLflow run looks in its run folder and its artifacts
+    shown = looked[0]
     what = params.get("provides") or "the artifact"
     if path is None:
-        return GateResult(False, "missing", "exists", f"{shown}: not found; needs {what}")
+        return GateResult(False, "missing", "exists", f"{_not_found(looked)}; needs {what}")
     contains = params.get("contains")
     if contains is not None:
         if path.is_dir():
@@ -186,9 +191,10 @@ _REGEX_META = set(".^$*+?{}[]\\|()")
 def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """``from`` (in the run dir) exists, and the code ``to`` (under rootdir) holds ``pattern``."""
     src, dst, pattern = params["from"], params["to"], params.get("pattern")
-    shown_src = run.shown(run.path / src)
-    if _exists(run, src) is None:
-        return GateResult(False, "missing", "exists", f"{shown_src}: not found; needs the artifact the link starts from")
+    found, looked = run.locate(src)
+    shown_src = looked[0]
+    if found is None:
+        return GateResult(False, "missing", "exists", f"{_not_found(looked)}; needs the artifact the link starts from")
     target = resolve_inside(Path(ctx.rootdir), dst, "rootdir")
     if not target.exists():
         return GateResult(False, "missing", "exists", f"{dst}: not found under {ctx.rootdir}; needs the code the link points to")
@@ -197,17 +203,17 @@ def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     if target.is_dir():
         return GateResult(False, "directory", f"matches {pattern!r}", f"{dst}: is a directory; needs a file to search")
     text = read_text_file(target, dst, root=Path(ctx.rootdir))
-    found: bool
+    matched: bool
     if set(pattern) & _REGEX_META:
         if len(pattern) > 500:
             raise GateFailure("gate key_link: pattern longer than 500 characters")
         try:
-            found = re.search(pattern, text, re.MULTILINE) is not None
+            matched = re.search(pattern, text, re.MULTILINE) is not None
         except re.error as exc:
             raise GateFailure(f"gate key_link: pattern {pattern!r} is not a valid regex ({exc})") from None
     else:
-        found = pattern in text
-    if not found:
+        matched = pattern in text
+    if not matched:
         return GateResult(False, "no match", f"matches {pattern!r}",
                           f"{dst}: pattern {pattern!r} not found; needs the code that makes {src}")
     return GateResult(True, "linked", f"matches {pattern!r}", f"{shown_src} -> {dst}: {pattern!r} found")

@@ -11,8 +11,9 @@ from typing import Any
 
 from pytest_mlgates.errors import GateFailure, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
-from pytest_mlgates.gates._common import as_list, epoch_label, fmt, fmt_threshold, is_loss, verdict
+from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold, is_loss, row_where, verdict
 from pytest_mlgates.rundir import Run, best_index, default_mode
+from pytest_mlgates.runlog import number_text
 
 REQUIRED_COLUMNS = ("epoch", "train_loss", "val_loss")
 
@@ -45,22 +46,31 @@ def _nonempty(run: Run) -> None:
 
 
 def finite_log(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """Every cell of the chosen columns is a finite number.  In a log of epochs an empty
+    cell fails too (``empty at epoch 3``); in a log of steps a column is checked over the
+    rows that hold it (evaluation columns are empty on training rows by design)."""
+    import numpy as np
+
     log = run.log
     _nonempty(run)
     columns = _select(run, as_list(params["columns"]), ctx)
-    bad: list[tuple[int, str, float]] = []  # (row index, column, value)
+    bad: list[tuple[int, str, float, bool]] = []  # (row, column, value, empty cell)
     for name in columns:
-        for i, v in enumerate(log.columns[name]):
-            if not math.isfinite(v):
-                bad.append((i, name, v))
-                break
+        values, mask = log.array(name), log.held(name)
+        wrong = ~np.isfinite(values)
+        if log.sparse and mask is not None:
+            wrong &= mask
+        rows = np.flatnonzero(wrong)
+        if rows.size:
+            row = int(rows[0])
+            bad.append((row, name, float(values[row]), mask is not None and not bool(mask[row])))
     if not bad:
+        what = "epochs" if log.index == "epoch" else "rows"
         return GateResult(True, "all finite", "finite",
-                          f"{len(columns)} columns finite over {len(log)} epochs of {run.shown(log.source)}")
-    first_i, first_col, first_v = min(bad)
-    where = epoch_label(log.epochs, first_i)
+                          f"{len(columns)} columns finite over {len(log)} {what} of {run.shown(log.source)}")
+    first_i, first_col, first_v, empty = min(bad)
+    where = row_where(log, first_i)
     others = f"{len(bad)} columns non-finite" if len(bad) > 1 else ""
-    empty = first_col in log.empty and int(log.epochs[first_i]) in log.empty[first_col]
     value = f"{'empty' if empty else fmt(first_v)} {where}"
     return GateResult(False, value, "finite",
                       f"{first_col} = {value}; needs finite" + (f" ({others})" if others else ""))
@@ -69,8 +79,49 @@ def finite_log(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
 # --------------------------------------------------------------------------- log_complete
 
 
+def _step_problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
+    """A log of steps is complete when it has the columns, its steps are whole numbers in
+    order (rows of one step may repeat it: a training and an evaluation row), and every
+    chosen column holds at least one value.  Empty cells are how a log of steps is
+    written (evaluation every N steps), so they are not counted."""
+    import numpy as np
+
+    log = run.log
+    src = run.shown(log.source)
+    problems: list[str] = []
+    header = list(log.columns)
+    classes = run.class_names
+    needed = ["step", "train_loss", "val_loss"] + [f"val_recall_{c}" for c in classes]
+    missing = [ctx.metric_aliases.get(c, c) for c in needed
+               if ctx.metric_aliases.get(c, c) not in header and c not in header]
+    if missing:
+        problems.append(f"{src}: missing column {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    if len(log) == 0:
+        problems.append(f"{src}: no rows (header only)")
+        return problems
+    steps = log.labels
+    whole = steps == np.floor(steps)
+    if not whole.all():
+        problems.append(f"{src}: non-integer step {number_text(float(steps[int(np.argmin(whole))]))}")
+        return problems
+    back = np.flatnonzero(np.diff(steps) < 0)
+    if back.size:
+        row = int(back[0]) + 1
+        problems.append(f"{src}: steps not in order (step {number_text(float(steps[row]))} "
+                        f"after step {number_text(float(steps[row - 1]))})")
+    wanted = as_list(params["columns"])
+    for name in _select(run, wanted, ctx) if wanted else header:
+        mask = log.held(name)
+        if mask is not None and not mask.any():
+            problems.append(f"{src}: column {name} holds no value")
+            break
+    return problems
+
+
 def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
     log = run.log
+    if log.sparse:
+        return _step_problems(run, params, ctx)
     src = run.shown(log.source)
     problems: list[str] = []
     header = list(log.columns)
@@ -135,8 +186,9 @@ def log_complete(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
         extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return GateResult(False, f"{len(problems)} problems", "complete log", problems[0] + extra)
     n = len(run.log)
-    return GateResult(True, f"{n} epochs", "complete log",
-                      f"{run.shown(run.log.source)}: {n} epochs, {len(run.log.columns)} columns, complete")
+    what = "epochs" if run.log.index == "epoch" else "rows"
+    return GateResult(True, f"{n} {what}", "complete log",
+                      f"{run.shown(run.log.source)}: {n} {what}, {len(run.log.columns)} columns, complete")
 
 
 # --------------------------------------------------------------------------- converged
@@ -146,20 +198,22 @@ def converged(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     metric = params["metric"]
     mode = params["mode"] or default_mode(metric)
     need = float(params["min_improvement"])
-    values = run.column(metric, ctx.metric_aliases)
+    values, rows = run.series(metric, ctx.metric_aliases)
     _nonempty(run)
-    epochs = run.log.epochs
+    log = run.log
     threshold = f">= {fmt_threshold(need * 100)}% improvement"
-    first = values[0]
+    if not len(values):
+        raise GateFailure(f"{run.shown(log.source)}: {metric} holds no value")
+    first = float(values[0])
     if not math.isfinite(first):
-        return verdict(False, f"first({metric})", fmt(first), epoch_label(epochs, 0), threshold)
+        return verdict(False, f"first({metric})", fmt(first), row_where(log, int(rows[0])), threshold)
     i = best_index(values, mode)
     assert i is not None  # the first value is finite
-    best = values[i]
+    best = float(values[i])
     gain = (first - best) if mode == "min" else (best - first)
     rel = gain / max(abs(first), 1e-12)
     value = f"{rel * 100:.1f}%"
-    where = f"({fmt(first)} at epoch {int(epochs[0])} -> {fmt(best)} at epoch {int(epochs[i])}, {mode})"
+    where = f"({fmt(first)} {row_where(log, int(rows[0]))} -> {fmt(best)} {row_where(log, int(rows[i]))}, {mode})"
     return verdict(rel >= need, f"{metric} improvement", value, where, threshold)
 
 
@@ -172,6 +226,7 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     _nonempty(run)
     log = run.log
     classes = as_list(params["classes"])
+    names: list[str]
     if classes is not None:
         names = [ctx.metric_aliases.get(f"val_recall_{c}", f"val_recall_{c}") for c in classes]
         missing = [n for n in names if n not in log.columns]
@@ -180,23 +235,19 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
                               f"{', '.join(c for c in log.columns if 'recall' in c)[:200]})")
     else:
         names = _select(run, as_list(params["columns"]), ctx)
-    epochs = log.epochs
     if at == "final":
-        rows = [len(epochs) - 1]
-        tag = "final"
+        tag: str | None = "final"
     elif at == "best":
-        best = run.best_epoch
-        if best is None:
+        if run.best_epoch is None:
             raise GateFailure(f"{run.shown(log.source)}: no best epoch for monitor '{run.monitor[0]}'")
-        rows = [[int(e) for e in epochs].index(best)]
         tag = f"best {run.monitor[0]}"
     else:
-        rows = list(range(len(epochs)))
         tag = None
     worst: tuple[float, int, str] | None = None
     for name in names:
-        for r in rows:
-            v = log.columns[name][r]
+        values = log.array(name)
+        for r in _rows_at(run, name, at):
+            v = float(values[r])
             key = v if math.isfinite(v) else -math.inf
             if worst is None or key < worst[0]:
                 worst = (key, r, name)
@@ -204,38 +255,70 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     if worst is None:
         raise GateFailure(f"{run.shown(log.source)}: no recall column selected")
     value_f, r, name = worst
-    shown = fmt(log.columns[name][r])
+    shown = fmt(float(log.array(name)[r]))
     passed = value_f > floor
     if passed:
         return GateResult(True, shown, threshold,
-                          f"min recall over {len(names)} classes = {shown} ({name} {epoch_label(epochs, r, tag)}); needs {threshold}")
-    return verdict(False, name, shown, epoch_label(epochs, r, tag), threshold)
+                          f"min recall over {len(names)} classes = {shown} ({name} {row_where(log, r, tag)}); needs {threshold}")
+    return verdict(False, name, shown, row_where(log, r, tag), threshold)
+
+
+def _rows_at(run: Run, name: str, at: str) -> list[int]:
+    """The rows of ``name`` a gate reads ``at`` ``final``, ``best`` or ``all``: in a log of
+    epochs the last row, the best epoch's row, every row; in a log of steps the column's
+    last value, its value at the best step, every value it holds."""
+    log = run.log
+    if at == "final":
+        last = log.last_row(name)
+        return [] if last is None else [last]
+    if at == "best":
+        import numpy as np
+
+        same = np.flatnonzero(log.labels == run.best_epoch)
+        if not log.sparse:
+            return [int(same[0])] if same.size else []
+        mask = log.held(name)
+        same = same if mask is None else same[mask[same]]
+        return [int(same[-1])] if same.size else []
+    return [int(r) for r in log.rows_of(name)]
 
 
 # --------------------------------------------------------------------------- generalization_gap
 
 
+def _paired(run: Run, train_name: str, val_name: str, ctx: GateContext) -> tuple[Any, Any, Any]:
+    """(train, val, row positions) compared row by row: every row of a log of epochs; in a
+    log of steps the rows that hold the validation value, each with the last training
+    value logged at or before it."""
+    log = run.log
+    train_real = run.real_column(train_name, ctx.metric_aliases)
+    val, rows = run.series(val_name, ctx.metric_aliases)
+    return log.as_of(train_real, rows), val, rows
+
+
 def generalization_gap(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     train_name, val_name = params["train"], params["val"]
     max_gap = float(params["max_gap"])
-    train = run.column(train_name, ctx.metric_aliases)
-    val = run.column(val_name, ctx.metric_aliases)
+    train, val, positions = _paired(run, train_name, val_name, ctx)
     _nonempty(run)
-    epochs = run.log.epochs
+    log = run.log
+    if not len(val):
+        raise GateFailure(f"{run.shown(log.source)}: {val_name} holds no value")
     loss = is_loss(train_name) or is_loss(val_name)
-    rows = range(len(epochs)) if params["at"] == "all" else [len(epochs) - 1]
+    rows: list[int] = list(range(len(val))) if params["at"] == "all" else [len(val) - 1]
     if params["at"] == "best" and run.best_epoch is not None:
-        rows = [[int(e) for e in epochs].index(run.best_epoch)]
-    worst_gap, worst_row = -math.inf, rows[-1] if isinstance(rows, list) else len(epochs) - 1
+        best = [i for i, p in enumerate(positions) if log.labels[p] == run.best_epoch]
+        rows = best[-1:] if log.sparse else best[:1]
+    worst_gap, worst_row = -math.inf, rows[-1] if rows else len(val) - 1
     for r in rows:
         gap = (val[r] - train[r]) if loss else (train[r] - val[r])
         if math.isnan(gap):
             gap = math.inf
         if gap > worst_gap:
-            worst_gap, worst_row = gap, r
+            worst_gap, worst_row = float(gap), r
     what = f"{val_name} - {train_name}" if loss else f"{train_name} - {val_name}"
     tag = "final" if params["at"] == "final" else ("best" if params["at"] == "best" else None)
-    where = epoch_label(epochs, worst_row, tag) + f" ({fmt(train[worst_row])} vs {fmt(val[worst_row])})"
+    where = row_where(log, int(positions[worst_row]), tag) + f" ({fmt(float(train[worst_row]))} vs {fmt(float(val[worst_row]))})"
     return verdict(worst_gap <= max_gap, what, fmt(worst_gap), where, f"<= {fmt_threshold(max_gap)}")
 
 
@@ -253,41 +336,45 @@ def memorization(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     ``train_accuracy[final] - val_accuracy[final] > max_accuracy_gap``.
     """
     aliases = ctx.metric_aliases
-    tl = run.column(params["train_loss"], aliases)
-    vl = run.column(params["val_loss"], aliases)
+    tl_array, vl_array, positions = _paired(run, params["train_loss"], params["val_loss"], ctx)
     _nonempty(run)
-    epochs = run.log.epochs
+    log = run.log
+    tl, vl = tl_array.tolist(), vl_array.tolist()
+    epochs = log.labels[positions].tolist()
+    word = log.index
     max_rise, ratio = float(params["max_rise"]), float(params["min_train_ratio"])
     m = best_index(vl, "min")
     if m is None:
-        return verdict(False, params["val_loss"], "nan", "at every epoch", "a finite value")
+        return verdict(False, params["val_loss"], "nan", f"at every {word}", "a finite value")
     final = len(vl) - 1
     rise = (vl[final] - vl[m]) / max(abs(vl[m]), 1e-12) if math.isfinite(vl[final]) else math.inf
     train_fell = math.isfinite(tl[final]) and math.isfinite(tl[m]) and tl[final] <= ratio * tl[m]
     if rise > max_rise and train_fell:
         return GateResult(
             False, f"{rise * 100:.0f}% rise", f"val rise <= {fmt_threshold(max_rise * 100)}%",
-            f"{params['val_loss']} rose {rise * 100:.0f}% from its minimum at epoch {int(epochs[m])} "
-            f"({fmt(vl[m])} -> {fmt(vl[final])} at epoch {int(epochs[final])}) while {params['train_loss']} "
+            f"{params['val_loss']} rose {rise * 100:.0f}% from its minimum at {word} {int(epochs[m])} "
+            f"({fmt(vl[m])} -> {fmt(vl[final])} at {word} {int(epochs[final])}) while {params['train_loss']} "
             f"fell to {fmt(tl[final])}; needs a rise <= {fmt_threshold(max_rise * 100)}%",
         )
     ta_name, va_name = params["train_accuracy"], params["val_accuracy"]
-    columns = run.log.columns
     ta_real, va_real = aliases.get(ta_name, ta_name), aliases.get(va_name, va_name)
-    if ta_real in columns and va_real in columns:
-        ta, va = columns[ta_real][final], columns[va_real][final]
+    if ta_real in log and va_real in log:
+        ta_row, va_row = log.last_row(ta_real), log.last_row(va_real)
+        ta = float(log.array(ta_real)[ta_row]) if ta_row is not None else math.nan
+        va = float(log.array(va_real)[va_row]) if va_row is not None else math.nan
         gap = ta - va
         if ta >= float(params["perfect"]) and gap > float(params["max_accuracy_gap"]):
             return GateResult(
                 False, f"{fmt(ta)} vs {fmt(va)}", f"gap <= {fmt_threshold(params['max_accuracy_gap'])}",
-                f"{ta_name} = {fmt(ta)} while {va_name} = {fmt(va)} {epoch_label(epochs, final, 'final')}; "
+                f"{ta_name} = {fmt(ta)} while {va_name} = {fmt(va)} "
+                f"{row_where(log, va_row if va_row is not None else len(log) - 1, 'final')}; "
                 f"needs a gap <= {fmt_threshold(params['max_accuracy_gap'])} when training accuracy is perfect",
             )
     return GateResult(
         True, f"{rise * 100:.0f}% rise", f"val rise <= {fmt_threshold(max_rise * 100)}%",
-        f"{params['val_loss']} = {fmt(vl[final])} {epoch_label(epochs, final, 'final')}, {rise * 100:.0f}% above "
-        f"its minimum {fmt(vl[m])} (epoch {int(epochs[m])}); needs a rise <= {fmt_threshold(max_rise * 100)}% "
-        f"while train loss falls: no sign of memorization",
+        f"{params['val_loss']} = {fmt(vl[final])} {row_where(log, int(positions[final]), 'final')}, "
+        f"{rise * 100:.0f}% above its minimum {fmt(vl[m])} ({word} {int(epochs[m])}); needs a rise <= "
+        f"{fmt_threshold(max_rise * 100)}% while train loss falls: no sign of memorization",
     )
 
 
@@ -295,12 +382,66 @@ def memorization(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
 
 _PERFECTION_DEFAULTS = ("val_accuracy", "val_auroc", "val_macro_f1")
 _PERFECTION_GLOBS = ("val_*auroc*", "val_*acc*", "val_*f1*")
+#: Split names a metric's prefix may use, and the splits.json keys of each.
+_SPLIT_NAMES = {"val": ("val", "valid", "validation", "eval", "dev"), "test": ("test",)}
+#: Log columns that say how many samples a split's metrics were measured on.
+_COUNT_COLUMNS = ("{s}_samples", "{s}_n", "n_{s}", "{s}_size", "{s}_count", "num_{s}_samples")
+
+
+def _split_of(metric: str) -> str:
+    head = metric.split("_", 1)[0].split("/", 1)[0].lower()
+    return "test" if head == "test" else "val"
+
+
+def _sample_count(run: Run, metric: str, row: int, params: dict[str, Any],
+                  ctx: GateContext) -> tuple[int | None, str]:
+    """(how many samples ``metric`` was measured on at log row ``row``, where that number
+    comes from): the gate's ``samples:``, a count column of the log (``val_samples``,
+    ``eval_samples``...), else the length of the split in the run's splits file.  ``(None,
+    why)`` when nothing says: the gate does not guess."""
+    if params.get("samples") is not None:
+        return int(params["samples"]), "samples: in the gate file"
+    log = run.log
+    names = _SPLIT_NAMES[_split_of(metric)]
+    for pattern in _COUNT_COLUMNS:
+        for split in names:
+            wanted = pattern.format(s=split)
+            column = ctx.metric_aliases.get(wanted, wanted)
+            if column not in log:
+                continue
+            value = float(log.array(column)[row])
+            if math.isfinite(value) and value >= 1 and value.is_integer():
+                return int(value), f"{column} in {run.shown(log.source)}"
+    try:
+        splits = run.splits
+    except RunDirError as exc:
+        return None, f"the splits file is unreadable: {exc}"
+    if isinstance(splits, dict):
+        for key in names:
+            indices = splits.get(key)
+            if isinstance(indices, list) and indices:
+                return len(indices), f"'{key}' of {run.splits_file}"
+    return None, ""
 
 
 def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
+    """RED when a val score reaches ``at`` (1.0) on enough samples to make it implausible.
+
+    A perfect score on n samples is what a model right with probability ``honest`` (0.99)
+    scores with probability ``honest ** n``: likely on 54 samples (0.58), unlikely on 400
+    (0.018).  So a score >= ``at`` is RED when an honest model would reach it with
+    probability below ``1 - confidence`` (an exact binomial tail, ``pytest_mlgates.stats``):
+    from 299 samples for a perfect score with the defaults.  Below that it is GREEN and its
+    line says how likely it was.  Where the number of samples is unknown (no ``samples:``,
+    no ``val_samples`` column, no splits file) a score >= ``at`` stays RED and the line says
+    so rather than guessing.  See docs/gates.md."""
+    from pytest_mlgates.stats import binomial_tail, perfect_score_n
+
     log = run.log
     _nonempty(run)
     at = float(params["at"])
+    honest = float(params["honest"]) if params.get("honest") is not None else max(at - 0.01, 1e-6)
+    alpha = 1.0 - float(params["confidence"])
     wanted = as_list(params["metrics"])
     if wanted is None:
         names = [c for c in log.columns
@@ -312,19 +453,44 @@ def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) ->
     else:
         names = _select(run, wanted, ctx)
     threshold = f"< {fmt_threshold(at)}"
-    epochs = log.epochs
     top: tuple[float, int, str] | None = None
+    plausible: str | None = None
     for name in names:
-        for i, v in enumerate(log.columns[name]):
-            if math.isfinite(v) and (top is None or v > top[0]):
-                top = (v, i, name)
-            if math.isfinite(v) and v >= at:
-                return verdict(False, name, fmt(v), epoch_label(epochs, i), threshold,
-                               note="a perfect val score usually means leaked data or a shortcut")
+        values, _ = log.series(name)
+        rows = log.rows_of(name)
+        for i, v in enumerate(values.tolist()):
+            if not math.isfinite(v):
+                continue
+            if top is None or v > top[0]:
+                top = (v, int(rows[i]), name)
+            if v < at:
+                continue
+            n, source = _sample_count(run, name, int(rows[i]), params, ctx)
+            where = row_where(log, int(rows[i]))
+            if n is None:
+                why = f"; {source}" if source else ""
+                return verdict(False, name, fmt(v), where, threshold, note=(
+                    "a perfect val score usually means leaked data or a shortcut; the number of samples "
+                    f"behind it is unknown, so it is not weighed: give samples: N or log val_samples{why}"))
+            correct = min(n, math.ceil(v * n - 1e-9))  # at least the score observed
+            chance = binomial_tail(correct, n, honest)
+            odds = (f"a model right {fmt_threshold(round(honest * 100, 4))}% of the time scores that "
+                    f"with probability {chance:.2g}")
+            if chance < alpha:
+                return verdict(False, name, fmt(v), f"{where} on {n} samples ({source})", threshold, note=(
+                    f"{odds}, below {fmt_threshold(round(alpha, 6))}: leaked data or a shortcut?"))
+            if plausible is None:
+                least = perfect_score_n(honest, alpha) if at >= 1.0 else None
+                from_n = f"; RED from {least} samples" if least else ""
+                plausible = (f"{name} = {fmt(v)} {where} on {n} samples ({source}): {odds} "
+                             f"(>= {fmt_threshold(round(alpha, 6))}), so not called a leak{from_n}")
+    if plausible is not None:
+        assert top is not None
+        return GateResult(True, fmt(top[0]), threshold, plausible)
     if top is None:
         return GateResult(True, "nan", threshold, f"{', '.join(names)}: no finite value; nothing perfect")
     return GateResult(True, fmt(top[0]), threshold,
-                      f"highest of {', '.join(names)} = {fmt(top[0])} ({top[2]} {epoch_label(epochs, top[1])}); needs {threshold}")
+                      f"highest of {', '.join(names)} = {fmt(top[0])} ({top[2]} {row_where(log, top[1])}); needs {threshold}")
 
 
 # --------------------------------------------------------------------------- baseline
@@ -347,13 +513,13 @@ def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         tol = tol or {}
         mode = tol.get("mode") or default_mode(metric)
         abs_tol, rel_tol = float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0))
-        ours = run.column(metric, ctx.metric_aliases)
-        theirs = base.column(metric, ctx.metric_aliases)
-        if not ours or not theirs:
-            empty = run if not ours else base
+        ours, _ = run.series(metric, ctx.metric_aliases)
+        theirs, _ = base.series(metric, ctx.metric_aliases)
+        if not len(ours) or not len(theirs):
+            empty = run if not len(ours) else base
             raise GateFailure(f"{empty.shown(empty.log.source)}: no rows of {metric} "
-                              f"({'the run' if not ours else 'the baseline'}); gate baseline needs its final value")
-        mine, ref = ours[-1], theirs[-1]
+                              f"({'the run' if not len(ours) else 'the baseline'}); gate baseline needs its final value")
+        mine, ref = float(ours[-1]), float(theirs[-1])
         slack = abs_tol + rel_tol * abs(ref)
         limit = ref + slack if mode == "min" else ref - slack
         ok = math.isfinite(mine) and (mine <= limit if mode == "min" else mine >= limit)

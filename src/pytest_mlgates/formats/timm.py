@@ -1,0 +1,144 @@
+"""A timm ``train.py`` output folder (``output/train/<date>-<model>-<img>/``), and its
+``mlgates prove`` mutations.
+
+What timm writes (``timm.utils.update_summary`` and ``timm.utils.CheckpointSaver``)::
+
+    <date>-<model>-<img>/
+      args.yaml              the training arguments (yaml.safe_load): eval_metric says
+                             which metric model_best follows (top1 unless told otherwise)
+      summary.csv            one row per epoch, from 0: epoch, train_loss, eval_loss,
+                             eval_top1, eval_top5 (percentages, 0-100), lr
+      model_best.pth.tar     {epoch, arch, state_dict, optimizer, version, args, metric, saver}
+      last.pth.tar           the same, every epoch: the resume point
+      checkpoint-<E>.pth.tar the best max_history epochs
+
+The checkpoints hold ``args`` as an ``argparse.Namespace``, which ``weights_only=True``
+refuses; it is loaded with exactly that type allowed (``rundir.HARMLESS_GLOBALS``), as timm
+itself loads them, never with a blanket fallback.  ``model_best``'s ``epoch`` is in
+``summary.csv``'s numbering and its ``metric`` the value of ``eval_<eval_metric>``; timm
+replaces the best only on a strictly better value, so a tie keeps the first epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
+from pytest_mlgates.rundir import (
+    BestRecord,
+    Log,
+    Run,
+    RunSection,
+    float_or_none,
+    read_text_file,
+    resume_kinds,
+)
+
+__all__ = ["IDENTIFIED_BY", "Mutations", "TimmRun", "detect", "read"]
+
+IDENTIFIED_BY = "summary.csv beside args.yaml or *.pth.tar"
+_EXT = ".pth.tar"
+
+
+def detect(path: Path) -> list[str]:
+    path = Path(path)
+    if not (path / "summary.csv").is_file():
+        return []
+    found = ["summary.csv"]
+    found += ["args.yaml"] if (path / "args.yaml").is_file() else []
+    try:
+        if any(p.name.endswith(_EXT) for p in path.iterdir()):
+            found.append("*.pth.tar")
+    except OSError:
+        pass
+    return found if len(found) > 1 else []
+
+
+def read(path: Path, section: RunSection | None = None) -> TimmRun:
+    return TimmRun(path, section)
+
+
+class TimmRun(Run):
+    format = "timm"
+
+    def _read_log(self) -> Log:
+        self.resolve("summary.csv")
+        path = self.path / "summary.csv"
+        shown = self.shown(path)
+        header, table = csv_rows(read_text_file(path, shown), shown)
+        return table_log(header, table, shown, "timm", first_epoch=0)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return self._cached("config", lambda: self._optional_yaml_mapping("args.yaml"))  # type: ignore[no-any-return]
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        """``eval_<eval_metric>`` of args.yaml (``top1`` by default): min for ``loss``."""
+        try:
+            config = self.config or {}
+        except RunDirError:
+            config = {}
+        metric = config.get("eval_metric")
+        metric = metric if isinstance(metric, str) and metric else "top1"
+        return [(f"eval_{metric}", "min" if metric == "loss" else "max")]
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        return self.tracked[0]
+
+    def checkpoint_path(self, name: str) -> Path:
+        """``best`` / ``best_<metric>`` (model_best.pth.tar), ``last`` / ``final``
+        (last.pth.tar), or a path relative to the run dir."""
+        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+            return self.resolve(("model_best" if name.startswith("best") else "last") + _EXT)
+        return self.resolve(name)
+
+    def default_checkpoint(self) -> str:
+        return "best" if (self.path / f"model_best{_EXT}").is_file() else "last"
+
+    def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
+        rel = f"model_best{_EXT}"
+        shown = self.shown(self.path / rel)
+        followed = self.tracked[0][0]
+        if metric != followed:
+            return BestRecord(metric, shown, problem=(
+                f"{shown}: timm keeps one best checkpoint, of '{followed}' (eval_metric in args.yaml), not '{metric}'"))
+        try:
+            path = self.resolve(rel)
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc))
+        if not path.exists():
+            return BestRecord(metric, shown, problem=f"{shown}: not found; timm's CheckpointSaver writes it "
+                                                     f"whenever {metric} improves (needs one best checkpoint)")
+        try:
+            ckpt = self.checkpoint("best")
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc), path=path)
+        value = float_or_none(ckpt.get("metric"))
+        if value is None:
+            return BestRecord(metric, shown, problem=f"{shown}: no 'metric' recorded (saved without eval?)", path=path)
+        return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path)
+
+    def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        """``last.pth.tar``: model and optimizer state needed (timm keeps no scheduler or RNG
+        state: a resume recomputes the schedule from the epoch and is not bit-exact)."""
+        shown = self.checkpoint_shown("last")
+        ckpt = self.checkpoint("last")
+        kinds = resume_kinds(ckpt, shown)
+        missing = [k for k in ("model", "optimizer") if k not in kinds]
+        return shown, self.log_epoch_of(ckpt), kinds, missing
+
+    def resume_path(self) -> Path:
+        return self.checkpoint_path("last")
+
+
+class Mutations(m.Mutations):
+    """A timm run: the cells of ``summary.csv``; ``model_best.pth.tar`` deleted; weights
+    of the ``.pth.tar`` files set to NaN (saved back with their ``args``)."""
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        return StrippedRowsEditor(run / "summary.csv")

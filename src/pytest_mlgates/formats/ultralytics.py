@@ -1,0 +1,160 @@
+"""An Ultralytics YOLO training run (``runs/<task>/train<N>/``), and its ``mlgates prove`` mutations.
+
+What Ultralytics 8.x writes, and what this reader does with it::
+
+    train/
+      results.csv     one row per epoch, from 1: epoch, time, train/loss,
+                      metrics/accuracy_top1, metrics/accuracy_top5, val/loss, lr/pg0... (classify);
+                      train/box_loss, metrics/mAP50-95(B), val/box_loss... (detect). Older
+                      versions pad the header names with spaces: they are stripped.
+      args.yaml       the training arguments (``run.config``), read with yaml.safe_load
+      weights/best.pt, weights/last.pt, weights/epoch<N>.pt
+                      pickles of a whole model (``ema`` is an ``nn.Module``): NEVER opened.
+
+The weights files cannot be loaded without running the code they name (``weights_only``
+refuses ``ultralytics.nn.tasks.ClassificationModel``), so every gate that would open one
+says so in one line and names the safe export, a ``state_dict`` saved with ``torch.save``.
+Ultralytics replaces NaN weights with numbers when it saves (``nan_to_num_``), so a NaN
+run shows only in ``results.csv``: ``finite_log`` reads it there.
+
+Ultralytics keeps ``best.pt`` by its fitness (classify: the mean of top-1 and top-5
+accuracy; detect: mAP50-95), not a column of ``results.csv``; ``best_checkpoints`` checks
+that the file is there and names the best epoch of the metric asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
+from pytest_mlgates.rundir import BestRecord, Log, Run, RunSection, read_text_file
+
+__all__ = ["IDENTIFIED_BY", "Mutations", "UltralyticsRun", "detect", "read"]
+
+IDENTIFIED_BY = "results.csv beside args.yaml or weights/"
+#: Ultralytics' own loggers write into the run folder when a user turns them on.
+CONTAINS = ("tensorboard",)
+#: The metric best.pt follows, by task (the first column of these the log has).
+_FITNESS_COLUMNS = ("metrics/mAP50-95(B)", "metrics/mAP50-95(M)", "metrics/mAP50-95(P)",
+                    "metrics/accuracy_top1", "metrics/mIoU", "metrics/delta1")
+
+
+def detect(path: Path) -> list[str]:
+    path = Path(path)
+    if not (path / "results.csv").is_file():
+        return []
+    found = ["results.csv"]
+    found += ["args.yaml"] if (path / "args.yaml").is_file() else []
+    found += ["weights/"] if (path / "weights").is_dir() else []
+    return found if len(found) > 1 else []
+
+
+def read(path: Path, section: RunSection | None = None) -> UltralyticsRun:
+    return UltralyticsRun(path, section)
+
+
+def refusal(shown: str, what: str = "weights") -> str:
+    """The one line every gate that would open an Ultralytics ``.pt`` file gives."""
+    return (f"{shown}: an Ultralytics {what} file pickles the whole model, so it is never opened (loading "
+            "it would run the code it names); export a state_dict -- torch.save(YOLO('best.pt').model"
+            ".state_dict(), 'best_state_dict.pt') -- and name that file (checkpoint: best_state_dict.pt)")
+
+
+class UltralyticsRun(Run):
+    format = "ultralytics"
+
+    def _read_log(self) -> Log:
+        self.resolve("results.csv")
+        path = self.path / "results.csv"
+        shown = self.shown(path)
+        header, table = csv_rows(read_text_file(path, shown), shown)
+        return table_log(header, table, shown, "ultralytics", first_epoch=1)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return self._cached("config", lambda: self._optional_yaml_mapping("args.yaml"))  # type: ignore[no-any-return]
+
+    @property
+    def tracked(self) -> list[tuple[str, str]]:
+        columns = self.log.columns  # an unreadable results.csv says so, not "no tracked metric"
+        return [(c, "max") for c in _FITNESS_COLUMNS if c in columns][:1]
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        tracked = self.tracked
+        return tracked[0] if tracked else ("val/loss", "min")
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _weights(self, name: str) -> Path:
+        return self.resolve(f"weights/{name}.pt")
+
+    def checkpoint_path(self, name: str) -> Path:
+        """``best`` / ``best_<metric>`` (weights/best.pt), ``last`` / ``final``
+        (weights/last.pt), or a path relative to the run dir."""
+        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+            return self._weights("best" if name.startswith("best") else "last")
+        return self.resolve(name)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        """A state dict the user exported; an Ultralytics weights file is refused unopened."""
+        path = self.checkpoint_path(name)
+        shown = self.checkpoint_shown(name)
+        weights_dir = (self.path / "weights").resolve()
+        if path.parent == weights_dir and path.suffix == ".pt":
+            if not path.exists():
+                raise RunDirError(f"{shown}: not found")
+            raise RunDirError(refusal(shown))
+        from pytest_mlgates.rundir import load_checkpoint_file
+
+        return load_checkpoint_file(path, shown)
+
+    def default_checkpoint(self) -> str:
+        return "best"
+
+    def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
+        path = self.path / "weights" / "best.pt"
+        shown = self.shown(path)
+        try:
+            real = self._weights("best")
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc))
+        if not real.is_file():
+            return BestRecord(metric, shown, problem=(
+                f"{shown}: not found; Ultralytics writes it whenever its fitness improves (needs one best checkpoint)"))
+        return BestRecord(metric, shown, path=real, unread=(
+            "it pickles the whole model and is never opened; export a state_dict to check the weights"))
+
+    def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        shown = self.shown(self.path / "weights" / "last.pt")
+        path = self._weights("last")
+        if not path.exists():
+            raise RunDirError(f"{shown}: not found; needs a resume point (Ultralytics writes weights/last.pt "
+                              "every epoch)")
+        raise RunDirError(refusal(shown, "resume"))
+
+    def resume_path(self) -> Path:
+        return self._weights("last")
+
+
+class Mutations(m.Mutations):
+    """An Ultralytics run: the cells of ``results.csv``, ``weights/best.pt`` deleted; its
+    weights files are never opened, so there is no NaN-weights or resume mutation."""
+
+    def open_log(self, run: Path) -> m.LogEditor:
+        return StrippedRowsEditor(run / "results.csv")
+
+    def gate_checkpoint_softmax(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
+        name = self.checkpoint_name(params)
+        path = self.run.checkpoint_path(name)
+        if path.parent == (self.root / "weights") and path.suffix == ".pt":
+            return [], "no mutation: an Ultralytics weights file pickles the whole model and is never opened"
+        return super().gate_checkpoint_softmax(params)
+
+    def gate_resume_point(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
+        if params.get("path") in (None, "checkpoints/last.pt"):
+            return [], "no mutation: weights/last.pt pickles the whole model and is never opened"
+        return super().gate_resume_point(params)
