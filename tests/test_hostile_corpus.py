@@ -43,6 +43,7 @@ import pytest
 from broken_foreign import BREAKAGES as FOREIGN_BREAKAGES
 from broken_foreign import HOSTILE as FOREIGN_HOSTILE
 from broken_foreign import HOSTILE_HEALTHY_OF, HOSTILE_SOURCES, build_foreign_corpus
+from broken_new_formats import HOSTILE as NEW_FORMATS_HOSTILE
 from broken_runs import BREAKAGES, HOSTILE, MARKER_NAME, build_corpus
 from test_broken_corpus import CONFTEST, PLUGIN_SRC, gate_file_text, item_problems, run_sessions
 
@@ -260,12 +261,13 @@ def test_every_trainer_meets_every_hostile_run_dir_in_one_line(
     armed = {root: h.arm_sentinel(root / "runs") for root in (root_a, root_p)}
 
     def session(root: Path, names: list[str], tag: str) -> dict[tuple[str, str], dict[str, Any]]:
-        # one process per trainer, all side by side; --run-format: a copy whose defining file
+        # one process per format, all side by side; --run-format: a copy whose defining file
         # became a FIFO or a link is still judged by the reader of its trainer (which then
         # names what is wrong), not "no format fits"
-        trainers = list(dict.fromkeys(FOREIGN_HOSTILE[n][0] for n in names))
-        groups = [[n for n in names if FOREIGN_HOSTILE[n][0] == t] for t in trainers]
-        fmts = [{"mlflow-sqlite": "mlflow", "mlflow-file": "mlflow"}.get(t, t) for t in trainers]
+        fmt_of = {n: {"mlflow-sqlite": "mlflow", "mlflow-file": "mlflow"}.get(FOREIGN_HOSTILE[n][0],
+                                                                              FOREIGN_HOSTILE[n][0]) for n in names}
+        fmts = list(dict.fromkeys(fmt_of.values()))
+        groups = [[n for n in names if fmt_of[n] == f] for f in fmts]
         found, outs, codes = run_sessions(
             root, [(g, HOSTILE_HEALTHY_OF[g[0]]) for g in groups], env=env, wrap=strace_prefix(root, tag), timeout=SESSION_TIMEOUT_S, extras=[("--run-format", f) for f in fmts])
         check_no_hang(root)
@@ -543,6 +545,7 @@ def test_the_corpus_holds_at_least_150_hostile_or_broken_inputs() -> None:
         "other trainers (hostile)": sum(not n.endswith("_healthy") for n in FOREIGN_HOSTILE),
         "gate files": len(HOSTILE_GATE_FILES),
         "archive": len(ARCHIVE_ATTACKS),
+        "new formats (hostile)": len(NEW_FORMATS_HOSTILE),  # met in test_broken_new_formats' sessions
     }
     print("\n" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + f"; total {sum(counts.values())}")
     assert sum(counts.values()) >= 150
