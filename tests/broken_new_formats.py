@@ -67,6 +67,14 @@ def _symlink_out(rel: str) -> Mutator:
     return mutate
 
 
+def _fifo(path: Path) -> None:
+    """A FIFO where a file was: opening it to read would wait for a writer forever."""
+    import os
+
+    path.unlink()
+    os.mkfifo(path)
+
+
 def _wandb_log(d: Path) -> Path:
     (log,) = d.glob("run-*.wandb")
     return log
@@ -144,6 +152,21 @@ BREAKAGES: dict[str, tuple[str, Mutator, str | None]] = {
     "w_binary": ("wandb", _wandb(_binary), ".wandb"),
     "w_empty": ("wandb", _wandb(_empty), ".wandb"),
 }
+
+#: Hostile entries (issue 16), met in the same two sessions: a FIFO or a symlink out of the run
+#: where a reader opens a file. Each is one line naming it -- never a wait, never a read outside.
+HOSTILE: dict[str, tuple[str, Mutator, str | None]] = {
+    # no results.csv file: not an Ultralytics run any more; the line names the run
+    "u_results_fifo": ("ultralytics", _on("results.csv", _fifo), "u_results_fifo"),
+    "u_results_symlink_out": ("ultralytics", _symlink_out("results.csv"), "results.csv"),
+    "t_summary_symlink_out": ("timm", _symlink_out("summary.csv"), "summary.csv"),
+    "k_last_fifo": ("keras", _on("last.keras", _fifo), "last.keras"),
+    "d_tsv_fifo": ("dvclive", _on("dvclive/plots/metrics/val_loss.tsv", _fifo), "val_loss.tsv"),
+    "d_metrics_json_symlink_out": ("dvclive", _symlink_out("dvclive/metrics.json"), None),  # never read
+    "w_wandb_fifo": ("wandb", _wandb(_fifo), ".wandb"),
+    "w_wandb_symlink_out": ("wandb", lambda d, root: _symlink_out(_wandb_log(d).name)(d, root), ".wandb"),
+}
+BREAKAGES.update(HOSTILE)
 
 HEALTHY_OF = {name: next(h for h, (f, _, _) in BREAKAGES.items() if h.endswith("_healthy") and f == fmt)
               for name, (fmt, _, _) in BREAKAGES.items()}

@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # runnable as a script from anywhere
     sys.path.insert(0, str(HERE))
 
+import hostile_inputs as h  # isort: skip
+
 TWO_GB = 2 * 1024**3
 CHECKPOINTS = ("best_val_loss.pt", "best_val_macro_f1.pt", "final.pt", "last.pt")
 CHECKPOINT_PATHS = tuple(f"checkpoints/{n}" for n in CHECKPOINTS)
@@ -237,18 +239,165 @@ BREAKAGES: dict[str, tuple[Callable[[Path, Path], object], str | None]] = {
 }
 
 
-def build_corpus(outdir: Path | str, names: list[str] | None = None) -> dict[str, Entry]:
-    """Write every (or the named) corpus entry under ``outdir``; return {name: Entry}."""
+# --------------------------------------------------------------------------- hostile entries
+# Not broken by accident but built to hurt a reader: special files, links out of the run,
+# inputs that are small on disk and huge once walked (tests/test_hostile_corpus.py runs them
+# under an address-space limit, with strace and an outside sentinel; tests/hostile_inputs.py
+# has the building blocks).
+
+
+def _every(action: Callable[[Path], object], *rels: str) -> Callable[[Path, Path], None]:
+    return _each(action, *rels)
+
+
+def _out(rel: str, name: str | None = None) -> Callable[[Path, Path], None]:
+    """``rel`` becomes a symlink to a sentinel copy of itself in ``<root>/_outside/``."""
+    return lambda d, root: h.link_out(d / rel, root, name or f"{d.name}-{Path(rel).name}")
+
+
+def _text(rel: str, text: str) -> Callable[[Path, Path], None]:
+    return lambda d, root: (d / rel).write_text(text)
+
+
+def _json_edit(rel: str, edit: Callable[[object], object], raw: str | None = None) -> Callable[[Path, Path], None]:
+    """Rewrite JSON file ``rel`` with ``edit(data)``; the string "@RAW@" in it becomes ``raw``."""
+    def mutate(d: Path, root: Path) -> None:
+        data = edit(json.loads((d / rel).read_text()))
+        (d / rel).write_text(h.with_raw(data, "@RAW@", raw) if raw is not None else json.dumps(data))
+    return mutate
+
+
+def _csv_cell(column: str, row: int, raw: str) -> Callable[[Path, Path], None]:
+    def mutate(d: Path, root: Path) -> None:
+        lines = _lines(d)
+        header = lines[0].split(",")
+        cells = lines[row].split(",")
+        cells[header.index(column)] = raw
+        lines[row] = ",".join(cells)
+        _write_lines(d, lines)
+    return mutate
+
+
+def _many_columns(d: Path, n: int = 50_000) -> None:
+    lines = _lines(d)
+    extra = [f"junk_{i}" for i in range(n)]
+    _write_lines(d, [lines[0] + "," + ",".join(extra)] + [line + "," + ",".join(["0.5"] * n) for line in lines[1:]])
+
+
+def _checkpoints_with(**fields: object) -> Callable[[Path, Path], None]:
+    """Every checkpoint keeps its weights and gains (or replaces) ``fields``."""
+    def mutate(d: Path, root: Path) -> None:
+        import torch
+
+        for name in CHECKPOINTS:
+            path = d / "checkpoints" / name
+            ckpt = torch.load(path, weights_only=True)
+            ckpt.update({k: (v() if callable(v) else v) for k, v in fields.items()})
+            h.save_deep(ckpt, path)
+    return mutate
+
+
+def _tuple_key_checkpoints(d: Path, root: Path) -> None:
+    import torch
+
+    key = h.tuple_bomb()
+    for name in CHECKPOINTS:
+        path = d / "checkpoints" / name
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["model"][key] = torch.zeros(1)  # type: ignore[index]
+        torch.save(ckpt, path)
+
+
+def _monitor_names(long_name: str) -> Callable[[], dict[str, object]]:
+    return lambda: {long_name: {"mode": "min", "value": 0.1}}
+
+
+HOSTILE: dict[str, tuple[Callable[[Path, Path], object], str | None]] = {
+    "healthy": (lambda d, root: None, None),
+    # special files where files should be: refused by name, never opened, never waited on
+    "h_fifo_log": (_every(h.make_fifo, "training_log.csv"), "training_log.csv"),
+    "h_socket_log": (_every(h.make_socket, "training_log.csv"), "training_log.csv"),
+    "h_fifo_history": (_every(h.make_fifo, "metric_history.json"), "metric_history.json"),
+    "h_fifo_results": (_every(h.make_fifo, "training_results.json"), "training_results.json"),
+    "h_fifo_config": (_every(h.make_fifo, "config.yaml"), "config.yaml"),
+    "h_fifo_splits": (_every(h.make_fifo, "splits.json"), "splits.json"),
+    "h_fifo_provenance": (_every(h.make_fifo, "provenance.json"), "provenance.json"),
+    "h_fifo_checkpoints": (_every(h.make_fifo, *CHECKPOINT_PATHS), "checkpoints/"),
+    "h_socket_checkpoints": (_every(h.make_socket, *CHECKPOINT_PATHS), "checkpoints/"),
+    "h_fifo_plots": (_every(h.make_fifo, "plots/loss_curve.png", "plots/recall_curve.png"), "plots/"),
+    "h_devzero_log": (_every(lambda p: h.link_to(p, "/dev/zero"), "training_log.csv"), "training_log.csv"),
+    "h_devzero_checkpoints": (_every(lambda p: h.link_to(p, "/dev/zero"), *CHECKPOINT_PATHS), "checkpoints/"),
+    "h_etc_passwd_log": (_every(lambda p: h.link_to(p, "/etc/passwd"), "training_log.csv"), "training_log.csv"),
+    "h_checkpoint_link_loop": (_every(lambda p: h.link_to(p, p.name), *CHECKPOINT_PATHS), "checkpoints/"),
+    # links out of the run dir to a valid copy (the sentinel): refused, never followed
+    "h_config_out": (_out("config.yaml"), "config.yaml"),
+    "h_results_out": (_out("training_results.json"), "training_results.json"),
+    "h_history_out": (_out("metric_history.json"), "metric_history.json"),
+    "h_splits_out": (_out("splits.json"), "splits.json"),
+    "h_provenance_out": (_out("provenance.json"), "provenance.json"),
+    "h_plots_dir_out": (_out("plots"), "plots"),
+    "h_checkpoints_dir_out": (_out("checkpoints"), "checkpoints"),
+    # YAML that is small on disk and huge, endless or unparseable once built
+    "h_yaml_bomb_config": (_text("config.yaml", h.yaml_bomb()), "config.yaml"),
+    "h_yaml_recursive_config": (_text("config.yaml", h.yaml_recursive()), "config.yaml"),
+    "h_yaml_deep_config": (_text("config.yaml", h.yaml_deep()), "config.yaml"),
+    "h_yaml_huge_int_config": (_text("config.yaml", f"seed: {h.HUGE_DIGITS}\n"), "config.yaml"),
+    "h_yaml_hex_int_config": (_text("config.yaml", f"seed: 0x{'f' * 5000}\n"), "config.yaml"),
+    "h_yaml_base60_config": (_text("config.yaml", "seed: " + ":".join(["59"] * 3000) + "\n"), "config.yaml"),
+    "h_yaml_bad_date_config": (_text("config.yaml", "created: 2001-13-45\n"), "config.yaml"),
+    # JSON numbers of absurd size, nesting deeper than a parser recurses
+    "h_json_huge_int_results": (_json_edit("training_results.json", lambda r: {**r, "epochs_completed": "@RAW@"},
+                                           h.HUGE_DIGITS), "training_results.json"),
+    "h_json_huge_int_history": (_json_edit("metric_history.json", lambda r: {
+        **r, "rows": [{**r["rows"][0], "val_loss": "@RAW@"}, *r["rows"][1:]]}, h.HUGE_DIGITS), "metric_history.json"),
+    "h_json_huge_int_splits": (_json_edit("splits.json", lambda r: {**r, "val": ["@RAW@", *r["val"]]},
+                                          h.HUGE_DIGITS), "splits.json"),
+    "h_json_huge_int_provenance": (_json_edit("provenance.json", lambda r: {**r, "seed": "@RAW@"}, h.HUGE_DIGITS),
+                                   "provenance.json"),
+    "h_json_big_int_history": (_json_edit("metric_history.json", lambda r: {
+        **r, "rows": [{**r["rows"][0], "val_loss": "@RAW@"}, *r["rows"][1:]]}, h.BIG_INT_DIGITS), None),
+    "h_json_deep_splits": (_text("splits.json", h.json_deep()), "splits.json"),
+    "h_json_deep_results": (_text("training_results.json", '{"best": ' + h.json_deep() + "}"), "training_results.json"),
+    # CSV cells of absurd size and shape
+    "h_csv_huge_number": (_csv_cell("val_loss", 2, h.HUGE_DIGITS), None),  # float('9' * 5000) is inf: data
+    "h_csv_huge_epoch": (_csv_cell("epoch", 2, h.HUGE_DIGITS), "training_log.csv"),
+    "h_csv_many_columns": (lambda d, root: _many_columns(d), None),
+    "h_csv_escape_in_header": (lambda d, root: _write_lines(d, [_lines(d)[0] + ',"\x1b[2Jx\ny"'] + [
+        line + ",0.5" for line in _lines(d)[1:]]), None),
+    # checkpoints small on disk, huge or poisonous once loaded or walked
+    "h_ckpt_list_bomb": (_checkpoints_with(config=h.list_bomb, class_names=lambda: [h.list_bomb()]), "checkpoints/"),
+    "h_ckpt_tuple_key_bomb": (_tuple_key_checkpoints, "checkpoints/"),
+    "h_ckpt_deep_list": (_checkpoints_with(class_names=lambda: h.deep_list(20_000)), None),
+    "h_ckpt_huge_int_epoch": (_checkpoints_with(epoch=10**5000), "checkpoints/"),
+    "h_ckpt_huge_int_value": (_checkpoints_with(monitor=lambda: {"val_loss": {"mode": "min", "value": 10**5000}}),
+                              "checkpoints/"),
+    "h_ckpt_tensor_state": (_checkpoints_with(optimizer=lambda: __import__("torch").zeros(3),
+                                              scheduler=lambda: __import__("torch").ones(2),
+                                              rng=lambda: __import__("torch").ones(4)), None),
+    "h_ckpt_long_monitor_name": (_checkpoints_with(monitor=_monitor_names("m" * (8 << 20))), "checkpoints/"),
+    "h_ckpt_zip_bomb": (_every(h.zip_bomb_checkpoint, *CHECKPOINT_PATHS), "checkpoints/"),
+    # images whose header asks for gigabytes
+    "h_png_header_40000": (_every(h.png_header_only, "plots/loss_curve.png", "plots/recall_curve.png"), "plots/"),
+    "h_png_30m_pixels": (_every(h.png_many_pixels, "plots/loss_curve.png"), "plots/"),
+}
+
+
+def build_corpus(outdir: Path | str, names: list[str] | None = None,
+                 table: dict[str, tuple[Callable[[Path, Path], object], str | None]] | None = None,
+                 ) -> dict[str, Entry]:
+    """Write every (or the named) corpus entry of ``table`` (default: :data:`BREAKAGES`;
+    :data:`HOSTILE` for the hostile ones) under ``outdir``; return {name: Entry}."""
     from gate_helpers import make_run
 
+    table = BREAKAGES if table is None else table
     root = Path(outdir)
     root.mkdir(parents=True, exist_ok=True)
     healthy = root / "_healthy_source"
     if not healthy.exists():
         make_run(healthy)
     out: dict[str, Entry] = {}
-    for name in names or list(BREAKAGES):
-        mutate, involved = BREAKAGES[name]
+    for name in names or list(table):
+        mutate, involved = table[name]
         d = root / name
         if d.exists():
             shutil.rmtree(d)
@@ -259,11 +408,14 @@ def build_corpus(outdir: Path | str, names: list[str] | None = None) -> dict[str
 
 
 def main(argv: list[str]) -> int:
-    if not argv or any(n not in BREAKAGES for n in argv[1:]):
-        print(f"usage: python tests/broken_runs.py OUTDIR [ENTRY...] (entries: {', '.join(BREAKAGES)})",
+    hostile = bool(argv) and argv[0] == "--hostile"
+    argv = argv[1:] if hostile else argv
+    table = HOSTILE if hostile else BREAKAGES
+    if not argv or any(n not in table for n in argv[1:]):
+        print(f"usage: python tests/broken_runs.py [--hostile] OUTDIR [ENTRY...] (entries: {', '.join(table)})",
               file=sys.stderr)
         return 2
-    for name, entry in build_corpus(Path(argv[0]), argv[1:] or None).items():
+    for name, entry in build_corpus(Path(argv[0]), argv[1:] or None, table).items():
         print(f"{name:28} {entry.path}  (names {entry.involved or '-'})")
     return 0
 

@@ -91,3 +91,13 @@ def test_the_many_runs_bench_prints_time_per_run() -> None:
     assert re.search(r"10 runs: median +[\d.]+ s .* ms per run; +-?[\d.]+ ms per run added "
                      r"since 5", out), out
     assert "mlgates verdict over 10 run dirs" in out and "10 of 10 run dirs ACCEPTED" in out, out
+
+
+def test_the_hostile_bench_runs_and_checks_itself() -> None:
+    """bench/hostile.py on one hostile run dir (a FIFO for a log): it prints the worst case
+    against the healthy baseline and counts the cases that held."""
+    out = run_bench("hostile.py", "h_fifo_log", "--no-warm")
+    assert re.search(r"baseline \(healthy\)\s+[\d.]+ s\s+[\d.]+ MiB", out), out
+    assert re.search(r"worst wall\s+[\d.]+ s \(h_fifo_log\); baseline [\d.]+ s; ratio \d+\.\d\d", out), out
+    assert re.search(r"worst peak RSS [\d.]+ MiB \(h_fifo_log\); baseline [\d.]+ MiB; ratio \d+\.\d\d", out), out
+    assert "1 cases, 1 held" in out, out

@@ -80,40 +80,47 @@ class CorpusResults:
     codes: list[int]
 
 
-def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[str, str] | None = None,
+def run_sessions(root: Path, sessions: list[tuple[list[str], str]], env: dict[str, str] | None = None, *,
+                 gate_files: tuple[str, ...] = ("acc.gates.yaml",), wrap: Callable[[int], list[str]] | None = None,
+                 timeout: float = SESSION_TIMEOUT_S,
+                 runs_dir: str = "runs", extra: tuple[str, ...] = (),
+                 extras: list[tuple[str, ...]] | None = None,
                  ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str], list[int]]:
-    """Run ``acc.gates.yaml`` in ``root`` once per (run names, baseline) side by side -- each
-    session one pytest process with one ``--run-dir runs/<name>`` per entry -- and read
-    every item's verdict from its JUnit XML: ({(gate, run): item}, outputs, exit codes)."""
+    """Run ``acc.gates.yaml`` (or ``gate_files``) in ``root`` once per (run names, baseline)
+    side by side -- each session one pytest process with one ``--run-dir runs/<name>`` per
+    entry -- and read every item's verdict from its JUnit XML: ({(gate, run): item}, outputs,
+    exit codes).  ``wrap(k)`` prefixes session k's command (``strace ...``, a
+    launcher that sets limits); ``extra`` are more pytest arguments (``extras[k]``: session k's own)."""
     items: dict[tuple[str, str], dict[str, Any]] = {}
     outputs: list[str] = []
     codes: list[int] = []
     procs = []
     for k, (names, baseline) in enumerate(sessions):
-        args = [sys.executable, "-m", "pytest", "acc.gates.yaml", "-p", "no:cacheprovider", "-p", "no:xdist",
-                "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}", "--baseline-run",
-                f"runs/{baseline}"]
+        args = [*(wrap(k) if wrap else []), sys.executable, "-m", "pytest", *gate_files, "-p", "no:cacheprovider",
+                "-p", "no:xdist", "-q", "--rootdir", str(root), f"--junitxml={root / f'junit{k}.xml'}",
+                "--baseline-run", f"{runs_dir}/{baseline}", *extra, *(extras[k] if extras else ())]
         for name in names:
-            args += ["--run-dir", f"runs/{name}"]
+            args += ["--run-dir", f"{runs_dir}/{name}"]
         procs.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       env=env))
     for k, proc in enumerate(procs):
         try:
-            out, _ = proc.communicate(timeout=SESSION_TIMEOUT_S)
+            out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            pytest.fail(f"session {k} hung: no result in {SESSION_TIMEOUT_S}s")
+            pytest.fail(f"session {k} hung: no result in {timeout}s")
         outputs.append(out)
         codes.append(proc.returncode)
         junit = root / f"junit{k}.xml"
-        assert junit.exists(), out[-3000:]
+        hung = root / "hung.txt"  # the hostile corpus's hang guard writes here (fd 2 is captured)
+        assert junit.exists(), out[-3000:] + (hung.read_text(errors="replace")[-6000:] if hung.exists() else "")
         for case in ET.parse(junit).getroot().iter("testcase"):
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
             failure = case.find("failure")
             if failure is None:
                 failure = case.find("error")
-            run = str(props.get("mlgates.run") or "").removeprefix("runs/")
+            run = str(props.get("mlgates.run") or "").removeprefix(f"{runs_dir}/")
             items[(str(props.get("mlgates.gate")), run)] = {
                 "time": float(case.get("time") or 0),
                 "failed": failure is not None,

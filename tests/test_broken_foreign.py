@@ -41,9 +41,9 @@ METRICS_MAP = {"val_loss": "eval_loss", "train_loss": "loss", "val_min_recall": 
 #: (gate, entry) -> a piece of the one line it must fail with: what each breakage found
 #: before this corpus existed (a garbled or misleading line, a followed symlink) now says.
 EXPECTED_LINES = {
-    ("best_checkpoints", "l_cb_best_path_int"): "last.ckpt: ModelCheckpoint(monitor='val_loss') best_model_path is '7'",
+    ("best_checkpoints", "l_cb_best_path_int"): "last.ckpt: ModelCheckpoint(monitor='val_loss') best_model_path is 7 (int)",
     ("best_checkpoints", "l_cb_state_not_dict"): "last.ckpt: callbacks[ModelCheckpoint] is a str",
-    ("best_checkpoints", "l_cb_monitor_int"): "last.ckpt: callbacks[ModelCheckpoint] monitor '7' (int)",
+    ("best_checkpoints", "l_cb_monitor_int"): "last.ckpt: callbacks[ModelCheckpoint] monitor 7 (int)",
     ("best_checkpoints", "l_cb_best_score_string"): "best_model_score 'very good' is not a number",
     ("best_checkpoints", "l_ckpt_runs_code"): "last.ckpt: refused to load",
     ("checkpoint_softmax", "l_checkpoints_symlink_out"): "checkpoints/last.ckpt: symlink leads outside the run dir",

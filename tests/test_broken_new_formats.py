@@ -25,6 +25,12 @@ PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+def _never_outside(gate: str, run: str, line: str) -> str | None:
+    if "/_outside/" in line and "refused" not in line:  # a file reached through a symlink out of the run dir
+        return "followed a symlink out of the run dir"
+    return None
+
+
 def _source(script: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     healthy = make_runs(script, tmp_path_factory, SOURCE_FAULTS[script])["healthy"]
     if script == "wandb_run.py":
@@ -52,7 +58,7 @@ def test_every_gate_meets_every_broken_new_format_run_in_one_line(tmp_path_facto
     items, outputs, codes = run_sessions(root, sessions, env=trainer_env())
     check_sessions(outputs, codes)
     assert {(g, r) for (g, r) in items} == {(g, n) for g in GATE_NAMES for n in names}
-    problems = item_problems(items, root, lambda run: BREAKAGES[run][2], lambda run: HEALTHY_OF[run])
+    problems = item_problems(items, root, lambda run: BREAKAGES[run][2], lambda run: HEALTHY_OF[run], _never_outside)
     assert not problems, "\n".join(problems)
     assert not (root / "runs" / MARKER_NAME).exists()
     # the healthy controls are read, and so is a run still being written
@@ -61,3 +67,7 @@ def test_every_gate_meets_every_broken_new_format_run_in_one_line(tmp_path_facto
     # a timm checkpoint that pickles code is refused, never loaded
     assert "refused" in str(items[("checkpoint_softmax", "t_best_runs_code")]["line"])
     assert "never opened" in str(items[("checkpoint_softmax", "u_best_runs_code")]["line"])
+    # the hostile entries (a FIFO, a symlink out of the run) are refused where a reader meets them
+    for name, piece in (("u_results_symlink_out", "outside"), ("t_summary_symlink_out", "outside"),
+                        ("d_tsv_fifo", "FIFO"), ("w_wandb_fifo", "FIFO"), ("w_wandb_symlink_out", "outside")):
+        assert piece in str(items[("finite_log", name)]["line"]), (name, items[("finite_log", name)]["line"])

@@ -136,9 +136,11 @@ def slugify(text: str, limit: int = 60) -> str:
 
 def parse_gate_file(path: Path, *, plan: bool, display: str | None = None) -> GateDocument | None:
     """Read and parse one gate file or phase plan.  ``None`` for a plan without must_haves."""
+    from pytest_mlgates.scope import read_capped
+
     display = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a regular file of at most 16 MB: a FIFO is refused, never waited on
+        text = read_capped(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise GateFileError(f"{display}: cannot read: {err}") from None
     return parse_gate_text(text, path, plan=plan, display=display)
@@ -191,10 +193,20 @@ def _compose(text: str, where: _Located) -> Any:
     """Compose (not construct) the YAML: nodes keep their positions for error messages.
 
     Only the safe constructor ever builds Python objects from them (see :func:`_construct`),
-    so a ``!!python/...`` tag is an error, never code.
+    so a ``!!python/...`` tag is an error, never code.  What the document would expand to is
+    counted first (``bounded.check_yaml``): an alias bomb, a 5000-digit integer or absurd
+    nesting is one line at its position, before a node is built.
     """
     import yaml
 
+    from pytest_mlgates.bounded import YamlRefused, check_yaml
+
+    try:
+        check_yaml(text)
+    except YamlRefused as err:
+        line = err.line + where.line_offset
+        at = f":{line}:{err.column}" if err.line else ""
+        raise GateFileError(f"{where.display}{at}: {err.problem}; refused") from None
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     loader = loader_cls(text)
     try:
@@ -215,6 +227,10 @@ def _construct(node: Any, where: _Located) -> Any:
         return where.constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as err:
         raise _yaml_error(err, where) from None
+    except (ValueError, TypeError, OverflowError) as err:  # a date like 2001-13-45
+        from pytest_mlgates.bounded import number_problem
+
+        raise where.error(node, f"invalid YAML value ({number_problem(err)})") from None
 
 
 def _yaml_error(err: Any, where: _Located) -> GateFileError:

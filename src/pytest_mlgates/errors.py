@@ -24,9 +24,14 @@ __all__ = [
 ]
 
 
+#: Control characters (a file name from a run dir may hold an escape sequence that would
+#: rewrite the user's terminal) are shown escaped; tab, CR and LF are collapsed below.
+_CONTROL = {**{i: f"\\x{i:02x}" for i in range(32) if i not in (9, 10, 13)}, 127: "\\x7f"}
+
+
 def _one_line(message: object) -> str:
     """Collapse a message onto one line: a user sees one line per failure."""
-    text = str(message)
+    text = str(message).translate(_CONTROL)
     if "\n" in text or "\r" in text:
         text = " ".join(part.strip() for part in text.splitlines() if part.strip())
     return text

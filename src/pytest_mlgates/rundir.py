@@ -27,23 +27,29 @@ in the log's numbering (``BestRecord.epoch``, ``Run.resume_state``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
+from pytest_mlgates.runfiles import (  # the one way a run dir's files are opened (re-exported)
+    MAX_TEXT_BYTES,
+    open_run_file,
+    read_json_file,
+    read_text_file,
+    read_yaml_file,
+    resolve_inside,
+    run_file,
+)
 
 __all__ = [
     "MAX_TEXT_BYTES", "BestRecord", "Log", "Row", "Run", "RunSection", "epochs_or_steps", "load_checkpoint_file",
-    "merge_by_epoch", "open_run", "open_run_file", "regroup_by_logged_epoch", "regroup_steps", "state_dict_of",
+    "merge_by_epoch", "open_run", "open_run_file", "read_json_file", "read_text_file", "read_yaml_file",
+    "regroup_by_logged_epoch", "regroup_steps", "resolve_inside", "run_file", "safe_torch_load", "state_dict_of",
 ]
-
-#: Text files (logs, JSON, YAML) larger than this are refused rather than read: a 2 GB
-#: "log" is a broken or hostile run dir, and reading it would stall the session.
-MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
 
@@ -64,90 +70,21 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def read_text_file(path: Path, shown: str | None = None) -> str:
-    """UTF-8 text of a run-dir file, or a one-line RunDirError naming it."""
-    shown = shown or str(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise RunDirError(f"{shown}: not found") from None
-    except OSError as exc:
-        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise RunDirError(f"{shown}: is a directory, expected a file")
-    if size > MAX_TEXT_BYTES:
-        raise RunDirError(f"{shown}: {size} bytes, larger than the {MAX_TEXT_BYTES} bytes allowed for a text file")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RunDirError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-
-
-def open_run_file(path: Path, shown: str | None = None) -> BinaryIO:
-    """A run-dir file opened to be streamed (binary), after the checks :func:`read_text_file`
-    makes; a one-line RunDirError naming it otherwise.  Every reader that streams a file
-    (the CSV logs of ``runlog.read_csv_columns``, JSONL logs) opens it here, so that what a
-    run dir may hand a reader is decided in one place.  The caller closes it (``with``)
-    and reads at most :data:`MAX_TEXT_BYTES`."""
-    shown = shown or str(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise RunDirError(f"{shown}: not found") from None
-    except OSError as exc:
-        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise RunDirError(f"{shown}: is a directory, expected a file")
-    if size > MAX_TEXT_BYTES:
-        raise RunDirError(f"{shown}: {size} bytes, larger than the {MAX_TEXT_BYTES} bytes allowed for a text file")
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-
-
-def read_json_file(path: Path, shown: str | None = None) -> Any:
-    shown = shown or str(path)
-    text = read_text_file(path, shown)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{shown}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
-    except RecursionError:
-        raise RunDirError(f"{shown}: invalid JSON (nested too deeply)") from None
-
-
-def read_yaml_file(path: Path, shown: str | None = None) -> Any:
-    import yaml  # lazy: the plugin's import must stay light
-
-    shown = shown or str(path)
-    text = read_text_file(path, shown)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise RunDirError(f"{shown}:{where} invalid YAML ({problem})") from None
-    except RecursionError:
-        raise RunDirError(f"{shown}: invalid YAML (nested too deeply)") from None
-
-
 def to_float(cell: Any, where: str) -> float:
     """A log cell as float: numbers, numeric strings, 'nan'/'inf'; anything else is an error."""
     if isinstance(cell, bool):
         return float(cell)
     if isinstance(cell, (int, float)):
-        return float(cell)
+        try:
+            return float(cell)
+        except OverflowError:  # an int of 400 digits: as float("1" * 400) reads it
+            return math.inf if cell > 0 else -math.inf
     if isinstance(cell, str):
         try:
             return float(cell.strip())
         except ValueError:
             pass
-    shown = cell if len(repr(cell)) < 40 else repr(cell)[:37] + "..."
-    raise RunDirError(f"{where}: {shown!r} is not a number")
+    raise RunDirError(f"{where}: {shown_value(cell, 40)} is not a number")
 
 
 def to_epoch(cell: Any, where: str) -> float:
@@ -184,7 +121,7 @@ class Row:
             return self._values[name]
         except KeyError:
             raise MissingColumnError(
-                f"{self._source}: no column '{name}' (columns: {', '.join(self._values)})"
+                f"{self._source}: no column '{name}' (columns: {', '.join(list(self._values)[:40])[:200]})"
             ) from None
 
     def __getattr__(self, name: str) -> float:
@@ -299,27 +236,68 @@ def safe_torch_load(path: Path, mmap: bool = True) -> Any:
         return _torch_load(torch, path, allowed, mmap=mmap)
 
 
-def load_checkpoint_file(path: Path, shown: str | None = None) -> dict[str, Any]:
+def _check_checkpoint_pickle(path: Path, shown: str, root: Path) -> None:
+    """Refuse a checkpoint whose pickle would build a reference bomb (``bounded.check_pickle``)
+    before ``torch.load`` sees it: the zip format's ``data.pkl``, else the file's own pickles."""
+    import zipfile
+
+    from pytest_mlgates.bounded import MAX_PICKLE_BYTES, PickleRefused, check_pickle
+
+    try:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            archive = None
+        if archive is None:  # torch's legacy format (four pickles, then storages) or a plain pickle
+            with open_run_file(root, path, shown) as fh:
+                check_pickle(fh, pickles=4)
+            return
+        with archive:
+            infos = [i for i in archive.infolist() if i.filename.endswith("data.pkl")]
+            if not infos:
+                return  # torch says what is missing
+            if infos[0].file_size > MAX_PICKLE_BYTES:
+                raise RunDirError(f"{shown}: refused to load: its pickle is {infos[0].file_size} bytes, "
+                                  f"more than the {MAX_PICKLE_BYTES} allowed")
+            try:
+                with archive.open(infos[0]) as fh:
+                    data = fh.read(MAX_PICKLE_BYTES + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError):
+                return  # a damaged archive: torch says so
+            import io
+
+            check_pickle(io.BytesIO(data))
+    except PickleRefused as exc:
+        raise RunDirError(f"{shown}: refused to load: {exc}") from None
+
+
+def load_checkpoint_file(path: Path, shown: str | None = None, *, root: Path | None = None) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``, cached per process by (path, mtime, size).
 
+    The file must be a regular file inside ``root`` (the run dir; by default the file's own
+    folder), as :func:`~pytest_mlgates.runfiles.run_file` checks: a FIFO is never opened.
     A checkpoint that needs globals the safe loader refuses is not loaded anyway: the
     error lists them, so the user can see what the file would have executed.
     """
+    path = Path(path)
     shown = shown or str(path)
     try:
+        path = run_file(root if root is not None else path.parent, path, shown)
+    except RunDirError as exc:
+        if str(exc).endswith("is a directory, expected a file"):
+            raise RunDirError(f"{shown}: is a directory, expected a checkpoint file") from None
+        raise
+    try:
         st = path.stat()
-    except FileNotFoundError:
-        raise RunDirError(f"{shown}: not found") from None
     except OSError as exc:
         raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise RunDirError(f"{shown}: is a directory, expected a checkpoint file")
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    key = (str(path), st.st_mtime_ns, st.st_size)
     cached = _CHECKPOINT_CACHE.get(key)
     if cached is not None:
         return cached
     if st.st_size == 0:
         raise RunDirError(f"{shown}: empty file, not a checkpoint")
+    _check_checkpoint_pickle(path, shown, root if root is not None else path.parent)
     torch = _require_safe_torch()
     import pickle  # only for the exception type torch raises; never used to load
     import warnings
@@ -387,6 +365,10 @@ def state_dict_of(ckpt: Any, shown: str) -> dict[str, Any]:
         for key in STATE_DICT_KEYS:
             state = ckpt.get(key)
             if isinstance(state, dict) and any(_is_tensor(v) for v in state.values()):
+                if not all(isinstance(k, str) for k in state):
+                    odd = next(k for k in state if not isinstance(k, str))
+                    raise RunDirError(f"{shown}: {key} has a key {shown_value(odd, 40)} ({type(odd).__name__}); "
+                                      "the keys of a state dict are parameter names")
                 return state
         if ckpt and all(isinstance(k, str) for k in ckpt) and all(_is_tensor(v) for v in ckpt.values()):
             return ckpt
@@ -414,9 +396,23 @@ def resume_kinds(ckpt: Any, shown: str) -> list[str]:
         pass
     if isinstance(ckpt, dict):
         for kind, keys in RESUME_KEYS.items():
-            if any(ckpt.get(k) for k in keys):
+            if any(holds_state(ckpt.get(k)) for k in keys):
                 held.append(kind)
     return held
+
+
+def holds_state(value: Any) -> bool:
+    """A saved state is there: not None, not empty (a tensor counts by its size: its own
+    truth value is an error for more than one element)."""
+    if value is None:
+        return False
+    numel = getattr(value, "numel", None)
+    if _is_tensor(value) and callable(numel):
+        return bool(numel())
+    try:
+        return bool(len(value))
+    except TypeError:
+        return True
 
 
 def checkpoint_monitors(ckpt: Any) -> dict[str, dict[str, Any]]:
@@ -547,12 +543,26 @@ class Run:
             raise value
         return value
 
+    def file(self, rel: str) -> Path:
+        """The real path of the regular file ``rel`` inside the run dir, checked as
+        :func:`~pytest_mlgates.runfiles.run_file` does (for libraries that open by name)."""
+        return run_file(self.path, rel, self.shown(self.path / rel))
+
+    def read_text(self, rel: str) -> str:
+        """The text of ``rel`` inside the run dir (regular file, size-capped)."""
+        return read_text_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
+    def read_json(self, rel: str) -> Any:
+        return read_json_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
+    def read_yaml(self, rel: str) -> Any:
+        return read_yaml_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
     def _optional_json(self, name: str) -> Any:
         path = self.path / name
         if not path.exists() and not path.is_symlink():
             return None
-        self.resolve(name)  # a symlink out of the run dir is refused, not followed
-        return read_json_file(path, self.shown(path))
+        return self.read_json(name)  # a symlink out of the run dir is refused, not followed
 
     def _optional_object(self, name: str) -> dict[str, Any] | None:
         data = self._optional_json(name)
@@ -565,8 +575,7 @@ class Run:
         path = self.path / name
         if not path.exists() and not path.is_symlink():
             return None
-        self.resolve(name)  # a symlink out of the run dir is refused, not followed
-        data = read_yaml_file(path, self.shown(path))
+        data = self.read_yaml(name)  # a symlink out of the run dir is refused, not followed
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -706,8 +715,8 @@ class Run:
 
     def checkpoint(self, name: str) -> dict[str, Any]:
         """The checkpoint dict, loaded safely and once per process (see load_checkpoint_file)."""
-        path = self.checkpoint_path(name)
-        return load_checkpoint_file(path, self.checkpoint_shown(name))
+        path = self.checkpoint_path(name)  # resolved inside the run dir
+        return load_checkpoint_file(path, self.checkpoint_shown(name), root=self.path)
 
     def checkpoint_shown(self, name: str) -> str:
         """How checkpoint ``name`` is named in messages: ``runs/x/checkpoints/best_val_loss.pt``."""
@@ -743,7 +752,7 @@ class Run:
     def log_epoch_of(self, ckpt: Any) -> int | None:
         """The epoch a checkpoint was saved at, in the log's numbering (its ``epoch``)."""
         epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
-        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        return epoch if is_epoch_number(epoch) else None
 
     # -- expressions ---------------------------------------------------------------------
 
@@ -787,10 +796,20 @@ def numbers_close(a: float, b: float, tol: float = 1e-9) -> bool:
     return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
+def is_epoch_number(value: Any) -> bool:
+    """An int that can number an epoch (a 5000-digit int from a pickle is not one: it
+    cannot even be printed)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**53) < value < 2**53
+
+
 def float_or_none(value: Any) -> float | None:
+    """``float(value)``, or None when it is not a number (an int too large for a float is
+    +/-inf, as the same digits in a string would be)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1023:
+        return math.inf if value > 0 else -math.inf
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -808,24 +827,6 @@ def best_index(values: Any, mode: str) -> int | None:
     if not array.size or np.isnan(array).all():
         return None
     return int(np.nanargmin(array) if mode == "min" else np.nanargmax(array))
-
-
-def resolve_inside(root: Path, rel: str, what: str) -> Path:
-    """``root/rel`` after resolving symlinks, refusing anything that leaves ``root``."""
-    if not isinstance(rel, str) or not rel.strip():
-        raise RunDirError(f"{root}: empty path")
-    if "\x00" in rel:
-        raise RunDirError(f"{root}: path {rel!r} contains a NUL byte")
-    candidate = Path(rel)
-    if candidate.is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-        raise RunDirError(f"{rel}: absolute path refused; paths are relative to the {what} {root}")
-    if ".." in candidate.parts or ".." in rel.replace("\\", "/").split("/"):
-        raise RunDirError(f"{rel}: '..' refused; paths must stay inside the {what} {root}")
-    root_real = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(root / candidate))
-    if target != root_real and root_real not in target.parents:
-        raise RunDirError(f"{root / rel}: symlink leads outside the {what} (to {target}); refused")
-    return target
 
 
 def open_run(path: str | Path, run_format: str | None = None, run_section: RunSection | None = None) -> Run:

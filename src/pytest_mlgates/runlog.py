@@ -645,11 +645,21 @@ class _CsvReader:
     def read_header(self) -> list[str]:
         """The first non-blank record, read by the csv module (quotes and all)."""
         while True:
-            while b"\n" not in self.pending:
-                data = self._read(64 * 1024)
-                if not data:
-                    break
-                self.pending += data
+            if b"\n" not in self.pending:
+                # a long header (50,000 columns, or 64 MB without a newline): only the new
+                # chunk is searched and the chunks joined once -- linear, not quadratic
+                chunks, held = [self.pending], len(self.pending)
+                while True:
+                    data = self.stream.read(64 * 1024)
+                    if self.max_bytes is not None and self.offset + held + len(data) > self.max_bytes:
+                        raise RunDirError(f"{self.shown}: larger than the {self.max_bytes} bytes allowed for a text file")
+                    if not data:
+                        break
+                    chunks.append(data)
+                    held += len(data)
+                    if b"\n" in data:
+                        break
+                self.pending = b"".join(chunks)
             if not self.pending:
                 raise RunDirError(f"{self.shown}: empty file (no header)")
             line_end = self.pending.find(b"\n")

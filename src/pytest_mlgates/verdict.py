@@ -215,7 +215,7 @@ def _judge(run: Path, scan: Scan, result: dict[str, Any], key: bytes | None,
                           f"{_named(uncovered)}"}
     stale = _staleness(run, newest, cache)
     if stale is not None:
-        return {**result, "verdict": "STALE", **stale}
+        return {**result, "verdict": "STALE", **stale, "reason": stale["reason"] + ignored}
     tail = f" ({later} later partial GREEN session{'s' if later != 1 else ''} not counted)" \
         if later else ""
     return {**result, "verdict": "ACCEPTED",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def csv_rows(text: str, shown: str, delimiter: str = ",") -> tuple[list[str], li
     if not numbered:
         raise RunDirError(f"{shown}: empty file (no header)")
     header = [h.strip() for h in numbered[0][1]]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(n for n, c in Counter(header).items() if c > 1)  # linear: 50,000 columns in ms
     if dupes:
         raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
     if "" in header:

@@ -40,28 +40,26 @@ _EXIT_CODE = 1
 # --------------------------------------------------------------------------- the record log
 
 
-def read_records(path: Path, shown: str) -> tuple[list[bytes], bool]:
+def read_records(path: Path, shown: str, *, root: Path | None = None) -> tuple[list[bytes], bool]:
     """(every complete record's data, whether the file ends cut off mid-record).
 
     Reads block by block; a record split over blocks (FIRST, MIDDLE..., LAST) is joined.
     A bad header, a wrong checksum, an impossible type or length in a complete record are
     one-line RunDirErrors naming the byte offset; a file that ends inside a record (a run
-    still being written) is not an error."""
+    still being written) is not an error.  The file is opened as every run-dir file is
+    (``runfiles.open_run_file``: inside ``root``, by default its own folder; a regular
+    file; never a wait)."""
     import os
-    import stat
 
-    try:
-        st = path.lstat()
-    except OSError as exc:
-        raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise RunDirError(f"{shown}: not a regular file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise RunDirError(f"{shown}: {st.st_size} bytes, larger than the {MAX_FILE_BYTES} allowed")
+    from pytest_mlgates.runfiles import open_run_file
+
     records: list[bytes] = []
     parts: list[bytes] = []
     cut = False
-    with open(path, "rb", opener=lambda p, f: os.open(p, f | getattr(os, "O_NONBLOCK", 0))) as fh:
+    with open_run_file(root if root is not None else path.parent, path, shown) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise RunDirError(f"{shown}: {size} bytes, larger than the {MAX_FILE_BYTES} allowed")
         head = fh.read(HEADER.size)
         if len(head) < HEADER.size:
             raise RunDirError(f"{shown}: {len(head)} bytes, too short for a W&B record log header")
@@ -221,9 +219,9 @@ class WandbFile:
     cut: bool = False
 
 
-def read_wandb_file(path: Path, shown: str) -> WandbFile:
+def read_wandb_file(path: Path, shown: str, *, root: Path | None = None) -> WandbFile:
     """The history, config and exit of a ``run-<id>.wandb`` file (see the module docstring)."""
-    records, cut = read_records(path, shown)
+    records, cut = read_records(path, shown, root=root)
     out = WandbFile(cut=cut)
     next_step = 0
     for index, data in enumerate(records):

@@ -135,7 +135,7 @@ class DvcliveRun(PlainRun):
         series: dict[str, dict[float, float]] = {}
         for name, path in _metric_files(self.path, folder):
             column = "logged_epoch" if name == "epoch" else name
-            points = parse_tsv(read_text_file(path, self.shown(path)), self.shown(path))
+            points = parse_tsv(read_text_file(path, self.shown(path), root=self.path), self.shown(path))
             series[column] = dict(points)  # a step logged twice: the later line wins
         if not series:
             raise RunDirError(f"{shown}: no metric files (.tsv)")

@@ -22,9 +22,11 @@ import io
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pytest_mlgates.bounded import shown_names, shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -37,7 +39,6 @@ from pytest_mlgates.rundir import (
     default_mode,
     float_or_none,
     open_run_file,
-    read_json_file,
     to_epoch,
     to_float,
 )
@@ -84,7 +85,7 @@ def read_engine_csv(stream: BinaryIO, shown: str, index: str = "epoch") -> Log:
     def check_header(header: list[str]) -> None:
         if index not in header:
             raise RunDirError(f"{shown}: header has no '{index}' column (header: {','.join(header)[:120]})")
-        dupes = sorted({h for h in header if header.count(h) > 1})
+        dupes = sorted(n for n, c in Counter(header).items() if c > 1)  # linear: 50,000 columns in ms
         if dupes:
             raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
         if "" in header:
@@ -104,10 +105,11 @@ def parse_metric_history(data: Any, shown: str) -> Log:
         raise RunDirError(f"{shown}: expected an object with a 'rows' list")
     names = data.get("columns")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        names = []
+        ordered: dict[str, None] = {}  # first-seen order, linear in the keys
         for row in data["rows"]:
             if isinstance(row, dict):
-                names += [k for k in row if k not in names]
+                ordered.update(dict.fromkeys(k for k in row if isinstance(k, str)))
+        names = list(ordered)
     if "epoch" not in names:
         raise RunDirError(f"{shown}: no 'epoch' column")
     rows: list[dict[str, float | None]] = []
@@ -155,12 +157,11 @@ class EngineRun(Run):
             path = self.path / name
             if not path.exists() and not path.is_symlink():
                 continue
-            self.resolve(name)
             shown = self.shown(path)
             if parse == "csv":
-                with open_run_file(path, shown) as stream:
+                with open_run_file(self.path, name, shown, limit=MAX_TEXT_BYTES) as stream:
                     return read_engine_csv(stream, shown)
-            return parse_metric_history(read_json_file(path, shown), shown)
+            return parse_metric_history(self.read_json(name), shown)
         raise RunDirError(f"{self.shown(self.path / 'training_log.csv')}: not found (no training log in the run dir)")
 
     def metric_history(self) -> Log | None:
@@ -200,8 +201,8 @@ class EngineRun(Run):
                     names = self.checkpoint(rel).get("class_names")
                 except RunDirError:
                     continue
-                if isinstance(names, list) and names:
-                    return [str(n) for n in names]
+                if isinstance(names, list) and names and all(isinstance(n, (str, int)) for n in names[:10_000]):
+                    return [n if isinstance(n, str) else shown_value(n) for n in names[:10_000]]
         return super().class_names
 
     @property
@@ -261,7 +262,7 @@ class EngineRun(Run):
             return BestRecord(metric, shown, problem=str(exc), path=path)
         monitors = checkpoint_monitors(ckpt)
         if metric not in monitors:
-            got = ", ".join(monitors) if monitors else "no metric"
+            got = shown_names(monitors) if monitors else "no metric"
             return BestRecord(metric, shown, problem=f"{shown}: monitor names {got}; needs '{metric}'", path=path)
         return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt),
                           value=float_or_none(monitors[metric].get("value")), path=path)

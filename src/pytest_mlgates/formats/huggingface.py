@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -37,6 +38,7 @@ from pytest_mlgates.rundir import (
     load_checkpoint_file,
     numbers_close,
     read_json_file,
+    run_file,
     to_epoch,
     to_float,
 )
@@ -125,37 +127,41 @@ def _checkpoint_step(name: str) -> int | None:
     return None
 
 
-def _load_safetensors(path: Path, shown: str) -> dict[str, Any]:
+def _load_safetensors(path: Path, shown: str, root: Path) -> dict[str, Any]:
     try:
         from safetensors.torch import load_file
     except ImportError:
         raise RunDirError(f"{shown}: a safetensors file, but the 'safetensors' package is not installed") from None
+    real = run_file(root, path, shown)  # inside the run, a regular file: never a FIFO or a link out
     try:
-        return dict(load_file(str(path), device="cpu"))
+        return dict(load_file(str(real), device="cpu"))
     except Exception as exc:  # noqa: BLE001 - a corrupt header raises SafetensorError and others
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
         raise RunDirError(f"{shown}: not a loadable safetensors file ({first})") from None
 
 
-def _load_weight_file(path: Path, shown: str) -> dict[str, Any]:
+def _load_weight_file(path: Path, shown: str, root: Path) -> dict[str, Any]:
     if path.name.endswith(".safetensors"):
-        return _load_safetensors(path, shown)
-    return load_checkpoint_file(path, shown)  # weights_only=True
+        return _load_safetensors(path, shown, root)
+    return load_checkpoint_file(path, shown, root=root)  # weights_only=True
 
 
-def load_weights_dir(folder: Path, shown: str) -> dict[str, Any]:
-    """The state dict saved in ``folder`` (safetensors preferred; shards joined), safely."""
+def load_weights_dir(folder: Path, shown: str, *, root: Path | None = None) -> dict[str, Any]:
+    """The state dict saved in ``folder`` (safetensors preferred; shards joined), safely:
+    every file a regular file inside ``root`` (the run dir; by default ``folder``)."""
+    root = Path(root) if root is not None else Path(folder)
     for name in _WEIGHT_FILES:
         path = folder / name
-        if not path.is_file():
+        if not (path.exists() or path.is_symlink()):
             continue
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        file_shown = f"{shown}/{name}"
+        real = run_file(root, path, file_shown)  # a link out, a FIFO: one line, never opened
+        st = real.stat()
+        key = (str(real), st.st_mtime_ns, st.st_size)
         if key in _WEIGHTS_CACHE:
             return _WEIGHTS_CACHE[key]
-        file_shown = f"{shown}/{name}"
         if name.endswith(".index.json"):
-            index = read_json_file(path, file_shown)
+            index = read_json_file(path, file_shown, root=root)
             weight_map = index.get("weight_map") if isinstance(index, dict) else None
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise RunDirError(f"{file_shown}: no 'weight_map' of tensor name -> shard file")
@@ -163,9 +169,9 @@ def load_weights_dir(folder: Path, shown: str) -> dict[str, Any]:
             for shard in sorted(set(weight_map.values())):
                 if "/" in shard or "\\" in shard or shard.startswith("."):
                     raise RunDirError(f"{file_shown}: shard name {shard!r} refused (must be a file in {shown})")
-                state.update(_load_weight_file(folder / shard, f"{shown}/{shard}"))
+                state.update(_load_weight_file(folder / shard, f"{shown}/{shard}", root))
         else:
-            state = _load_weight_file(path, file_shown)
+            state = _load_weight_file(path, file_shown, root)
         _WEIGHTS_CACHE[key] = state
         return state
     raise RunDirError(f"{shown}: no model weights ({', '.join(_WEIGHT_FILES)})")
@@ -197,9 +203,7 @@ class HuggingFaceRun(Run):
     def state(self) -> dict[str, Any]:
         def make() -> dict[str, Any]:
             path = self._state_path()
-            rel = str(path.relative_to(self.path))
-            self.resolve(rel)
-            data = read_json_file(path, self.shown(path))
+            data = self.read_json(str(path.relative_to(self.path)))
             if not isinstance(data, dict):
                 raise RunDirError(f"{self.shown(path)}: expected a JSON object, got {type(data).__name__}")
             return data
@@ -220,10 +224,9 @@ class HuggingFaceRun(Run):
     def config(self) -> dict[str, Any] | None:
         def make() -> dict[str, Any] | None:
             path = self.path / "config.json"
-            if not path.is_file():
+            if not (path.exists() or path.is_symlink()):
                 return None
-            self.resolve("config.json")
-            data = read_json_file(path, self.shown(path))
+            data = self.read_json("config.json")
             return data if isinstance(data, dict) else None
 
         return self._cached("config", make)
@@ -233,7 +236,8 @@ class HuggingFaceRun(Run):
         labels = (self.config or {}).get("id2label")
         if isinstance(labels, dict) and labels:
             try:
-                return [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
+                return [labels[k] if isinstance(labels[k], str) else shown_value(labels[k])
+                        for k in sorted(labels, key=lambda k: int(k))]
             except (TypeError, ValueError):
                 pass
         return super().class_names
@@ -278,14 +282,15 @@ class HuggingFaceRun(Run):
         raw = self.state.get("best_metric")
         value = float_or_none(raw) if not isinstance(raw, (str, bool)) else None
         if raw is not None and value is None:
-            raise RunDirError(f"{self.shown(self._state_path())}: best_metric {str(raw)[:40]!r} "
+            raise RunDirError(f"{self.shown(self._state_path())}: best_metric {shown_value(raw, 40)} "
                               f"is a {type(raw).__name__}, expected a number")
         step = self._best_step()
         if value is None or step is None:
             return []
         entry = self._eval_entry(step) or {}
         return [k for k, v in entry.items() if k not in ("epoch", "step")
-                and isinstance(v, (int, float)) and not isinstance(v, bool) and numbers_close(float(v), value)]
+                and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and numbers_close(float_or_none(v) or math.nan, value)]
 
     def _first_best_step(self, metric: str, mode: str) -> int | None:
         """The step the Trainer's rule keeps for ``metric``: the first eval at its best value."""
@@ -294,11 +299,12 @@ class HuggingFaceRun(Run):
         for entry in history if isinstance(history, list) else []:
             if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
                 continue
-            v = entry.get(metric)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
+            raw = entry.get(metric)
+            v = float_or_none(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+            if v is None or math.isnan(v):
                 continue
             if best is None or (v < best[0] if mode == "min" else v > best[0]):
-                best = (float(v), entry["step"])
+                best = (v, entry["step"])
         return best[1] if best else None
 
     def _best_metric_name(self) -> str | None:
@@ -343,7 +349,8 @@ class HuggingFaceRun(Run):
         shown = self.shown(self.path / base)
         if metric not in names:
             got = (" and ".join(f"'{n}'" for n in names) if names
-                   else f"no logged eval metric equal to best_metric {self.state.get('best_metric')!r}")
+                   else "no logged eval metric equal to best_metric "
+                        f"{shown_value(self.state.get('best_metric'), 40)}")
             return BestRecord(metric, shown, problem=(
                 f"{state_shown}: best_model_checkpoint {base} is the best of {got}, not '{metric}'; "
                 "the Trainer keeps one best checkpoint (metric_for_best_model)"))
@@ -353,9 +360,9 @@ class HuggingFaceRun(Run):
                 f"{shown}: {what}; {state_shown} names it as best_model_checkpoint"))
         epoch: int | None = None
         inner = folder / "trainer_state.json"
-        if inner.is_file():
+        if inner.exists() or inner.is_symlink():
             try:
-                data = read_json_file(inner, self.shown(self.path / base / "trainer_state.json"))
+                data = read_json_file(inner, self.shown(self.path / base / "trainer_state.json"), root=self.path)
                 epoch = epochs_done(data.get("epoch")) if isinstance(data, dict) else None
             except RunDirError as exc:
                 return BestRecord(metric, shown, problem=str(exc))
@@ -386,7 +393,7 @@ class HuggingFaceRun(Run):
             dirs = self.checkpoint_dirs()
             if not dirs:
                 raise RunDirError(f"{self.shown(self.path)}: no checkpoint-N/ folders and no model weights")
-            return dirs[-1].resolve()
+            return self.resolve(dirs[-1].name)  # a checkpoint-N/ linked out of the run is refused
         return self.resolve(name)
 
     def checkpoint(self, name: str) -> dict[str, Any]:
@@ -394,11 +401,11 @@ class HuggingFaceRun(Run):
         path = self.checkpoint_path(name)
         shown = self.checkpoint_shown(name)
         if not path.is_dir():
-            return _load_weight_file(path, shown)
-        out: dict[str, Any] = {"state_dict": load_weights_dir(path, shown)}
+            return _load_weight_file(path, shown, self.path)
+        out: dict[str, Any] = {"state_dict": load_weights_dir(path, shown, root=self.path)}
         inner = path / "trainer_state.json"
-        if inner.is_file():
-            data = read_json_file(inner, f"{shown}/trainer_state.json")
+        if inner.exists() or inner.is_symlink():
+            data = read_json_file(inner, f"{shown}/trainer_state.json", root=self.path)
             if isinstance(data, dict):
                 epoch = epochs_done(data.get("epoch"))
                 if epoch is not None:
@@ -426,7 +433,7 @@ class HuggingFaceRun(Run):
             (held if present.intersection(names) else missing).append(kind)
         epoch: int | None = None
         if "trainer_state.json" in present:
-            data = read_json_file(folder / "trainer_state.json", f"{shown}/trainer_state.json")
+            data = read_json_file(folder / "trainer_state.json", f"{shown}/trainer_state.json", root=self.path)
             epoch = epochs_done(data.get("epoch")) if isinstance(data, dict) else None
         return shown, epoch, held, missing
 

@@ -131,11 +131,14 @@ def _h5_arrays(handle: Any, shown: str) -> dict[str, Any]:
     return out
 
 
-def keras_weights(path: Path, shown: str) -> dict[str, Any]:
+def keras_weights(path: Path, shown: str, *, root: Path | None = None) -> dict[str, Any]:
     """The weight arrays of a ``.keras`` zip or a ``.weights.h5`` file, as tensors keyed by
     their HDF5 path (``layers/dense/vars/0``); nothing else of the file is read."""
     from pytest_mlgates.errors import require_extra
+    from pytest_mlgates.runfiles import run_file
 
+    # inside the run, a regular file: a FIFO is never handed to zipfile or h5py (they would wait)
+    path = run_file(root if root is not None else path.parent, path, shown)
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if key in _WEIGHTS_CACHE:
@@ -192,7 +195,7 @@ class KerasRun(Run):
         rel = self.log_file
         path = self.resolve(rel)
         shown = self.shown(self.path / rel)
-        text = read_text_file(path, shown)
+        text = read_text_file(path, shown, root=self.path)  # inside the run, a regular file, size-capped
         first = text.splitlines()[0] if text else ""
         header, table = csv_rows(text, shown, _delimiter(first) or ",")
         # val_* never measured (no validation data): NA or nan in every epoch -- not a NaN fault
@@ -240,10 +243,10 @@ class KerasRun(Run):
         if not path.exists():
             raise RunDirError(f"{shown}: not found")
         if path.name.endswith(_WEIGHT_SUFFIXES):
-            return {"state_dict": keras_weights(path, shown)}
+            return {"state_dict": keras_weights(path, shown, root=self.path)}
         from pytest_mlgates.rundir import load_checkpoint_file
 
-        return load_checkpoint_file(path, shown)
+        return load_checkpoint_file(path, shown, root=self.path)
 
     def default_checkpoint(self) -> str:
         return "best" if (self.path / self.best_file(self.monitor[0])).is_file() else "last"

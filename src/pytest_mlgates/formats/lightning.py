@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -45,6 +46,7 @@ from pytest_mlgates.rundir import (
     default_mode,
     epochs_or_steps,
     float_or_none,
+    holds_state,
     open_run_file,
     resume_kinds,
 )
@@ -73,7 +75,9 @@ def locate(path: Path) -> Path | None:
     """A Lightning ``save_dir`` or ``lightning_logs`` folder holding exactly one ``version_N``."""
     for base in (path, path / "lightning_logs"):
         try:
-            versions = [d for d in base.iterdir() if d.name.startswith("version_") and d.is_dir()]
+            # a symlinked version_N could lead anywhere: the run is what lies in the folder given
+            versions = [d for d in base.iterdir()
+                        if d.name.startswith("version_") and d.is_dir() and not d.is_symlink()]
         except OSError:
             continue
         if len(versions) == 1:
@@ -120,6 +124,7 @@ def read_lightning_csv(stream: BinaryIO, shown: str) -> Log:
 
 
 _MODE = re.compile(r"'mode':\s*'(min|max)'")
+_MAX_KEY = 4096
 #: The callbacks whose state names a monitored metric.
 _MONITORING = ("ModelCheckpoint", "EarlyStopping")
 
@@ -130,6 +135,9 @@ def _callback_args(key: str) -> dict[str, Any]:
     brace = key.find("{")
     if brace < 0:
         return {}
+    if len(key) > _MAX_KEY:  # a real key is a few hundred characters; don't parse a megabyte
+        match = _MODE.search(key[:_MAX_KEY])
+        return {"mode": match.group(1)} if match else {}
     try:
         value = ast.literal_eval(key[brace:])
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -150,9 +158,8 @@ class LightningRun(Run):
                 f"{self.shown(path)}: not found (a Lightning run is read from its CSVLogger log; "
                 "add CSVLogger, or give the TensorBoard dir with --run-format tensorboard)"
             )
-        self.resolve("metrics.csv")
         shown = self.shown(path)
-        with open_run_file(path, shown) as stream:
+        with open_run_file(self.path, "metrics.csv", shown, limit=MAX_TEXT_BYTES) as stream:
             return read_lightning_csv(stream, shown)
 
     @property
@@ -161,14 +168,15 @@ class LightningRun(Run):
         return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))  # type: ignore[no-any-return]
 
     def checkpoint_files(self) -> list[Path]:
-        """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first."""
+        """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first; a
+        FIFO or link among them is listed too: opening it says what it is, in one line."""
         found: list[Path] = []
         for folder in (self.path / "checkpoints", self.path):
             try:
-                found += [p for p in folder.iterdir() if p.suffix == ".ckpt" and p.is_file()]
+                found += [p for p in folder.iterdir() if p.suffix == ".ckpt" and not p.is_dir()]
             except OSError:
                 continue
-        return sorted(found, key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime_ns, p.name))
+        return sorted(found, key=lambda p: (p.name != "last.ckpt", -_mtime(p), p.name))
 
     def _by_basename(self, name: str) -> Path | None:
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -207,7 +215,7 @@ class LightningRun(Run):
             if monitor is None:  # ModelCheckpoint(monitor=None) keeps only the last
                 continue
             if not isinstance(monitor, str):
-                raise RunDirError(f"{shown}: callbacks[{kind}] monitor {str(monitor)[:40]!r} "
+                raise RunDirError(f"{shown}: callbacks[{kind}] monitor {shown_value(monitor, 40)} "
                                   f"({type(monitor).__name__}) is not a metric name")
             mode = args.get("mode")
             out.append((key, kind, mode if mode in ("min", "max") else default_mode(monitor), state))
@@ -309,7 +317,7 @@ class LightningRun(Run):
                 continue
             best = state.get("best_model_path")
             if not isinstance(best, str) or not best.strip() or "\x00" in best:
-                got = "empty" if best in ("", None) else f"{str(best)[:60]!r} ({type(best).__name__})"
+                got = "empty" if best in ("", None) else f"{shown_value(best, 60)} ({type(best).__name__})"
                 raise RunDirError(f"{self._state_holder(metric)}: ModelCheckpoint(monitor='{metric}') "
                                   f"best_model_path is {got}, not a checkpoint file")
             base = best.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
@@ -359,7 +367,7 @@ class LightningRun(Run):
         held: list[str] = []
         missing: list[str] = []
         for kind, present in (("model", "model" in kinds), ("optimizer", "optimizer" in kinds),
-                              ("loops", bool(ckpt.get("loops")))):
+                              ("loops", holds_state(ckpt.get("loops")))):
             (held if present else missing).append(kind)
         if "scheduler" in kinds:
             held.append("scheduler")
@@ -446,8 +454,15 @@ class LightningRun(Run):
         if value is None and score is not None:
             return BestRecord(metric, shown, problem=(
                 f"{self._state_holder(metric)}: ModelCheckpoint(monitor='{metric}') best_model_score "
-                f"{str(score)[:40]!r} is not a number"), path=path)
+                f"{shown_value(score, 40)} is not a number"), path=path)
         return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _int(value: Any) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -33,6 +34,7 @@ from pytest_mlgates.rundir import (
     read_yaml_file,
     regroup_steps,
     resolve_inside,
+    run_file,
     to_float,
 )
 
@@ -65,8 +67,14 @@ class MlflowRun:
 # --------------------------------------------------------------------------- locating stores
 
 
+def _present(path: Path) -> bool:
+    """Something is there (a FIFO or a dangling link too: reading it then says what it is)."""
+    return path.exists() or path.is_symlink()
+
+
 def _is_run_folder(path: Path) -> bool:
-    return (path / "meta.yaml").is_file() and ((path / "metrics").is_dir() or (path / "params").is_dir())
+    return _present(path / "meta.yaml") and not (path / "meta.yaml").is_dir() and (
+        (path / "metrics").is_dir() or (path / "params").is_dir())
 
 
 def _file_store_base(path: Path) -> Path | None:
@@ -98,6 +106,8 @@ def _file_run_folders(path: Path) -> list[Path]:
             continue
         for run in _listdir(base / exp):
             if not run.startswith(".") and _is_run_folder(base / exp / run):
+                # a run folder (or mlruns/, or an experiment) linked out of the store is refused
+                _inside(base / exp / run, path, str(base / exp / run), "MLflow store")
                 out.append(base / exp / run)
     return out
 
@@ -111,7 +121,7 @@ def detect(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_dir():
         return []
-    if (path / "mlflow.db").is_file():
+    if _present(path / "mlflow.db"):
         return ["mlflow.db"]
     if _is_run_folder(path):
         return ["meta.yaml"]
@@ -126,10 +136,20 @@ def detect(path: Path) -> list[str]:
 
 
 def _connect(db: Path) -> sqlite3.Connection:
-    """Read-only: ``mode=ro`` never creates a journal or changes the file."""
-    uri = "file:" + urllib.parse.quote(str(db.resolve())) + "?mode=ro"
+    """Read-only: ``mode=ro`` never creates a journal or changes the file.
+
+    The database and the files SQLite may open beside it (``-journal``, ``-wal``, ``-shm``)
+    must be regular files inside the store's folder: a link out or a FIFO is refused before
+    SQLite opens anything; temporary tables stay in memory (nothing written to /tmp)."""
+    real = run_file(db.parent, db.name, str(db), what="MLflow store")
+    for suffix in ("-journal", "-wal", "-shm"):
+        side = db.parent / (db.name + suffix)
+        if side.exists() or side.is_symlink():
+            run_file(db.parent, side.name, str(side), what="MLflow store")
+    uri = "file:" + urllib.parse.quote(str(real)) + "?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=5.0)
+        con.execute("PRAGMA temp_store = MEMORY")
         con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise RunDirError(f"{db}: {_sqlite_problem(exc)}") from None
@@ -209,14 +229,18 @@ def _sqlite_value(value: Any, is_nan: Any, where: str) -> float:
 
 
 def _to_int(cell: Any, what: str, where: str) -> int:
+    """A step or timestamp: an integer MLflow could have stored (64 bits)."""
+    value: int | None = None
     if isinstance(cell, int) and not isinstance(cell, bool):
-        return cell
-    if isinstance(cell, str):
+        value = cell
+    elif isinstance(cell, str) and len(cell) < 64:
         try:
-            return int(cell.strip())
+            value = int(cell.strip())
         except ValueError:
             pass
-    raise RunDirError(f"{where}: {what} {cell!r} is not an integer")
+    if value is not None and -(2**63) <= value < 2**63:
+        return value
+    raise RunDirError(f"{where}: {what} {shown_value(cell, 40)} is not an integer")
 
 
 def _read_sqlite_run(db: Path, root: Path, run_id: str) -> MlflowRun:
@@ -298,7 +322,7 @@ def parse_metric_lines(text: str, shown: str) -> list[tuple[int, int, float]]:
         try:
             value = float(parts[1])
         except ValueError:
-            raise RunDirError(f"{where}: value {parts[1]!r} is not a number") from None
+            raise RunDirError(f"{where}: value {shown_value(parts[1], 40)} is not a number") from None
         step = _to_int(parts[2], "step", where) if n >= 3 else 0
         out.append((step, timestamp, value))
     return out
@@ -345,8 +369,8 @@ def _status(raw: Any) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return _STATUS_NAMES.get(raw, str(raw))
-    text = str(raw).strip()
+        return _STATUS_NAMES.get(raw, shown_value(raw))
+    text = raw.strip() if isinstance(raw, str) else shown_value(raw)
     if text.isdigit():
         return _STATUS_NAMES.get(int(text), text)
     return text.upper() or None
@@ -354,7 +378,7 @@ def _status(raw: Any) -> str | None:
 
 def _read_meta(run_folder: Path) -> dict[str, Any]:
     meta_path = run_folder / "meta.yaml"
-    meta = read_yaml_file(meta_path)
+    meta = read_yaml_file(meta_path, root=run_folder)  # a link out of the run folder is refused
     if not isinstance(meta, dict):
         raise RunDirError(f"{meta_path}: expected a mapping (run_id: ..., status: ...)")
     if not isinstance(meta.get("run_id") or meta.get("run_uuid"), str):
@@ -368,14 +392,14 @@ def _read_file_run(run_folder: Path, root: Path) -> MlflowRun:
     metrics: dict[str, list[tuple[int, int, float]]] = {}
     total = 0
     for name, file in _walk_files(run_folder / "metrics"):
-        points = parse_metric_lines(read_text_file(file), str(file))
+        points = parse_metric_lines(read_text_file(file, root=run_folder), str(file))
         total += len(points)
         if total > MAX_METRIC_POINTS:
             raise RunDirError(f"{file}: more than {MAX_METRIC_POINTS} metric points in the run")
         points.sort(key=lambda p: (p[0], p[1]))
         metrics[name] = points
-    params = {n: read_text_file(f) for n, f in _walk_files(run_folder / "params")}
-    tags = {n: read_text_file(f) for n, f in _walk_files(run_folder / "tags")}
+    params = {n: read_text_file(f, root=run_folder) for n, f in _walk_files(run_folder / "params")}
+    tags = {n: read_text_file(f, root=run_folder) for n, f in _walk_files(run_folder / "tags")}
     exp_id = meta.get("experiment_id")
     run_name: Any = meta.get("run_name") if meta.get("run_name") not in (None, "") else tags.get("mlflow.runName")
     return MlflowRun(
@@ -470,7 +494,7 @@ def find_runs(path: Path, include_deleted: bool = False) -> list[tuple[str, str]
     """
     path = Path(path)
     out: list[tuple[str, str]] = []
-    if (path / "mlflow.db").is_file():
+    if _present(path / "mlflow.db"):
         out += _sqlite_runs(path / "mlflow.db", include_deleted)
     seen = {r for _, r in out}
     out += [(e, r) for e, r, _ in _file_runs(path, include_deleted) if r not in seen]
@@ -487,7 +511,7 @@ def read_run(path: Path, run_id: str | None = None) -> MlflowRun:
     if not path.is_dir():
         raise RunDirError(f"{path}: not a directory (expected an MLflow store or run folder)")
     db = path / "mlflow.db"
-    has_db = db.is_file()
+    has_db = _present(db)
     if not has_db and _file_store_base(path) is None and not _is_run_folder(path):
         owner = _sqlite_owner(path)
         if owner is not None and run_id in (None, owner[1]):

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pytest_mlgates.bounded import number_problem, shown_names, shown_value
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import (
@@ -70,7 +72,7 @@ def read(path: Path, section: RunSection | None = None) -> PlainRun:
 
 def _csv_columns(stream: BinaryIO, shown: str) -> CsvColumns:
     def check_header(header: list[str]) -> None:
-        dupes = sorted({h for h in header if header.count(h) > 1})
+        dupes = sorted(n for n, c in Counter(header).items() if c > 1)  # linear: 50,000 columns in ms
         if dupes:
             raise RunDirError(f"{shown}: column {dupes[0]!r} appears twice in the header")
         if "" in header:
@@ -103,6 +105,8 @@ def _jsonl_columns(stream: BinaryIO, shown: str) -> CsvColumns:
             raise RunDirError(f"{shown} line {line_no}: invalid JSON at column {exc.colno} ({exc.msg})") from None
         except RecursionError:
             raise RunDirError(f"{shown} line {line_no}: invalid JSON (nested too deeply)") from None
+        except ValueError as exc:  # a 5000-digit integer: Python's int-from-str limit
+            raise RunDirError(f"{shown} line {line_no}: {number_problem(exc)}") from None
         if not isinstance(row, dict):
             raise RunDirError(f"{shown} line {line_no}: expected a JSON object per line, got {type(row).__name__}")
         at = len(lines)
@@ -212,7 +216,7 @@ class PlainRun(Run):
         rel = self.log_file
         path = self.resolve(rel)
         shown = self.shown(self.path / rel)
-        with open_run_file(path, shown) as stream:
+        with open_run_file(self.path, rel, shown, limit=MAX_TEXT_BYTES) as stream:
             head = stream.read(4096)
             stream.seek(0)
             jsonl = path.suffix.lower() in _JSONL_SUFFIXES or head.lstrip()[:1] == b"{"
@@ -240,9 +244,10 @@ class PlainRun(Run):
                 real = self.resolve(str(path.relative_to(self.path)))
             except (RunDirError, ValueError):
                 continue  # a match that leads outside the run dir is never opened
-            if real.is_file() and real.is_relative_to(root):
+            # a FIFO that matches is kept: opening it is refused by name, never waited on
+            if not real.is_dir() and real.exists() and real.is_relative_to(root):
                 found.append(path)
-        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return sorted(found, key=lambda p: (_mtime(p), p.name))
 
     def best_file(self, metric: str) -> str | None:
         """The ``best:`` pattern for ``metric``, relative to the run dir."""
@@ -329,17 +334,24 @@ class PlainRun(Run):
         return self.checkpoint_path("last")
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _recorded_value(ckpt: dict[str, Any], metric: str, shown: str) -> tuple[float | None, str | None]:
     """(the value a best file records for ``metric``, or a one-line problem)."""
     monitor = ckpt.get("monitor")
     if isinstance(monitor, str):
         if monitor != metric:
-            return None, f"{shown}: monitor = '{monitor}'; needs '{metric}'"
+            return None, f"{shown}: monitor = {shown_value(monitor, 60)}; needs '{metric}'"
         return float_or_none(_scalar(ckpt.get("value"))), None
     records = checkpoint_monitors(ckpt)  # the engine's own {metric: {mode, value}} shape
     if records:
         if metric not in records:
-            return None, f"{shown}: monitor names {', '.join(records)}; needs '{metric}'"
+            return None, f"{shown}: monitor names {shown_names(records)}; needs '{metric}'"
         return float_or_none(_scalar(records[metric].get("value"))), None
     metrics = ckpt.get("metrics")
     if isinstance(metrics, dict) and metric in metrics:

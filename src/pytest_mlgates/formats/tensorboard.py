@@ -22,7 +22,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.engine import EngineRun
-from pytest_mlgates.rundir import Log, RunSection, default_mode
+from pytest_mlgates.rundir import Log, RunSection, default_mode, open_run_file
 from pytest_mlgates.runlog import regroup_steps
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TensorBoardRun", "detect", "read", "read_scalars", "to_log",
@@ -41,7 +41,8 @@ _MAX_PARSED_RECORD = 1024 * 1024
 
 def _event_files(path: Path) -> Iterator[Path]:
     """Event files under ``path`` (depth <= MAX_DEPTH), sorted per folder; symlinked folders
-    are not entered, so a link loop or a link out of the run costs nothing."""
+    are not entered, so a link loop or a link out of the run costs nothing.  An event file
+    that is a link or a FIFO is listed too: reading it refuses it by name."""
     stack: list[tuple[Path, int]] = [(path, 0)]
     while stack:
         folder, depth = stack.pop(0)
@@ -51,7 +52,7 @@ def _event_files(path: Path) -> Iterator[Path]:
             continue
         for entry in entries:
             try:
-                if entry.name.startswith(_PREFIX) and entry.is_file():
+                if entry.name.startswith(_PREFIX) and not entry.is_dir(follow_symlinks=False):
                     yield Path(entry.path)
                 elif depth < MAX_DEPTH and not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                     stack.append((Path(entry.path), depth + 1))
@@ -97,12 +98,10 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _records(file: Path) -> Iterator[tuple[int, bytes | None]]:
-    """``(offset, payload)`` of every record; payload None for records too big to be scalars."""
-    try:
-        fh = open(file, "rb")  # noqa: SIM115 - the `with fh:` below closes it
-    except OSError as exc:
-        raise RunDirError(f"{file}: cannot read ({exc.strerror or exc})") from None
+def _records(file: Path, root: Path | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """``(offset, payload)`` of every record; payload None for records too big to be scalars.
+    ``file`` must be a regular file inside ``root`` (the run dir; by default its folder)."""
+    fh = open_run_file(root if root is not None else file.parent, file, str(file))
     with fh:
         offset = 0
         while True:
@@ -191,7 +190,7 @@ def read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
     order = 0
     for file in files:
         folder = file.parent.relative_to(path).as_posix()
-        for offset, data in _records(file):
+        for offset, data in _records(file, path):
             if data is None:
                 continue
             try:

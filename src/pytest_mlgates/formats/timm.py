@@ -33,7 +33,6 @@ from pytest_mlgates.rundir import (
     Run,
     RunSection,
     float_or_none,
-    read_text_file,
     resume_kinds,
 )
 
@@ -68,7 +67,7 @@ class TimmRun(Run):
         self.resolve("summary.csv")
         path = self.path / "summary.csv"
         shown = self.shown(path)
-        header, table = csv_rows(read_text_file(path, shown), shown)
+        header, table = csv_rows(self.read_text("summary.csv"), shown)
         return table_log(header, table, shown, "timm", first_epoch=0)
 
     @property

@@ -30,7 +30,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.rundir import BestRecord, Log, Run, RunSection, read_text_file
+from pytest_mlgates.rundir import BestRecord, Log, Run, RunSection
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "UltralyticsRun", "detect", "read"]
 
@@ -70,7 +70,7 @@ class UltralyticsRun(Run):
         self.resolve("results.csv")
         path = self.path / "results.csv"
         shown = self.shown(path)
-        header, table = csv_rows(read_text_file(path, shown), shown)
+        header, table = csv_rows(self.read_text("results.csv"), shown)
         return table_log(header, table, shown, "ultralytics", first_epoch=1)
 
     @property
@@ -110,7 +110,7 @@ class UltralyticsRun(Run):
             raise RunDirError(refusal(shown))
         from pytest_mlgates.rundir import load_checkpoint_file
 
-        return load_checkpoint_file(path, shown)
+        return load_checkpoint_file(path, shown, root=self.path)
 
     def default_checkpoint(self) -> str:
         return "best"

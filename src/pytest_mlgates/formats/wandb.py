@@ -116,7 +116,7 @@ class WandbRun(PlainRun):
 
     @property
     def contents(self) -> WandbFile:
-        return self._cached("wandb", lambda: read_wandb_file(self.record_log, self.shown(self.record_log)))  # type: ignore[no-any-return]
+        return self._cached("wandb", lambda: read_wandb_file(self.record_log, self.shown(self.record_log), root=self.path))  # type: ignore[no-any-return]
 
     def _read_log(self) -> Log:
         data = self.contents

@@ -8,23 +8,26 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import GateFailure, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list
 from pytest_mlgates.rundir import (
     MAX_TEXT_BYTES,
     Run,
+    open_run_file,
     read_json_file,
     read_text_file,
     resolve_inside,
 )
+from pytest_mlgates.runfiles import read_bytes_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _sha256(path: Path) -> str:
+def _sha256(run: Run, rel: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_run_file(run.path, rel, run.shown(run.path / rel)) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -56,20 +59,21 @@ def provenance(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult
         return GateResult(False, "missing", threshold, f"{shown}: not found; needs provenance written at launch")
     entry = prov.get("entry_point")
     if not isinstance(entry, str) or not entry.strip():
-        return GateResult(False, "no entry_point", threshold, f"{shown}: entry_point = {entry!r}; needs the command that launched the run")
+        return GateResult(False, "no entry_point", threshold,
+                          f"{shown}: entry_point = {shown_value(entry)}; needs the command that launched the run")
     config_path = prov.get("config_path")
     if not isinstance(config_path, str) or not config_path.strip():
         return GateResult(False, "no config_path", threshold,
-                          f"{shown}: config_path = {config_path!r}; needs a run launched from an experiment config, not defaults")
+                          f"{shown}: config_path = {shown_value(config_path)}; needs a run launched from an "
+                          "experiment config, not defaults")
     if prov.get("allow_defaults") and not params["allow_defaults"]:
         return GateResult(False, "allow_defaults", threshold,
                           f"{shown}: allow_defaults = true; needs a run that did not bypass the default-config guard")
     expected = prov.get("resolved_config_sha256")
     cfg = run.path / "config.yaml"
-    if not cfg.is_file():
+    if not (cfg.exists() or cfg.is_symlink()):
         return GateResult(False, "config.yaml missing", threshold, f"{run.shown(cfg)}: not found; needs the resolved config")
-    run.resolve("config.yaml")
-    actual = _sha256(cfg)
+    actual = _sha256(run, "config.yaml")  # a link out of the run dir or a FIFO: one line, never read
     if not isinstance(expected, str) or actual != expected:
         return GateResult(False, actual[:12], f"sha256 {str(expected)[:12]}",
                           f"{run.shown(cfg)}: sha256 = {actual[:12]}...; needs {str(expected)[:12]}... "
@@ -95,12 +99,12 @@ def _png_size(data: bytes, shown: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _check_png(path: Path, shown: str, min_size: int) -> str | None:
+def _check_png(run: Run, rel: str, shown: str, min_size: int) -> str | None:
     """None when the PNG is real, large enough and not blank; else what is wrong."""
-    size = path.stat().st_size
+    size = run.file(rel).stat().st_size
     if size > MAX_TEXT_BYTES:
         return f"{shown}: {size} bytes, too large for a plot"
-    data = path.read_bytes()
+    data = read_bytes_file(run.path, rel, shown)
     try:
         width, height = _png_size(data, shown)
     except RunDirError as exc:
@@ -135,9 +139,9 @@ def plots(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         shown = run.shown(run.path / rel)
         if path is None:
             return GateResult(False, "missing", "real PNG", f"{shown}: not found; needs a plot")
-        if not path.is_file():
+        if path.is_dir():
             return GateResult(False, "not a file", "real PNG", f"{shown}: is not a file; needs a PNG")
-        problem = _check_png(path, shown, min_size)
+        problem = _check_png(run, rel, shown, min_size)
         if problem:
             return GateResult(False, "bad PNG", "real PNG", problem)
     return GateResult(True, f"{len(files)} files", "real PNG",
@@ -160,7 +164,7 @@ def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     if contains is not None:
         if path.is_dir():
             return GateResult(False, "directory", f"contains {contains!r}", f"{shown}: is a directory; needs a text file")
-        text = read_text_file(path, shown)
+        text = read_text_file(path, shown, root=run.path)
         if contains not in text:
             first = text.splitlines()[0][:60] if text else ""
             return GateResult(False, "absent", f"contains {contains!r}",
@@ -198,7 +202,7 @@ def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
         return GateResult(True, "linked", "exists", f"{shown_src} -> {dst}: both exist")
     if target.is_dir():
         return GateResult(False, "directory", f"matches {pattern!r}", f"{dst}: is a directory; needs a file to search")
-    text = read_text_file(target, dst)
+    text = read_text_file(target, dst, root=Path(ctx.rootdir))
     matched: bool
     if set(pattern) & _REGEX_META:
         if len(pattern) > 500:
@@ -225,7 +229,7 @@ def _id_list(value: Any, where: str) -> list[Any]:
         raise RunDirError(f"{where}: expected a list of ids, got {type(value).__name__}")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, str)):
-            raise RunDirError(f"{where}: {v!r} is not an integer or string id")
+            raise RunDirError(f"{where}: {shown_value(v, 40)} is not an integer or string id")
     return value
 
 
@@ -233,7 +237,7 @@ def split_integrity(run: Run, params: dict[str, Any], ctx: GateContext) -> GateR
     rel = params["path"] or run.splits_file  # splits.json, or where the gate file's run: says
     shown = run.shown(run.path / rel)
     path = run.resolve(rel)
-    data = read_json_file(path, shown)
+    data = read_json_file(path, shown, root=run.path)
     if not isinstance(data, dict):
         raise RunDirError(f"{shown}: expected a JSON object of named index lists")
     wanted = as_list(params["splits"])
