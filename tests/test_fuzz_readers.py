@@ -283,6 +283,7 @@ BY_TYPE: dict[str, Any] = {
     "_number": st.one_of(st.integers(-5, 5), st.floats(-10, 10, allow_nan=False)),
     "_nonneg": nonneg,
     "_pos_int": pos_ints,
+    "_probability": st.floats(0.001, 0.999),
     "_string": words,
     "_target": st.sampled_from(["model.nets:MLP", "collections:OrderedDict", "nope.mod:X", "json:JSONDecoder"]),
     "_bool": st.booleans(),

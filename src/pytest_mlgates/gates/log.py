@@ -110,11 +110,23 @@ def _step_problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[s
         problems.append(f"{src}: steps not in order (step {number_text(float(steps[row]))} "
                         f"after step {number_text(float(steps[row - 1]))})")
     wanted = as_list(params["columns"])
+    last = float(steps[-1])
     for name in _select(run, wanted, ctx) if wanted else header:
         mask = log.held(name)
-        if mask is not None and not mask.any():
+        if mask is None:
+            continue
+        if not mask.any():
             problems.append(f"{src}: column {name} holds no value")
             break
+        # a column logged every K steps whose last value is K or more steps before the end:
+        # the evaluation that should close the log is missing (a run cut short, a lost row)
+        held = np.unique(steps[mask])
+        if held.size >= 2:
+            every = float(np.max(np.diff(held)))
+            if last - float(held[-1]) >= every:
+                problems.append(f"{src}: column {name} ends at step {number_text(float(held[-1]))}, the log at step "
+                                f"{number_text(last)} (it was logged every {number_text(every)} steps or less)")
+                break
     return problems
 
 
