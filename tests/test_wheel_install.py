@@ -170,8 +170,10 @@ def test_users_model_beside_in_flight_and_preflight_api(
         warnings.simplefilter("error")   # an in-flight criterion that cannot be judged warns
         import pytest_mlgates
         for info in pkgutil.walk_packages(pytest_mlgates.__path__, "pytest_mlgates."):
-            # the modules that import a trainer library (not in this venv)
-            if info.name.split(".")[-1] not in ("lightning", "huggingface", "subject_lightning", "subject_hf"):
+            # the modules that import a trainer library or pytest-xdist (not in this venv; the
+            # plugin imports sweep only from xdist's own hook)
+            if info.name.split(".")[-1] not in ("lightning", "huggingface", "subject_lightning", "subject_hf",
+                                                "sweep"):
                 importlib.import_module(info.name)
         assert "model" not in sys.modules, sys.modules["model"]
         from pytest_mlgates import PreflightSubject
