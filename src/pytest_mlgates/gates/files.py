@@ -141,7 +141,9 @@ def plots(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
             return GateResult(False, "missing", "real PNG", f"{shown}: not found; needs a plot")
         if path.is_dir():
             return GateResult(False, "not a file", "real PNG", f"{shown}: is not a file; needs a PNG")
-        problem = _check_png(run, rel, shown, min_size)
+        # the file found (an MLflow run's may be in its artifacts folder), inside the run
+        found = path.relative_to(run.path).as_posix() if path.is_relative_to(run.path) else rel
+        problem = _check_png(run, found, shown, min_size)
         if problem:
             return GateResult(False, "bad PNG", "real PNG", problem)
     return GateResult(True, f"{len(files)} files", "real PNG",
