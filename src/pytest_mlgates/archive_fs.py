@@ -256,13 +256,17 @@ class ArchiveDir:
             raise ArchiveError(_os_line(err, self.path / name)) from None
         finally:
             if temp:
-                try:
-                    if self.fd is None:
-                        os.unlink(self.path / temp)
-                    else:
-                        os.unlink(temp, dir_fd=self.fd)
-                except OSError:
-                    pass
+                self._unlink_quietly(temp)
+
+    def _unlink_quietly(self, name: str) -> None:
+        """Remove ``name`` here if it is there (a temp file left by a failed write)."""
+        try:
+            if self.fd is None:
+                os.unlink(self.path / name)
+            else:
+                os.unlink(name, dir_fd=self.fd)
+        except OSError:
+            pass
 
     def _make_temp_dir(self) -> str:
         for _attempt in range(10):
@@ -309,19 +313,23 @@ class ArchiveDir:
             os.rename(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
     def _remove_temp(self, temp: str, contents: dict[str, str]) -> None:
-        for filename in contents:
-            try:
-                if self.fd is None:
-                    os.unlink(self.path / temp / filename)
-                else:
-                    within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC,
-                                     dir_fd=self.fd)
-                    try:
+        within = None
+        try:
+            if self.fd is not None:  # the temp dir opened once, its files removed through it
+                within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=self.fd)
+            for filename in contents:
+                try:
+                    if within is None:
+                        os.unlink(self.path / temp / filename)
+                    else:
                         os.unlink(filename, dir_fd=within)
-                    finally:
-                        os.close(within)
-            except OSError:
-                pass
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        finally:
+            if within is not None:
+                os.close(within)
         try:
             if self.fd is None:
                 os.rmdir(self.path / temp)
