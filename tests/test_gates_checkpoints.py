@@ -170,6 +170,9 @@ def test_checkpoint_softmax_foreign_model_with_prefix(tmp_path: Path, monkeypatc
         run_gate(run, "checkpoint_softmax", {**params, "kwargs": {"n_in": 5, "n_out": 3}})
     with pytest.raises(GateFailure, match=r"cannot import"):
         run_gate(run, "checkpoint_softmax", {**params, "model": "tinynets:Nope"})
+    # a class that builds something other than a torch module (found by the fuzz test)
+    with pytest.raises(GateFailure, match=r"collections:OrderedDict built a OrderedDict, not a torch.nn.Module"):
+        run_gate(run, "checkpoint_softmax", {**params, "model": "collections:OrderedDict", "kwargs": {}})
     r = run_gate(run, "artifact", {"path": "epoch=0-step=1.ckpt",
                                    "loads": {"softmax": True, "model": "tinynets:Tiny", "input_shape": [1, 4]}})
     assert r.passed

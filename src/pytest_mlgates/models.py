@@ -41,8 +41,12 @@ def gist(exc: BaseException, limit: int = 240) -> str:
 def load_weights(model: Any, ckpt: Any, shown: str, label: str, prefix: str | None = None) -> Any:
     """``model`` with the checkpoint's state dict (``rundir.state_dict_of``) loaded
     (strictly), in eval mode."""
+    import torch
+
     from pytest_mlgates.rundir import state_dict_of
 
+    if not isinstance(model, torch.nn.Module):
+        raise GateFailure(f"{label} built a {type(model).__name__}, not a torch.nn.Module")
     state = state_dict_of(ckpt, shown)
     own = set(model.state_dict())
     if prefix is None and state and all(str(k).startswith("model.") for k in state) \
