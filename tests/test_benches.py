@@ -84,6 +84,8 @@ def test_the_sweep_bench_runs_and_compares_outcomes() -> None:
     assert "same per-item outcomes serial and -n 2: yes" in out, out
     assert re.search(r"speed-up serial / -n 2 = \d+\.\d{3} \(goal >= 1\.6\); CPU of -n 2 / "
                      r"serial = \d+\.\d{3}", out), out
+    assert re.search(r"serial session: fixed cost -?\d+\.\d\d s, -?\d+\.\d{3} s per run; the best -n 2 "
+                     r"can do when every worker pays the fixed cost once: \d+\.\d{3}x", out), out
 
 
 def test_the_many_runs_bench_prints_time_per_run() -> None:
