@@ -14,6 +14,11 @@ EXTRAS     ?= all,engine,dev,trainers
 # .pth file puts src/ on the venv's path so `python -m model` and torchrun work.
 ENGINE_PTH  = $(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'mlgates-checkout-engine.pth').write_text(str(pathlib.Path('src').resolve()) + '\\n')"
 DEMO_RUN   ?= runs/demo
+# Python caches bytecode unless told not to; a machine that sets PYTHONDONTWRITEBYTECODE
+# (this one does) makes every pytest session of the tests recompile, and pytest re-rewrite,
+# every plugin module it loads: seconds per session, hundreds of sessions. Tests that need
+# no bytecode written set it themselves.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test test-fast bench example clean
 
