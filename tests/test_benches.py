@@ -1,5 +1,6 @@
 """The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py,
-bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py, bench/log_scale.py) still run.
+bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py, bench/log_scale.py,
+bench/checkpoint_loads.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, and
 ``model.train.BackgroundWriter``, which it replaces with the same writer deferred, or a
@@ -103,3 +104,14 @@ def test_the_hostile_bench_runs_and_checks_itself() -> None:
     assert re.search(r"worst wall\s+[\d.]+ s \(h_fifo_log\); baseline [\d.]+ s; ratio \d+\.\d\d", out), out
     assert re.search(r"worst peak RSS [\d.]+ MiB \(h_fifo_log\); baseline [\d.]+ MiB; ratio \d+\.\d\d", out), out
     assert "1 cases, 1 held" in out, out
+
+
+@pytest.mark.slow
+def test_the_checkpoint_loads_bench_loads_each_checkpoint_once() -> None:
+    """bench/checkpoint_loads.py, CI-sized: 20 small checkpoints, two criteria on each, and
+    the counting plugin sees one torch.load per file in a real pytest session."""
+    out = run_bench("checkpoint_loads.py", "--width", "16", "--repeat", "1")
+    assert "20 checkpoints of" in out and "42 criteria" in out, out
+    assert "torch.load calls: 20 over 20 files; most for one file: 1" in out, out
+    assert re.search(r"ratio gates / hand-written = \d+\.\d{3} \(goal <= 1\.1\)", out), out
+    assert re.search(r"past start-up: gates -?\d+\.\d\d s .* ratio -?\d+\.\d{3}", out), out

@@ -28,7 +28,7 @@ from pytest_mlgates.errors import GateFailure, MlgatesError
 
 __all__ = [
     "first_samples", "forward", "load_weights", "logits_of", "model_from_subject", "model_from_target",
-    "to_device_of",
+    "shared_model_from_target", "to_device_of",
 ]
 
 def gist(exc: BaseException, limit: int = 240) -> str:
@@ -85,6 +85,25 @@ def model_from_target(ckpt: Any, params: Mapping[str, Any], shown: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - user code under test
         raise GateFailure(f"model {target!r}: constructor failed ({exc.__class__.__name__}: {gist(exc)})") from None
     return load_weights(model, ckpt, shown, target, params.get("prefix"))
+
+
+def shared_model_from_target(ckpt: Any, params: Mapping[str, Any], shown: str) -> Any:
+    """:func:`model_from_target`, built once per (checkpoint, class, kwargs, prefix) and kept
+    in ``memo.MODELS``: two criteria on one checkpoint build and load it once.  For the
+    gates only, which evaluate it in eval mode under ``torch.no_grad``; a model handed to
+    user code (the ``load_model`` fixture) is always a fresh one."""
+    from pytest_mlgates import memo
+
+    kwargs = params.get("kwargs") or {}
+    key = (id(ckpt), str(params["model"]), repr(sorted(kwargs.items())) if isinstance(kwargs, Mapping)
+           else repr(kwargs), params.get("prefix"))
+    hit = memo.MODELS.get(key)
+    if hit is not None and hit[0] is ckpt:  # the entry holds ckpt, so its id was not reused
+        return hit[1]
+    model = model_from_target(ckpt, params, shown)
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    memo.MODELS.put(key, (ckpt, model), size)
+    return model
 
 
 def model_from_subject(subject: Any, ckpt: Any, shown: str) -> Any:

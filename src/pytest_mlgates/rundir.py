@@ -160,9 +160,6 @@ from pytest_mlgates.runlog import (
 
 # --------------------------------------------------------------------------- checkpoints
 
-_CHECKPOINT_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-
 def _require_safe_torch() -> Any:
     from pytest_mlgates.errors import require_extra
 
@@ -272,7 +269,8 @@ def _check_checkpoint_pickle(path: Path, shown: str, root: Path) -> None:
 
 
 def load_checkpoint_file(path: Path, shown: str | None = None, *, root: Path | None = None) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``, cached per process by (path, mtime, size).
+    """``torch.load`` with ``weights_only=True``, cached per process by (path, mtime, size)
+    in ``memo.CHECKPOINTS`` (bounded: the most recently used, up to its byte budget).
 
     The file must be a regular file inside ``root`` (the run dir; by default the file's own
     folder), as :func:`~pytest_mlgates.runfiles.run_file` checks: a FIFO is never opened.
@@ -291,8 +289,10 @@ def load_checkpoint_file(path: Path, shown: str | None = None, *, root: Path | N
         st = path.stat()
     except OSError as exc:
         raise RunDirError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    from pytest_mlgates import memo
+
     key = (str(path), st.st_mtime_ns, st.st_size)
-    cached = _CHECKPOINT_CACHE.get(key)
+    cached = memo.CHECKPOINTS.get(key)
     if cached is not None:
         return cached
     if st.st_size == 0:
@@ -338,7 +338,7 @@ def load_checkpoint_file(path: Path, shown: str | None = None, *, root: Path | N
         ) from None
     if not isinstance(obj, dict):
         raise RunDirError(f"{shown}: holds a {type(obj).__name__}, expected a checkpoint dict")
-    _CHECKPOINT_CACHE[key] = obj
+    memo.CHECKPOINTS.put(key, obj, st.st_size)  # a loaded checkpoint takes about its file's size
     return obj
 
 

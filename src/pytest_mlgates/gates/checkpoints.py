@@ -260,7 +260,7 @@ def checkpoint_model(run: Run, ckpt: dict[str, Any], params: dict[str, Any], ctx
     bundled engine's fixture gives a subject for its own runs only).  Else the class the
     gate file names (``model:``), which is how one gate file also judges the runs of
     trainers no subject describes."""
-    from pytest_mlgates.models import is_import_target, model_from_subject, model_from_target
+    from pytest_mlgates.models import is_import_target, model_from_subject, shared_model_from_target
 
     target = params.get("model")
     if target and not is_import_target(str(target)):
@@ -269,7 +269,7 @@ def checkpoint_model(run: Run, ckpt: dict[str, Any], params: dict[str, Any], ctx
     if subject is not None:
         return model_from_subject(subject, ckpt, shown), subject
     if target:
-        return model_from_target(ckpt, params, shown), None
+        return shared_model_from_target(ckpt, params, shown), None
     raise _no_model(shown)
 
 
