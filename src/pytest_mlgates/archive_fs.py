@@ -256,15 +256,16 @@ class ArchiveDir:
             raise ArchiveError(_os_line(err, self.path / name)) from None
         finally:
             if temp:
-                self._unlink_quietly(temp)
+                self._quietly(os.unlink, temp)
 
-    def _unlink_quietly(self, name: str) -> None:
-        """Remove ``name`` here if it is there (a temp file left by a failed write)."""
+    def _quietly(self, remove: Callable[..., None], name: str) -> None:
+        """``remove`` (``os.unlink``, ``os.rmdir``) ``name`` here if it is there: what a
+        failed write or a failed session left; a cleanup never raises."""
         try:
             if self.fd is None:
-                os.unlink(self.path / name)
+                remove(self.path / name)
             else:
-                os.unlink(name, dir_fd=self.fd)
+                remove(name, dir_fd=self.fd)
         except OSError:
             pass
 
@@ -330,13 +331,7 @@ class ArchiveDir:
         finally:
             if within is not None:
                 os.close(within)
-        try:
-            if self.fd is None:
-                os.rmdir(self.path / temp)
-            else:
-                os.rmdir(temp, dir_fd=self.fd)
-        except OSError:
-            pass
+        self._quietly(os.rmdir, temp)
 
     def _sync_dir(self) -> None:
         if self.fd is not None:

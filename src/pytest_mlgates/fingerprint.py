@@ -294,16 +294,23 @@ def _is_digest(digest: str) -> bool:
 _DigestFn = Callable[[str, str, os.stat_result, "int | None"], str]
 
 
+def _below(root: str, current: str, dirnames: list[str], filenames: list[str]) -> tuple[str, list[str]]:
+    """(``current`` relative to ``root`` as a ``a/b/`` prefix, its file names): at the top,
+    the archive folder is left out of the walk (``dirnames`` pruned in place)."""
+    rel_dir = os.path.relpath(current, root)
+    rel_dir = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
+    if not rel_dir:
+        dirnames[:] = [d for d in dirnames if d != ARCHIVE_DIRNAME]
+        filenames = [f for f in filenames if f != ARCHIVE_DIRNAME]
+    return rel_dir, filenames
+
+
 def _walk_fds(root: str, digest_of: _DigestFn) -> Iterator[_Entry]:
     """(relative path, lstat, digest) of every entry, walked through directory fds."""
     unreadable: list[OSError] = []
     for current, dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False,
                                                          onerror=unreadable.append):
-        rel_dir = os.path.relpath(current, root)
-        rel_dir = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
-        if not rel_dir:
-            dirnames[:] = [d for d in dirnames if d != ARCHIVE_DIRNAME]
-            filenames = [f for f in filenames if f != ARCHIVE_DIRNAME]
+        rel_dir, filenames = _below(root, current, dirnames, filenames)
         dirnames.sort()
         for name in sorted(dirnames):
             yield rel_dir + name, os.stat(name, dir_fd=dir_fd, follow_symlinks=False), DIR_DIGEST
@@ -350,11 +357,7 @@ def _walk_paths(root: str, digest_of: _DigestFn) -> Iterator[_Entry]:
     unreadable: list[OSError] = []
     for current, dirnames, filenames in os.walk(root, followlinks=False,
                                                 onerror=unreadable.append):
-        rel_dir = os.path.relpath(current, root)
-        rel_dir = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
-        if not rel_dir:
-            dirnames[:] = [d for d in dirnames if d != ARCHIVE_DIRNAME]
-            filenames = [f for f in filenames if f != ARCHIVE_DIRNAME]
+        rel_dir, filenames = _below(root, current, dirnames, filenames)
         names = dirnames + filenames
         dirnames.sort()
         for name in sorted(names):
