@@ -32,7 +32,8 @@ def test_run_dir_contract(trained_run):
     header, rows = read_log(run)
     assert header == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
                       "val_macro_f1", "val_auroc", "val_min_recall",
-                      *[f"val_recall_{i}" for i in range(10)], "lr", "epoch_seconds"]
+                      *[f"val_recall_{i}" for i in range(10)], *[f"val_support_{i}" for i in range(10)],
+                      "lr", "epoch_seconds"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     history = json.loads((run / "metric_history.json").read_text())
     assert history["columns"] == header
@@ -54,6 +55,29 @@ def test_run_dir_contract(trained_run):
     assert not set(splits["train"]) & set(splits["val"])
     log_text = (run / "train.log").read_text()
     assert "epoch 3/3" in log_text and "completed" in log_text
+
+
+def test_support_columns_count_the_validation_split_by_class(trained_run):
+    """val_support_<k> is how many validation samples are of class k: the denominator of
+    val_recall_<k>, so a gate can weigh a recall by its counts (class_recall confidence:)."""
+    run = trained_run(ENGINE_OVERRIDES)
+    _, rows = read_log(run)
+    splits = json.loads((run / "splits.json").read_text())
+    from model.config import load_config
+    from model.data import build_dataset
+
+    dataset = build_dataset(load_config(run / "config.yaml"))
+    want = [int((dataset.y[splits["val"]] == k).sum()) for k in range(10)]
+    for row in rows:
+        support = [row[f"val_support_{k}"] for k in range(10)]
+        assert support == [str(n) for n in want]  # whole numbers, written as ints
+        assert sum(int(n) for n in support) == len(splits["val"])
+        for k in range(10):  # each recall is a whole number of its class's samples
+            hits = float(row[f"val_recall_{k}"]) * want[k]
+            assert abs(hits - round(hits)) < 1e-9
+    results = json.loads((run / "training_results.json").read_text())
+    assert results["final"]["val_support_3"] == want[3]
+    assert sum(results["test"][f"test_support_{k}"] for k in range(10)) == len(splits["test"])
 
 
 def test_every_checkpoint_opens_with_weights_only_and_has_the_contract_keys(trained_run):

@@ -53,6 +53,9 @@ def test_accuracy_recall_f1_equal_sklearn(problem: tuple[np.ndarray, np.ndarray,
     for name, r in zip(names, recalls):
         assert got[f"val_recall_{name}"] == pytest.approx(r, abs=1e-12)
     assert got["val_min_recall"] == pytest.approx(min(recalls), abs=1e-12)
+    support = np.bincount(y, minlength=len(names))
+    for name, n in zip(names, support):  # the recall's denominator, an int
+        assert got[f"val_support_{name}"] == int(n) and type(got[f"val_support_{name}"]) is int
 
 
 @settings(max_examples=100, deadline=None)
@@ -102,7 +105,9 @@ def test_probabilities_are_used_as_given_and_torch_inputs_work() -> None:
     assert from_probs["test_accuracy"] == pytest.approx(0.5)
     assert set(from_probs) == {
         "test_accuracy", "test_macro_f1", "test_auroc", "test_min_recall", "test_recall_a", "test_recall_b",
+        "test_support_a", "test_support_b",
     }
+    assert (from_probs["test_support_a"], from_probs["test_support_b"]) == (2, 2)
 
 
 def test_nan_scores_give_nan_auroc_and_count_as_wrong() -> None:

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mlgates.stats import beta_cdf, binomial_tail, clopper_pearson, perfect_score_n, wilson
+from pytest_mlgates.stats import (
+    beta_cdf,
+    binomial_tail,
+    clopper_pearson,
+    perfect_score_n,
+    rate_lower_bound,
+    successes,
+    wilson,
+)
 
 counts = st.integers(min_value=1, max_value=5000).flatmap(
     lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n)))
@@ -83,3 +91,63 @@ def test_wilson_is_inside_unit_interval_and_holds_the_rate(kn: tuple[int, int], 
     low, high = wilson(k, n, confidence)
     assert 0.0 <= low <= k / n + 1e-12 and k / n - 1e-12 <= high <= 1.0
     assert not math.isnan(low + high)
+
+
+@settings(max_examples=150, deadline=None)
+@given(counts, confidences)
+def test_rate_lower_bound_is_the_two_sided_clopper_pearson_lower_end(kn: tuple[int, int], confidence: float) -> None:
+    """What class_recall's confidence: holds the floor against, against SciPy's beta quantile."""
+    stats = pytest.importorskip("scipy.stats")
+    k, n = kn
+    want = 0.0 if k == 0 else float(stats.beta.ppf((1 - confidence) / 2, k, n - k + 1))
+    assert rate_lower_bound(k, n, confidence) == pytest.approx(want, abs=1e-9)
+    assert rate_lower_bound(k, n, confidence) <= k / n
+
+
+def test_rate_lower_bound_worked_examples() -> None:
+    assert rate_lower_bound(3, 3, 0.95) == pytest.approx(0.025 ** (1 / 3))  # 0.292: clears no 0.8 floor
+    assert rate_lower_bound(0, 0, 0.95) == 0.0
+    with pytest.raises(ValueError):
+        rate_lower_bound(0, 0, 1.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts)
+def test_successes_gives_back_the_count_of_a_logged_rate(kn: tuple[int, int]) -> None:
+    k, n = kn
+    assert successes(k / n, n) == k
+    assert successes(round(k / n, 4), n) == k or n > 1000  # a rate logged with 4 decimals
+    assert successes(float("nan"), n) is None
+
+
+def test_successes_refuses_a_rate_its_count_does_not_explain() -> None:
+    assert successes(0.42, 7) is None  # 2.94 of 7
+    assert successes(2 / 3, 3) == 2 and successes(0.667, 3) == 2
+    assert successes(1.0, 0) == 0 and successes(0.5, -1) is None
+
+
+def _coverage(n: int, p: float, interval: object) -> float:
+    """The fraction of 20,000 simulated draws of Binomial(n, p) whose interval holds p."""
+    import numpy as np
+
+    draws = np.random.default_rng(20).binomial(n, p, size=20_000)
+    bounds = {k: interval(k, n) for k in range(n + 1)}  # type: ignore[operator]
+    ks, times = np.unique(draws, return_counts=True)
+    return sum(t for k, t in zip(ks.tolist(), times.tolist()) if bounds[k][0] <= p <= bounds[k][1]) / len(draws)
+
+
+@pytest.mark.parametrize("n", [3, 10, 37, 200])
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.8, 0.97])
+def test_95_percent_intervals_cover_simulated_binomial_rates(n: int, p: float) -> None:
+    """The 95% Clopper-Pearson interval holds p in at least 94% of simulated draws (it is
+    exact: 95% or more in expectation), and its lower end alone -- what class_recall's
+    confidence: compares with the floor -- is below p in at least 97% of them."""
+    assert _coverage(n, p, lambda k, n: clopper_pearson(k, n, 0.95)) >= 0.94
+    assert _coverage(n, p, lambda k, n: (rate_lower_bound(k, n, 0.95), 1.0)) >= 0.97
+    if n >= 10:
+        assert _coverage(n, p, lambda k, n: wilson(k, n, 0.95)) >= 0.90
+
+
+def test_wilson_falls_short_on_few_samples_which_is_why_the_gate_uses_clopper_pearson() -> None:
+    assert _coverage(3, 0.05, lambda k, n: wilson(k, n, 0.95)) < 0.9
+    assert _coverage(3, 0.05, lambda k, n: clopper_pearson(k, n, 0.95)) >= 0.95

@@ -6,7 +6,8 @@ scikit-learn on random inputs (ties, absent classes, binary and multiclass)::
 
     >>> classification_metrics(logits, targets, ["malignant", "benign"])
     {'val_accuracy': 0.95, 'val_macro_f1': 0.94, 'val_auroc': 0.99, 'val_min_recall': 0.9,
-     'val_recall_malignant': 0.9, 'val_recall_benign': 0.98}
+     'val_recall_malignant': 0.9, 'val_recall_benign': 0.98,
+     'val_support_malignant': 40, 'val_support_benign': 74}
 
 Conventions (those of scikit-learn):
 
@@ -106,7 +107,8 @@ def classification_metrics(
     *,
     scores: str = "auto",
 ) -> dict[str, float]:
-    """``<prefix>_accuracy, _macro_f1, _auroc, _min_recall, _recall_<class>`` as floats.
+    """``<prefix>_accuracy, _macro_f1, _auroc, _min_recall, _recall_<class>`` as floats, and
+    ``<prefix>_support_<class>`` (the class's number of samples, the recall's denominator) as ints.
 
     `logits` is ``(N, C)`` logits or probabilities (torch or numpy); ``scores="auto"``
     treats rows that are already probabilities as such, ``"logits"``/``"probs"`` force it.
@@ -152,6 +154,10 @@ def classification_metrics(
     }
     for name, r in zip(class_names, recalls):
         out[f"{prefix}_recall_{name}"] = float(r)
+    # the counts behind each recall (how many samples of the class the split holds), so a
+    # gate can weigh a recall by its sample size: 1.0 on 3 samples is not 1.0 on 300
+    for name, s in zip(class_names, support):
+        out[f"{prefix}_support_{name}"] = int(s)
     return out
 
 

@@ -55,6 +55,7 @@ def log_columns(class_names: Iterable[str]) -> list[str]:
         "epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
         "val_macro_f1", "val_auroc", "val_min_recall",
         *[f"val_recall_{name}" for name in class_names],
+        *[f"val_support_{name}" for name in class_names],
         "lr", "epoch_seconds",
     ]
 

@@ -551,10 +551,10 @@ def _gate_criterion(
     try:
         gates.validate_params(gate, params)
     except MlgatesError as err:
-        if gate in gates.GATE_NAMES:  # point at the first parameter the gate does not know
+        if gate in gates.GATE_NAMES:  # point at the parameter the gate does not know or take
             known = set(gates.gate_params(gate))
             for key, (knode, _) in pairs.items():
-                if key in params and key not in known:
+                if key in params and (key not in known or f"parameter '{key}' " in str(err)):
                     at = knode
                     break
         raise where.error(at, f"criterion {name!r}: {err}") from None

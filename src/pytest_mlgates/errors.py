@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "ExprError", "GateFailure", "GateFileError", "MissingExtraError", "MlgatesError", "RunDirError", "SubjectError",
+    "Unverified",
     "is_missing_extra", "missing_extra", "require_extra",
 ]
 
@@ -136,6 +137,14 @@ class GateFailure(MlgatesError):
 
     def _attrs(self) -> dict[str, Any]:
         return {"measured": self.measured, "threshold": self.threshold}
+
+
+class Unverified(MlgatesError):
+    """A gate that cannot judge this run from what it holds: the item is UNVERIFIED, not RED
+    (``--mlgates-strict`` fails it).  The message says what is missing, e.g. ``class_recall``
+    with ``confidence:`` on a log without the counts behind a recall
+    (``val_recall_a = 0.900 at epoch 12 (final): no column val_support_a in ...``).
+    """
 
 
 class MissingExtraError(MlgatesError):

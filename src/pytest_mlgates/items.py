@@ -196,17 +196,12 @@ class GateItem(pytest.Function):
             self.user_properties.append(("mlgates.runs", json.dumps(shown, sort_keys=True)))
 
     def runtest(self) -> None:
-        from pytest_mlgates.errors import GateFailure, MlgatesError
+        from pytest_mlgates.errors import GateFailure, MlgatesError, Unverified
 
         crit = self.criterion
         self._record(ERROR, "did not finish")
         if crit.kind == "truth":
-            line = f"UNVERIFIED: {crit.text} (no check)"
-            if get_settings(self.config).strict:
-                self._record(UNVERIFIED, line + "; fails under --mlgates-strict")
-                raise GateFailure(line + "; fails under --mlgates-strict")
-            self._record(UNVERIFIED, line)
-            _skip_at_item(line)
+            self._unverified(f"UNVERIFIED: {crit.text} (no check)")
         if self.runs:
             self._across_runs()
             return
@@ -215,6 +210,8 @@ class GateItem(pytest.Function):
             raise GateFailure(NO_RUN_DIR)
         try:
             passed, message, value, threshold = self._evaluate()
+        except Unverified as err:  # the run lacks what the gate needs (counts): not RED
+            self._unverified(f"UNVERIFIED: {err}")
         except GateFailure as err:
             # A gate that found the run wanting is RED; one that wrapped its own crash
             # (``raise GateFailure(...) from exc``) did not measure anything: ERROR.
@@ -233,6 +230,16 @@ class GateItem(pytest.Function):
         self._record(GREEN if passed else RED, message, value, threshold)
         if not passed:
             raise GateFailure(message)
+
+    def _unverified(self, line: str) -> None:
+        """Record UNVERIFIED and skip; under ``--mlgates-strict`` fail instead."""
+        from pytest_mlgates.errors import GateFailure
+
+        if get_settings(self.config).strict:
+            self._record(UNVERIFIED, line + "; fails under --mlgates-strict")
+            raise GateFailure(line + "; fails under --mlgates-strict")
+        self._record(UNVERIFIED, line)
+        _skip_at_item(line)
 
     def _across_runs(self) -> None:
         """``across_runs: {at_least: K}``: judge every run dir, GREEN when K of them pass;
@@ -278,10 +285,12 @@ class GateItem(pytest.Function):
     def _evaluate_one(self, run: RunDir) -> tuple[str, str, Any, Any]:
         """(status, one-line message, value, threshold) of this criterion on one run dir,
         a run's failure or error being its status, never the item's exception."""
-        from pytest_mlgates.errors import GateFailure, MlgatesError
+        from pytest_mlgates.errors import GateFailure, MlgatesError, Unverified
 
         try:
             passed, message, value, threshold = self._evaluate(run)
+        except Unverified as err:
+            return UNVERIFIED, str(err), None, None
         except GateFailure as err:
             cause = err.__cause__
             crashed = cause is not None and not isinstance(cause, MlgatesError)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-__all__ = ["beta_cdf", "beta_ppf", "binomial_tail", "clopper_pearson", "perfect_score_n", "wilson"]
+__all__ = ["beta_cdf", "beta_ppf", "binomial_tail", "clopper_pearson", "perfect_score_n", "rate_lower_bound",
+           "successes", "wilson"]
 
 _EPS = 1e-15
 _TINY = 1e-300
@@ -171,3 +172,29 @@ def perfect_score_n(honest: float, alpha: float) -> int:
     while honest ** n >= alpha:
         n += 1
     return n
+
+
+def rate_lower_bound(k: int, n: int, confidence: float) -> float:
+    """The lower end of the two-sided Clopper-Pearson ``confidence`` interval of ``k / n``:
+    what ``class_recall``'s ``confidence:`` holds a floor against.  Exact, so the interval
+    covers the true rate at least ``confidence`` of the time whatever ``n`` is (the
+    conservative choice an auditor expects; Wilson's covers it about that often, and less
+    on a few samples).  ``rate_lower_bound(3, 3, 0.95) == 0.025 ** (1 / 3)`` (0.292).
+    0.0 for ``n == 0``: no sample shows anything."""
+    if n == 0 and k == 0:
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+        return 0.0
+    return clopper_pearson(k, n, confidence)[0]
+
+
+def successes(rate: float, n: int, tolerance: float = 5e-4) -> int | None:
+    """The whole number ``k`` of ``n`` samples that a logged ``rate`` is (``k / n``), or None
+    when none is within ``tolerance`` of it (the count does not belong to the rate, or the
+    rate was logged with fewer than 3 decimals).  ``successes(2 / 3, 3) == 2``."""
+    if not (isinstance(n, int) and n >= 0) or not math.isfinite(rate):
+        return None
+    if n == 0:
+        return 0
+    k = round(rate * n)
+    return k if 0 <= k <= n and abs(rate - k / n) <= tolerance else None

@@ -91,6 +91,11 @@ def _probability(v: Any) -> str | None:
     return _number(v) or (None if 0 < v < 1 else "must be a number between 0 and 1 (exclusive)")
 
 
+def _confidence(v: Any) -> str | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+    return None if ok else "must be a number in (0, 1), e.g. 0.95"
+
+
 def _string(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "must be a non-empty string"
 
@@ -181,7 +186,8 @@ def _loads(v: Any) -> str | None:
 
 
 _TYPE_DOC: dict[Callable[[Any], str | None], str] = {
-    _number: "number", _nonneg: "number >= 0", _probability: "number in (0, 1)", _pos_int: "positive integer", _string: "string",
+    _number: "number", _nonneg: "number >= 0", _probability: "number in (0, 1)",
+    _confidence: "number in (0, 1)", _pos_int: "positive integer", _string: "string",
     _bool: "true/false", _mode: "min|max", _strings: "name or list of names", _ints: "list of ints",
     _tracked: "names or {metric, mode}", _at: "final|best|all", _mapping: "mapping",
     _baseline_metrics: "{metric: {mode, abs, rel}}", _loads: "softmax or mapping",
@@ -214,9 +220,12 @@ _REGISTRY: dict[str, _Entry] = {
                         {"metric": "val_loss", "mode": None, "min_improvement": 0.1},
                         "the best value improves on the first epoch by a relative margin"),
     "class_recall": _Entry("log", "class_recall",
-                           {"floor": _number, "classes": _strings, "columns": _strings, "at": _at},
-                           {"floor": 0.0, "classes": None, "columns": "val_recall_*", "at": "final"},
-                           "every class's recall is strictly above a floor"),
+                           {"floor": _number, "classes": _strings, "columns": _strings, "at": _at,
+                            "confidence": _confidence},
+                           {"floor": 0.0, "classes": None, "columns": "val_recall_*", "at": "final",
+                            "confidence": None},
+                           "every class's recall (with confidence:, its lower confidence bound from the "
+                           "counts) is strictly above a floor"),
     "generalization_gap": _Entry("log", "generalization_gap",
                                  {"train": _string, "val": _string, "max_gap": _nonneg, "at": _at},
                                  {"train": "train_accuracy", "val": "val_accuracy", "max_gap": 0.1, "at": "final"},

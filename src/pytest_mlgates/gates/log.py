@@ -256,9 +256,11 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     else:
         tag = None
     worst: tuple[float, int, str] | None = None
+    cells: list[tuple[str, int]] = []
     for name in names:
         values = log.array(name)
         for r in _rows_at(run, name, at):
+            cells.append((name, r))
             v = float(values[r])
             key = v if math.isfinite(v) else -math.inf
             if worst is None or key < worst[0]:
@@ -269,6 +271,12 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
     value_f, r, name = worst
     shown = fmt(float(log.array(name)[r]))
     passed = value_f > floor
+    if passed and params.get("confidence") is not None:
+        # every recall clears the floor; with confidence: its lower bound must (gates/rates.py).
+        # A recall at or below the floor needs no counts: its lower bound is no higher.
+        from pytest_mlgates.gates.rates import weigh
+
+        return weigh(run, cells, floor, float(params["confidence"]), ctx, tag, len(names))
     if passed:
         return GateResult(True, shown, threshold,
                           f"min recall over {len(names)} classes = {shown} ({name} {row_where(log, r, tag)}); needs {threshold}")
