@@ -209,6 +209,44 @@ def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str]
     return make
 
 
+#: timm and Ultralytics import torchvision, and the registry's torchvision has no build for
+#: this venv's CPU torch (``operator torchvision::nms does not exist``): their runs are
+#: trained in a venv of their own, with a torch/torchvision pair built for each other (on
+#: this machine both lie on disk; a CUDA build, which runs on the CPU). Override with
+#: MLGATES_VISION_SPEC="torch==X torchvision==Y".
+VISION_SPEC = os.environ.get("MLGATES_VISION_SPEC", "torch==2.14.1 torchvision==0.29.1").split()
+VISION_PACKAGES = ("timm", "ultralytics", "scikit-learn", "pyyaml")
+
+
+@pytest.fixture(scope="session")
+def vision_python() -> str:
+    """The python of a venv where timm and Ultralytics import (see VISION_SPEC): built once
+    per machine under ~/.cache/pytest-mlgates (about 6 GB, 2-3 minutes from this disk),
+    shared by xdist workers; the tests that need it skip, saying why, when pip cannot
+    install it."""
+    from filelock import FileLock
+
+    wanted = " ".join([*VISION_SPEC, *VISION_PACKAGES])
+    key = hashlib.sha256(wanted.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-mlgates"
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / f"vision-venv-{key}"
+    done = venv / ".installed"
+    python = venv / "bin" / "python"
+    with FileLock(str(venv) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+            proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *VISION_SPEC, *VISION_PACKAGES],
+                                  capture_output=True, text=True, timeout=1800, check=False)
+            if proc.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
+                pytest.skip(f"cannot install {wanted} for timm/Ultralytics: {last[:300]}")
+            done.write_text(wanted)
+    return str(python)
+
+
 # --------------------------------------------------------------------------- as a user installs it
 
 # examples/wine_project's runs: (script, flags) per fault; the NaN epoch is each log's own

@@ -51,9 +51,11 @@ EXPECTED_RED = {
 }
 
 
-def make_runs(script: str, tmp_path_factory: pytest.TempPathFactory, faults: tuple[str, ...]) -> dict[str, Path]:
-    """``{fault: run dir}`` made by ``tests/trainers/<script>`` in one process, once per
-    session: xdist workers share them, as they share ``trainer_run``'s."""
+def make_runs(script: str, tmp_path_factory: pytest.TempPathFactory, faults: tuple[str, ...],
+              python: str = sys.executable, env: dict[str, str] | None = None) -> dict[str, Path]:
+    """``{fault: run dir}`` made by ``tests/trainers/<script>`` in one process (of
+    ``python``: another venv's for a trainer that does not import here), once per session:
+    xdist workers share them, as they share ``trainer_run``'s."""
     from filelock import FileLock
 
     out = _shared_cache_dir(tmp_path_factory) / f"{Path(script).stem}-{'-'.join(faults)}"
@@ -62,9 +64,9 @@ def make_runs(script: str, tmp_path_factory: pytest.TempPathFactory, faults: tup
         if not done.exists():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), str(out), "--faults",
+            proc = subprocess.run([python, str(TRAINER_SCRIPTS_DIR / script), str(out), "--faults",
                                    ",".join(faults), "--epochs", str(EPOCHS)], capture_output=True, text=True,
-                                  timeout=600, env=trainer_env(), cwd=out, check=False)
+                                  timeout=900, env=env or trainer_env(), cwd=out, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"{script} failed ({proc.returncode}): {proc.stderr[-3000:]}")
             done.write_text("ok")
