@@ -98,7 +98,7 @@ def open_cached_run(config: pytest.Config, run: RunDir, section: RunSection | No
     checkpoints loaded once, however many criteria read them.  A run dir that cannot be
     opened (or fits two formats, or none) fails every item with the same one-line error."""
     from pytest_mlgates.errors import MlgatesError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     settings = get_settings(config)
     cache = settings.runs

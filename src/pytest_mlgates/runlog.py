@@ -30,7 +30,7 @@ empty cell) and :meth:`Log.from_arrays` (arrays and masks, what the CSV reader g
 log of epochs, or of steps where the trainer evaluated several times an epoch.
 
 CSV logs are streamed (:func:`read_csv_columns`): the file is read in chunks through
-:func:`pytest_mlgates.rundir.open_run_file`, and a chunk of plain numbers is converted by
+:func:`pytest_mlgates.runfiles.open_run_file`, and a chunk of plain numbers is converted by
 numpy in one call; anything else in a chunk (quotes, a stray ``\\r``, a cell that is not a
 number, a ragged row) hands the rest of the file to Python's :mod:`csv` module, which
 names the file and line of the first problem.  numpy is imported when a log is read,

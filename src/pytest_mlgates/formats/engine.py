@@ -27,22 +27,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import shown_names, shown_value
+from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    MAX_TEXT_BYTES,
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    checkpoint_monitors,
-    default_mode,
-    float_or_none,
-    open_run_file,
-    to_epoch,
-    to_float,
-)
-from pytest_mlgates.runlog import read_csv_columns
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
+from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
+from pytest_mlgates.runlog import Log, read_csv_columns
+from pytest_mlgates.runvalues import float_or_none, to_epoch, to_float
 
 __all__ = ["IDENTIFIED_BY", "EngineRun", "Mutations", "detect", "parse_engine_csv", "parse_metric_history", "read",
            "read_engine_csv"]
