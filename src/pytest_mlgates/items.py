@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_mlgates.collect import Criterion, GateDocument
+    from pytest_mlgates.gatefile import Criterion, GateDocument
     from pytest_mlgates.rundir import Run, RunSection
 
 GREEN, RED, UNVERIFIED, ERROR = "GREEN", "RED", "UNVERIFIED", "ERROR"
