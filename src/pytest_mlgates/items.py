@@ -16,7 +16,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -327,7 +327,7 @@ class GateItem(pytest.Function):
         visible or it returns None); its failure is this item's one-line error."""
         from pytest_mlgates.errors import MlgatesError
 
-        request = self.funcargs.get("request")
+        request = cast("pytest.FixtureRequest | None", self.funcargs.get("request"))
         if request is None:
             return None
         try:

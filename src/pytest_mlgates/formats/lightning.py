@@ -37,9 +37,10 @@ from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.checkpoint_io import holds_state, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.runcsv import read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
-from pytest_mlgates.runlog import Log, epochs_or_steps, read_csv_columns
+from pytest_mlgates.runlog import Log, epochs_or_steps
 from pytest_mlgates.runvalues import float_or_none
 
 __all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",

@@ -36,9 +36,10 @@ from pytest_mlgates.bounded import number_problem, shown_names, shown_value
 from pytest_mlgates.checkpoint_io import checkpoint_monitors, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.runcsv import CsvColumns, read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
-from pytest_mlgates.runlog import CsvColumns, Log, read_csv_columns
+from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none, to_float
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "PlainRun", "detect", "parse_plain_log", "read", "read_plain_log"]
