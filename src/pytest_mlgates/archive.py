@@ -83,14 +83,12 @@ from pytest_mlgates.fingerprint import (
 from pytest_mlgates.ledger import (
     LEDGER_FORMAT,
     LEDGER_NAME,
-    Ledger,
     LedgerKeyError,
     encode_line,
     ledger_key,
-    read_ledger,
 )
 
-__all__ = ["LEDGER_NAME", "Ledger", "add_options", "archive_location", "read_ledger", "register"]
+__all__ = ["add_options", "register"]
 
 PLUGIN_NAME = "mlgates-archive"
 #: workeroutput key under which an xdist worker reports the criteria -k/-m left out
