@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.formats import open_run
 from pytest_mlgates.gates import GateContext, GateResult, get_gate
-from pytest_mlgates.rundir import open_run
 
 CLASSES = ["malignant", "benign"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from seed_runs import RUN_SECTION, run_args, write_seeds
 
-from pytest_mlgates.archive import LEDGER_NAME, read_ledger
 from pytest_mlgates.collect import parse_gate_text
 from pytest_mlgates.errors import GateFileError
+from pytest_mlgates.ledger import LEDGER_NAME, read_ledger
 
 GATES = """\
 exit_criteria:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlgates.archive import LEDGER_NAME, read_ledger
 from pytest_mlgates.fingerprint import fingerprint
+from pytest_mlgates.ledger import LEDGER_NAME, read_ledger
 
 # Registers the archive the way plugin.py does; harmless once plugin.py does it itself.
 CONFTEST = """

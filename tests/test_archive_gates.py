@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, SMALL_OVERRIDES
 
-from pytest_mlgates.archive import read_ledger
+from pytest_mlgates.ledger import read_ledger
 
 pytestmark = pytest.mark.slow
 MLGATES = [sys.executable, "-m", "pytest_mlgates.cli"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from gate_helpers import make_run, set_log_cell
 
-from pytest_mlgates.archive import read_ledger
 from pytest_mlgates.cli import compute_verdict
+from pytest_mlgates.ledger import read_ledger
 
 GATES = """title: three criteria
 exit_criteria:

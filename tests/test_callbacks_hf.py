@@ -90,7 +90,7 @@ def test_a_collapsing_class_stops_the_run_in_that_epochs_save(tmp_path: Path, py
     assert record["status"] == "aborted_by_gate" and record["criterion"] == "minority_not_collapsed"
     assert record["epoch"] == 2 and record["reason"] == verdict["reason"]
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(run_dir)
     assert run.format == "huggingface" and int(run.log.epochs[-1]) == 2

@@ -87,7 +87,7 @@ def test_a_collapsing_class_stops_the_run_and_the_stopped_run_is_consistent(
     assert record["status"] == "aborted_by_gate" and record["criterion"] == "minority_not_collapsed"
     assert record["epoch"] == 2 and record["reason"] == verdict["reason"]
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(run_dir)
     last_logged = int(run.log.epochs[-1])

@@ -18,7 +18,8 @@ from test_formats_lightning_hf import lightning_dir
 
 from pytest_mlgates import formats
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.rundir import RunSection, open_run
+from pytest_mlgates.formats import open_run
+from pytest_mlgates.rundir import RunSection
 
 #: each format's defining files, as a run of it holds them (one at least)
 DEFINING: dict[str, list[str]] = {

@@ -58,8 +58,7 @@ def test_dvclive_runs_green_and_red_in_a_pytest_session(runs: dict[str, Path], p
 
 
 def test_dvclive_run_detected_and_grouped_by_its_logged_epoch(runs: dict[str, Path]) -> None:
-    from pytest_mlgates.formats import candidates
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import candidates, open_run
 
     assert [name for name, _ in candidates(runs["healthy"])] == ["dvclive"]
     run = open_run(runs["healthy"])
@@ -72,7 +71,7 @@ def test_dvclive_run_detected_and_grouped_by_its_logged_epoch(runs: dict[str, Pa
 
 def test_truncated_dvclive_tsv_is_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     copy = Path(shutil.copytree(runs["healthy"], tmp_path / "cut"))
     tsv = copy / "dvclive" / "plots" / "metrics" / "val_loss.tsv"

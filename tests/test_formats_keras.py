@@ -42,8 +42,7 @@ def test_keras_runs_green_and_red_in_a_pytest_session(runs: dict[str, Path], pyt
 def test_keras_run_detected_by_its_files_and_read(runs: dict[str, Path]) -> None:
     from gate_helpers import run_gate
 
-    from pytest_mlgates.formats import candidates
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import candidates, open_run
 
     assert [name for name, _ in candidates(runs["healthy"])] == ["keras"]
     run = open_run(runs["healthy"])
@@ -61,7 +60,7 @@ def test_keras_run_without_validation_is_not_a_nan(runs: dict[str, Path]) -> Non
     they are left out, not called a NaN (keras-team/keras#21173)."""
     from gate_helpers import run_gate
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(runs["noval"])
     assert "val_loss" not in run.log.columns and "loss" in run.log.columns
@@ -75,7 +74,7 @@ def test_keras_nan_weights_file_turns_checkpoint_finite_red(runs: dict[str, Path
     """The weights of last.keras of the NaN run are NaN: read from its HDF5 arrays."""
     import math
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     copy = Path(shutil.copytree(runs["nan"], tmp_path / "nan"))
     weights = open_run(copy).checkpoint("last")["state_dict"]
@@ -84,7 +83,7 @@ def test_keras_nan_weights_file_turns_checkpoint_finite_red(runs: dict[str, Path
 
 def test_truncated_keras_file_is_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     copy = Path(shutil.copytree(runs["healthy"], tmp_path / "cut"))
     data = (copy / "last.keras").read_bytes()

@@ -16,8 +16,7 @@ import pytest
 from gate_helpers import run_gate
 
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.formats import detect
-from pytest_mlgates.rundir import open_run
+from pytest_mlgates.formats import detect, open_run
 
 torch = pytest.importorskip("torch")
 

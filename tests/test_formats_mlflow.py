@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import mlflow as mf
-from pytest_mlgates.rundir import MAX_TEXT_BYTES
+from pytest_mlgates.runfiles import MAX_TEXT_BYTES
 
 INF = float("inf")
 NAN = float("nan")
@@ -478,7 +478,7 @@ def test_one_run_of_a_sqlite_store_by_its_artifact_folder(stores: dict[str, Any]
     stranger = default / "mlruns" / "0" / ("ab" * 16)
     stranger.mkdir()
     assert not mf.detect(stranger)
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     opened = open_run(folder)
     assert opened.format == "mlflow" and len(opened.log) > 0

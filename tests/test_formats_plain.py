@@ -20,8 +20,9 @@ import pytest
 from conftest import need_package, trainer_env
 from pytest_mlgates.collect import parse_gate_text
 from pytest_mlgates.errors import GateFileError, RunDirError
+from pytest_mlgates.formats import open_run
 from pytest_mlgates.gates import GateContext, get_gate, validate_params
-from pytest_mlgates.rundir import RunSection, open_run
+from pytest_mlgates.rundir import RunSection
 
 SECTION = """\
 run:

@@ -66,7 +66,8 @@ def test_timm_checkpoint_with_argparse_namespace_loads_with_exactly_that_allowed
 
     import torch
 
-    from pytest_mlgates.rundir import open_run, safe_torch_load
+    from pytest_mlgates.checkpoint_io import safe_torch_load
+    from pytest_mlgates.formats import open_run
 
     best = runs["healthy"] / "model_best.pth.tar"
     with pytest.raises(pickle.UnpicklingError):  # what weights_only=True alone says
@@ -87,7 +88,7 @@ def test_timm_checkpoint_with_any_other_global_is_refused(runs: dict[str, Path],
     import torch
 
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     copy = Path(shutil.copytree(runs["healthy"], tmp_path / "evil"))
     ckpt = torch.load(copy / "model_best.pth.tar", weights_only=False)

@@ -61,7 +61,7 @@ def test_ultralytics_weights_are_never_unpickled(runs: dict[str, Path], monkeypa
     from gate_helpers import run_gate
 
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"torch.load called on {args[0]}")
@@ -87,7 +87,7 @@ def test_ultralytics_nan_shows_in_results_csv_only(runs: dict[str, Path]) -> Non
     """Ultralytics replaces NaN weights with numbers when it saves; results.csv keeps the NaN."""
     import math
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(runs["nan"])
     assert math.isnan(run.log.columns["val/loss"][-1])

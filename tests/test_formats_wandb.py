@@ -65,7 +65,7 @@ def test_wandb_runs_green_and_red_in_a_pytest_session(runs: dict[str, Path], pyt
 def test_wandb_run_found_below_its_project_folder(runs: dict[str, Path]) -> None:
     """--run-dir may name the folder wandb.init(dir=...) was given: its one offline run is
     read; the latest-run symlink and logs/ (an absolute symlink out) are not followed."""
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(runs["healthy"])
     assert run.format == "wandb" and run.path == _run_folder(runs["healthy"])
@@ -80,7 +80,7 @@ def test_wandb_record_log_cut_mid_record_reads_as_running(runs: dict[str, Path],
     """A run in progress leaves its last record cut off: the rows before it are read and
     the run says running; a flipped byte inside a complete record is one line."""
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     copy = Path(shutil.copytree(_run_folder(runs["healthy"]), tmp_path / "live", symlinks=True))
     (log,) = copy.glob("run-*.wandb")

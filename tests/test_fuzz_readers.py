@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from pytest_mlgates.collect import parse_gate_text
 from pytest_mlgates.errors import MlgatesError
+from pytest_mlgates.formats import open_run
 from pytest_mlgates.formats.engine import parse_engine_csv
 from pytest_mlgates.gates import GATE_NAMES, GateContext, get_gate
-from pytest_mlgates.rundir import open_run
 
 
 # MLGATES_FUZZ_EXAMPLES=5000 for a longer hunt; 200 keeps the suite fast.

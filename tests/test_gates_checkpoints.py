@@ -222,7 +222,7 @@ def test_best_checkpoints_names_every_wrong_metric_in_its_one_line(copy: Path) -
 def test_state_dict_of_finds_the_weights_under_every_convention(key: str | None) -> None:
     import torch
 
-    from pytest_mlgates.rundir import state_dict_of
+    from pytest_mlgates.checkpoint_io import state_dict_of
 
     weights = torch.nn.Linear(3, 2).state_dict()
     ckpt = dict(weights) if key is None else {"epoch": 4, key: weights, "optimizer_state_dict": {"state": {}}}

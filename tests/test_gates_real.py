@@ -52,7 +52,7 @@ def test_default_run_key_link_and_artifact_green(default_run: Path) -> None:
 
 def test_reproduces_red_when_the_logged_number_was_changed(default_run: Path, copy_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run = copy_run(default_run, tmp_path / "run")
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     epoch = open_run(run).checkpoint("best_val_macro_f1")["epoch"]
     value = open_run(run).log.columns["val_macro_f1"][epoch - 1]

@@ -25,11 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_mlgates import runlog
+from pytest_mlgates import runcsv
 from pytest_mlgates.errors import ExprError
 from pytest_mlgates.expr import EvalEnv, compile_check
 from pytest_mlgates.formats.plain import parse_plain_log
-from pytest_mlgates.runlog import Log, read_csv_columns
+from pytest_mlgates.runcsv import read_csv_columns
+from pytest_mlgates.runlog import Log
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -303,12 +304,12 @@ def test_the_streamed_csv_reader_reads_what_the_csv_module_reads(
     if blank_lines:
         lines = [x for line in lines for x in (line, "")]
     text = newline.join(lines) + newline
-    saved = runlog.CHUNK_BYTES
-    runlog.CHUNK_BYTES = chunk  # many chunks: every boundary is crossed somewhere
+    saved = runcsv.CHUNK_BYTES
+    runcsv.CHUNK_BYTES = chunk  # many chunks: every boundary is crossed somewhere
     try:
         read = read_csv_columns(io.BytesIO(text.encode()), "m.csv")
     finally:
-        runlog.CHUNK_BYTES = saved
+        runcsv.CHUNK_BYTES = saved
     want_header, want_rows = _csv_reference(text)
     assert read.header == want_header and len(read) == len(want_rows)
     for j, name in enumerate(want_header):

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_mlgates import memo
+from pytest_mlgates.checkpoint_io import load_checkpoint_file
 from pytest_mlgates.memo import BytesLRU
-from pytest_mlgates.rundir import load_checkpoint_file
 
 
 @settings(max_examples=200, deadline=None)

@@ -48,7 +48,7 @@ exit_criteria:
 
 
 def test_synthetic_run_is_read_by_the_plugin(tmp_path: Path) -> None:
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(write_run(tmp_path / "r", val_recall_1=[0.1, 0.0, 0.0]))
     assert run.log.columns["val_recall_1"] == [0.1, 0.0, 0.0]

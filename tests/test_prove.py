@@ -114,8 +114,7 @@ def test_each_format_says_where_a_gate_has_no_mutation(tmp_path: Path) -> None:
     engine-only gates on another trainer's run, a shortcut, a truth."""
     from test_formats_lightning_hf import lightning_dir
 
-    from pytest_mlgates.formats import format_module
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import format_module, open_run
 
     run = open_run(lightning_dir(tmp_path))
     mutations = format_module(run.format).Mutations(run)

@@ -20,7 +20,8 @@ import pytest
 from seed_runs import RUN_SECTION, run_args, write_seed, write_seeds
 
 from pytest_mlgates import report_html
-from pytest_mlgates.archive import LEDGER_NAME, format_markdown, read_ledger
+from pytest_mlgates.archive_contents import format_markdown
+from pytest_mlgates.ledger import LEDGER_NAME, read_ledger
 
 GATES = RUN_SECTION + """\
 exit_criteria:

@@ -14,8 +14,10 @@ from gate_helpers import BASE_LOG, make_run, write_log
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_mlgates.checkpoint_io import load_checkpoint_file
 from pytest_mlgates.errors import MlgatesError, RunDirError
-from pytest_mlgates.rundir import MissingColumnError, load_checkpoint_file, open_run
+from pytest_mlgates.formats import open_run
+from pytest_mlgates.runvalues import MissingColumnError
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +303,7 @@ def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
     """Random (epoch, metric, value) points logged at increasing global steps: each epoch's
     cell is the last value logged in it; epochs keep the trainer's numbers (Lightning's from
     0), and fractional epochs done are the epoch they complete, from 1."""
-    from pytest_mlgates.rundir import Log, regroup_by_logged_epoch
+    from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
 
     points = sorted(points, key=lambda p: p[0])  # epochs never go back
     names = [f"m{k}" for k in range(1, 4)]
@@ -338,7 +340,7 @@ def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
 
 
 def test_regroup_leaves_a_log_without_logged_epoch_alone() -> None:
-    from pytest_mlgates.rundir import Log, regroup_by_logged_epoch
+    from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
 
     log = Log(columns={"epoch": [1.0, 2.0], "val_loss": [0.5, 0.4]}, source=Path("x"))
     assert regroup_by_logged_epoch(log) is log

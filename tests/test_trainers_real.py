@@ -80,7 +80,7 @@ def test_same_gate_file_green_and_red_on_real_trainer_runs(
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_run_format_detected_for_each_trainer(trainer: str, trainer_run: Callable[[str, str], Path]) -> None:
     need_package(TRAINER_SCRIPTS[trainer][2])
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(trainer_run(trainer, "healthy"))
     assert run.format == trainer.split("-")[0]
@@ -109,7 +109,7 @@ def test_lightning_logging_to_mlflow_by_global_step_reads_as_the_csv_run(
         trainer_run: Callable[[str, str], Path]) -> None:
     """MLFlowLogger writes one point per global step plus an ``epoch`` metric; read back, the
     log is the one the CSVLogger of the same seeded run has: the same epochs, the same numbers."""
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     by_steps = open_run(trainer_run("lightning-mlflow", "healthy"))
     by_csv = open_run(trainer_run("lightning", "healthy"))
@@ -126,7 +126,7 @@ def test_lightning_logging_to_mlflow_by_global_step_reads_as_the_csv_run(
 def test_mlflow_run_named_by_its_artifact_folder(trainer_run: Callable[[str, str], Path]) -> None:
     """One run of a SQLite store, named by the folder of its artifacts (how a store of many
     runs is narrowed to one): the same log and the same best checkpoint as the store root."""
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     store = trainer_run("mlflow-sqlite", "healthy")
     (folder,) = [p for p in (store / "mlartifacts").iterdir() if p.is_dir()]
@@ -153,7 +153,7 @@ def test_lightning_run_with_two_model_checkpoints_tracks_both(trainer_run: Calla
 
     from gate_helpers import run_gate
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = trainer_run("lightning-2ckpt", "healthy")
     assert open_run(run).tracked == [("val_loss", "min"), ("val_min_recall", "max")]
@@ -208,7 +208,7 @@ def test_two_model_checkpoints_take_each_best_from_the_newest_state(
     import torch
     from gate_helpers import run_gate
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = trainer_run("lightning-2ckpt-3", "healthy")
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

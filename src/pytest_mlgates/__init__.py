@@ -33,7 +33,7 @@ _LAZY = {
     "PreflightSubject": "pytest_mlgates.subject",
     "SubjectError": "pytest_mlgates.errors",
     "Gates": "pytest_mlgates.inflight",
-    "open_run": "pytest_mlgates.rundir",
+    "open_run": "pytest_mlgates.formats",
     "compile_check": "pytest_mlgates.expr",
     "parse_gate_file": "pytest_mlgates.collect",
     "MlgatesError": "pytest_mlgates.errors",

@@ -32,7 +32,12 @@ Why it is built this way:
   ``log.txt`` holds the gate table and the final counts line.  Git runs only then.  A
   session that could not be archived says so in one line and exits non-zero.
 
-This module is imported by ``plugin.py`` lazily; it imports nothing heavy.
+This module is the plugin: the hooks that gather the items' reports and the session's
+fingerprints, and the writing of one session per run dir.  What it writes is built
+elsewhere: the per-criterion records and the verdict (``archive_records.py``), the
+summary, JUnit XML, names and git state (``archive_contents.py``), the ledger line
+(``ledger.py``), the report page (``report_html.py``), and the safe writes
+(``archive_fs.py``).  It is imported by ``plugin.py`` lazily; it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -41,18 +46,32 @@ import datetime as _dt
 import io
 import json
 import os
-import re
 import secrets
-import subprocess
-import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from pytest_mlgates.archive_contents import (
+    SUMMARY_CAP,
+    archive_dir_name,
+    format_markdown,
+    git_state,
+    iso_time,
+    junit_xml,
+)
 from pytest_mlgates.archive_fs import ArchiveError, archive_location
+from pytest_mlgates.archive_records import (
+    PROP,
+    CriterionRecord,
+    RunOutcome,
+    count_statuses,
+    named,
+    one_line,
+    per_run_results,
+    session_verdict,
+)
 from pytest_mlgates.fingerprint import (
     KnownDigests,
     Snapshot,
@@ -64,29 +83,16 @@ from pytest_mlgates.fingerprint import (
 from pytest_mlgates.ledger import (
     LEDGER_FORMAT,
     LEDGER_NAME,
-    STATUSES,
-    Ledger,
     LedgerKeyError,
     encode_line,
     ledger_key,
-    read_ledger,
 )
 
-__all__ = ["LEDGER_NAME", "Ledger", "add_options", "archive_location", "read_ledger", "register"]
+__all__ = ["add_options", "register"]
 
 PLUGIN_NAME = "mlgates-archive"
 #: workeroutput key under which an xdist worker reports the criteria -k/-m left out
 WORKER_KEY = "mlgates_deselected"
-PROP = "mlgates."
-_GIT_TIMEOUT_S = 5.0
-#: Longest value, threshold or message kept per criterion (a gate's value is one line).
-TEXT_CAP = 2000
-#: Longest failure text kept for junit.xml per criterion.
-DETAIL_CAP = 64 << 10
-#: GitHub's limit on a step summary ($GITHUB_STEP_SUMMARY), shared by a session's runs.
-SUMMARY_CAP = (1 << 20) - (8 << 10)
-#: Entries named in a one-line reason before "and N more".
-NAMED_CAP = 5
 
 
 # --------------------------------------------------------------------------- options
@@ -166,143 +172,6 @@ def archive_root(run_dir: Path, setting: str) -> Path:
     """The archive dir as one path (for messages)."""
     base, name = archive_location(run_dir, setting)
     return base / name
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class CriterionRecord:
-    """One acceptance item, merged over its setup/call/teardown reports."""
-
-    id: str
-    run: str
-    props: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "passed"  # passed | failed | skipped | error
-    duration: float = 0.0
-    longrepr: str = ""
-    detail: str = ""
-
-    def update(self, report: pytest.TestReport) -> None:
-        for name, value in report.user_properties:
-            if isinstance(name, str) and name.startswith(PROP):
-                self.props[name[len(PROP) :]] = value
-        self.duration += float(getattr(report, "duration", 0.0) or 0.0)
-        if report.failed:
-            self.outcome = "failed" if report.when == "call" else "error"
-            text = str(report.longrepr)
-            self.longrepr = _cap(_one_line(text[-DETAIL_CAP:]), TEXT_CAP)
-            self.detail = _cap(text, DETAIL_CAP)
-        elif report.skipped and self.outcome == "passed":
-            self.outcome = "skipped"
-            self.longrepr = _cap(_skip_reason(report), TEXT_CAP)
-
-    @property
-    def criterion(self) -> str:
-        return _text(self.props.get("criterion")) or self.id.rsplit("::", 1)[-1]
-
-    @property
-    def status(self) -> str:
-        """GREEN only for an item that passed and did not call itself UNVERIFIED."""
-        said = str(self.props.get("status") or "").upper()
-        if self.outcome == "error":
-            return "ERROR"
-        if said == "UNVERIFIED":
-            return "UNVERIFIED"
-        if self.outcome == "skipped":
-            return "SKIPPED"
-        if self.outcome == "failed":
-            return said if said in ("RED", "ERROR") else "RED"
-        return "GREEN"
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "name": self.criterion,
-            "gate": _text(self.props.get("gate")),
-            "status": self.status,
-            "value": _text(self.props.get("value")),
-            "threshold": _text(self.props.get("threshold")),
-            "message": _text(self.props.get("message")) or self.longrepr or None,
-            "duration": round(self.duration, 6),
-        }
-        if self.props.get("run_status"):  # across_runs: this run's own status in the set
-            out["run_status"] = _text(self.props["run_status"])
-        return out
-
-
-def _per_run(text: Any) -> dict[str, dict[str, Any]] | None:
-    """The ``mlgates.runs`` property of an across_runs item: run label -> its own
-    ``{status, value, threshold, message}`` (None when absent or unreadable)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not data:
-        return None
-    return {str(k): (v if isinstance(v, dict) else {}) for k, v in data.items()}
-
-
-def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _text(value: Any) -> str | None:
-    """A property value as the text the archive keeps, capped: a value is one line."""
-    return None if value is None else _cap(str(value), TEXT_CAP)
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _skip_reason(report: pytest.TestReport) -> str:
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
-    return _one_line(str(longrepr)[-DETAIL_CAP:])
-
-
-def session_verdict(criteria: Iterable[dict[str, Any]], *, complete: bool = True) -> str:
-    """GREEN when every criterion is GREEN (none skipped, UNVERIFIED or errored)."""
-    statuses = [c["status"] for c in criteria]
-    return "GREEN" if complete and statuses and all(s == "GREEN" for s in statuses) else "RED"
-
-
-def count_statuses(criteria: Iterable[dict[str, Any]]) -> dict[str, int]:
-    counts = {status: 0 for status in STATUSES}
-    total = 0
-    for criterion in criteria:
-        counts[criterion["status"]] = counts.get(criterion["status"], 0) + 1
-        total += 1
-    counts["total"] = total
-    return counts
-
-
-def named(items: list[str], cap: int = NAMED_CAP) -> str:
-    """``a, b, c and 4 more``: a one-line list that stays short however many there are."""
-    shown = ", ".join(items[:cap])
-    return shown + (f" and {len(items) - cap} more" if len(items) > cap else "")
-
-
-@dataclass
-class RunOutcome:
-    """What one session decided about one run dir, before anything is written."""
-
-    run: str
-    path: Path
-    records: list[CriterionRecord]
-    verdict: str
-    dir_name: str
-    snapshot: Snapshot | None
-    void: str | None
-    partial_reasons: list[str]
-    deselected: int
-    gate_files: dict[str, str]
-    code_files: dict[str, str]
 
 
 # --------------------------------------------------------------------------- plugin
@@ -418,7 +287,7 @@ class ArchivePlugin:
         run = props.get(PROP + "run")
         if run is None:
             return
-        per_run = _per_run(props.get(PROP + "runs"))
+        per_run = per_run_results(props.get(PROP + "runs"))
         if per_run is None:
             per_run = {str(run): {}}
         for label, own in per_run.items():
@@ -636,7 +505,7 @@ class ArchivePlugin:
                 self._archive_run(outcome, git, key)
             except (ArchiveError, OSError, ValueError) as err:
                 failed = True
-                lines.append(f"mlgates: could not archive {run}: {_one_line(str(err))}")
+                lines.append(f"mlgates: could not archive {run}: {one_line(str(err))}")
         self._say(lines)
         if failed or any(outcome.void for outcome in plans.values()):
             self._fail_session()
@@ -689,7 +558,7 @@ class ArchivePlugin:
 
             return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                     "<title>mlgates report</title></head><body><p>The report could not be "
-                    f"drawn: {html.escape(_one_line(f'{type(err).__name__}: {err}'))}</p>"
+                    f"drawn: {html.escape(one_line(f'{type(err).__name__}: {err}'))}</p>"
                     "</body></html>\n")
 
     def _opened_log(self, path: Path, section: Any) -> Any:
@@ -812,128 +681,3 @@ class ArchivePlugin:
                 handle.write(summary + "\n")
 
 
-# --------------------------------------------------------------------------- files
-
-
-def iso_time(moment: _dt.datetime) -> str:
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def archive_dir_name(moment: _dt.datetime, verdict: str, uid: str) -> str:
-    """``20261125T101500.123456Z-1a2b3c4d-green``: sorts by time, never collides."""
-    stamp = moment.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"{stamp}-{uid}-{verdict.lower()}"
-
-
-def git_state(root: Path) -> dict[str, Any] | None:
-    """``{commit, dirty}`` of the code under test, or None outside git (or git missing)."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=False,
-        )
-        if commit.returncode != 0:
-            return None
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    return {"commit": commit.stdout.strip(), "dirty": dirty}
-
-
-# --------------------------------------------------------------------------- formats
-
-
-#: What could make GitHub render a link, an image or HTML in a cell: such text goes in a
-#: code span, where GitHub renders none of them.
-_LINKY = re.compile(r"://|www\.|@|[\[\]`\\&]|<\S")
-
-
-def _code(value: Any, cap: int = 300, *, always: bool = False) -> str:
-    """Text from a run dir or gate file for a Markdown table cell that links nowhere:
-    plain when nothing in it could become a link or HTML, else a code span."""
-    text = " ".join(("" if value is None else str(value)).split())
-    text = _cap(text, cap).replace("|", "\\|")
-    if not text or not (always or _LINKY.search(text)):
-        return text
-    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def format_markdown(run: str, verdict: str, criteria: list[dict[str, Any]],
-                    limit: int = SUMMARY_CAP) -> str:
-    """GitHub-flavoured summary of one run's session (also for $GITHUB_STEP_SUMMARY).
-
-    It links nothing (every value is a code span) and stays under ``limit`` bytes (GitHub
-    refuses a step summary over 1 MiB): rows past it are left out, in a line that says so."""
-    mark = "✅" if verdict == "GREEN" else "❌"
-    head = [
-        f"### {mark} mlgates: {_code(run, always=True)} is {verdict}",
-        "",
-        "| criterion | gate | value | threshold | status |",
-        "|---|---|---|---|---|",
-    ]
-    counts = count_statuses(criteria)
-    tail = ["", ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "total"), ""]
-    size = len("\n".join(head + tail).encode("utf-8")) + 200  # room for the cut line
-    lines = list(head)
-    for i, c in enumerate(criteria):
-        row = "| " + " | ".join(
-            _code(c.get(k)) for k in ("name", "gate", "value", "threshold")) + f" | {c['status']} |"
-        size += len(row.encode("utf-8")) + 1
-        if size > limit:
-            left = len(criteria) - i
-            red = sum(1 for rest in criteria[i:] if rest["status"] != "GREEN")
-            lines.append(f"\n{left} more criteria ({red} not GREEN) are not shown: GitHub's step "
-                         "summary holds 1 MiB; results.json in the archive has them all.")
-            break
-        lines.append(row)
-    return "\n".join(lines + tail)
-
-
-def junit_xml(
-    records: list[CriterionRecord], started: _dt.datetime, finished: _dt.datetime
-) -> str:
-    """A JUnit XML document (pytest's xunit1 shape) for one run's items, with the
-    ``mlgates.*`` values as properties."""
-    suite = ET.Element("testsuite", name="mlgates")
-    counts = {"failures": 0, "errors": 0, "skipped": 0}
-    for record in records:
-        parts = record.id.split("::")
-        module = parts[0]
-        for suffix in (".py", ".yaml", ".yml", ".md"):
-            if module.endswith(suffix):
-                module = module[: -len(suffix)]
-                break
-        classname = ".".join([module.replace("/", ".")] + parts[1:-1])
-        case = ET.SubElement(
-            suite, "testcase", classname=classname, name=parts[-1],
-            time=f"{record.duration:.3f}",
-        )
-        properties = ET.SubElement(case, "properties")
-        for key, value in record.props.items():
-            ET.SubElement(properties, "property", name=PROP + key, value=str(value))
-        message = str(record.as_dict()["message"] or "")
-        if record.outcome == "failed":
-            counts["failures"] += 1
-            ET.SubElement(case, "failure", message=message).text = record.detail or message
-        elif record.outcome == "error":
-            counts["errors"] += 1
-            ET.SubElement(case, "error", message=message).text = record.detail or message
-        elif record.outcome == "skipped":
-            counts["skipped"] += 1
-            ET.SubElement(case, "skipped", type="pytest.skip", message=message)
-    suite.set("errors", str(counts["errors"]))
-    suite.set("failures", str(counts["failures"]))
-    suite.set("skipped", str(counts["skipped"]))
-    suite.set("tests", str(len(records)))
-    suite.set("time", f"{(finished - started).total_seconds():.3f}")
-    suite.set("timestamp", started.astimezone().isoformat(timespec="seconds"))
-    suite.set("hostname", os.uname().nodename if hasattr(os, "uname") else "")
-    root = ET.Element("testsuites")
-    root.append(suite)
-    return '<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,11 +1,12 @@
 """Gate files and Markdown phase plans become criteria, and criteria become pytest items.
 
 A gate file (``*.gates.yaml``) or a phase plan's front matter (``*-PLAN.md``) is parsed once
-per collecting process into a :class:`GateDocument`: a list of :class:`Criterion`, each with
-the line it came from.  Everything a user can get wrong in the file (bad YAML, an unknown
-key, a bad ``check:`` expression, an unknown gate or parameter, a duplicate name) is found
-here, at collection, and reported as ONE line ``file:line:column: what is wrong`` — the
-whole file is one collection error, never a traceback into the plugin.
+per collecting process into a :class:`~pytest_mlgates.gatefile.GateDocument`: a list of
+:class:`~pytest_mlgates.gatefile.Criterion`, each with the line it came from.  Everything a
+user can get wrong in the file (bad YAML, an unknown key, a bad ``check:`` expression, an
+unknown gate or parameter, a duplicate name) is found here, at collection, and reported as
+ONE line ``file:line:column: what is wrong`` — the whole file is one collection error,
+never a traceback into the plugin.
 
 PyYAML is imported inside :func:`parse_gate_text`: this module is only imported when pytest
 meets a file that matches the gate patterns.
@@ -17,13 +18,13 @@ import dataclasses
 import difflib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_mlgates.errors import GateFileError, MlgatesError
+from pytest_mlgates.gatefile import Criterion, GateDocument, read_capped
 
 TOP_LEVEL_KEYS = ("title", "metrics", "run", "must_haves", "exit_criteria", "preflight")
 #: Keys of a gate file's ``run:`` section (how to read a run with no layout of its own).
@@ -40,53 +41,6 @@ ACROSS_RUNS_ID = "across_runs"
 ACROSS_RUNS_KEYS = ("at_least",)
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One exit criterion of a gate file: becomes one item per run dir.
-
-    ``kind`` is ``"check"`` (a ``check:`` expression, compiled in ``check``), ``"gate"``
-    (a built-in gate ``gate`` with ``params``) or ``"truth"`` (plain text, UNVERIFIED).
-    ``line`` is 1-based, in the file the user edits (front matter lines counted in a plan).
-    """
-
-    name: str
-    kind: str
-    line: int
-    gate: str | None = None
-    source: str | None = None
-    text: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    stage: str = "acceptance"
-    check: Any = None
-    column: int = 1
-    #: ``across_runs: {at_least: K}``: one item for all run dirs, GREEN when K of them pass
-    across_runs: int | None = None
-
-    @property
-    def gate_label(self) -> str:
-        """What ``mlgates.gate`` says: the gate's name, ``check`` or ``truth``."""
-        return self.gate if self.kind == "gate" and self.gate else self.kind
-
-
-@dataclass(frozen=True)
-class GateDocument:
-    """A parsed gate file.  ``preflight`` is the raw ``preflight:`` section, kept for the
-    preflight suite; acceptance collection ignores it.  ``run`` is the ``run:`` section as a
-    :class:`pytest_mlgates.rundir.RunSection` (None when the file has none): how the run
-    dirs are read for this file's criteria."""
-
-    path: Path
-    title: str | None
-    metric_aliases: dict[str, str]
-    criteria: list[Criterion]
-    preflight: Any = None
-    run: Any = None
-
-    def acceptance_criteria(self) -> list[Criterion]:
-        """Criteria that run against a finished run (``stage: preflight`` ones do not)."""
-        return [c for c in self.criteria if c.stage != "preflight"]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -136,8 +90,6 @@ def slugify(text: str, limit: int = 60) -> str:
 
 def parse_gate_file(path: Path, *, plan: bool, display: str | None = None) -> GateDocument | None:
     """Read and parse one gate file or phase plan.  ``None`` for a plan without must_haves."""
-    from pytest_mlgates.scope import read_capped
-
     display = display or str(path)
     try:  # a regular file of at most 16 MB: a FIFO is refused, never waited on
         text = read_capped(path).decode("utf-8")

@@ -124,7 +124,7 @@ class Gates:
         if epoch < self.after_epoch:
             return Verdict(red=False, epoch=epoch, checked=False)
         from pytest_mlgates.errors import MlgatesError
-        from pytest_mlgates.rundir import open_run
+        from pytest_mlgates.formats import open_run
 
         try:
             run = open_run(self.run_dir, self.run_format, getattr(self.document, "run", None))

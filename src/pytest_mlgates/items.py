@@ -16,12 +16,12 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_mlgates.collect import Criterion, GateDocument
+    from pytest_mlgates.gatefile import Criterion, GateDocument
     from pytest_mlgates.rundir import Run, RunSection
 
 GREEN, RED, UNVERIFIED, ERROR = "GREEN", "RED", "UNVERIFIED", "ERROR"
@@ -98,7 +98,7 @@ def open_cached_run(config: pytest.Config, run: RunDir, section: RunSection | No
     checkpoints loaded once, however many criteria read them.  A run dir that cannot be
     opened (or fits two formats, or none) fails every item with the same one-line error."""
     from pytest_mlgates.errors import MlgatesError
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     settings = get_settings(config)
     cache = settings.runs
@@ -336,7 +336,7 @@ class GateItem(pytest.Function):
         visible or it returns None); its failure is this item's one-line error."""
         from pytest_mlgates.errors import MlgatesError
 
-        request = self.funcargs.get("request")
+        request = cast("pytest.FixtureRequest | None", self.funcargs.get("request"))
         if request is None:
             return None
         try:

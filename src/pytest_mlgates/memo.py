@@ -62,7 +62,7 @@ class BytesLRU:
         self.total = 0
 
 
-#: Loaded checkpoint dicts by (path, mtime_ns, size): ``rundir.load_checkpoint_file``.
+#: Loaded checkpoint dicts by (path, mtime_ns, size): ``checkpoint_io.load_checkpoint_file``.
 CHECKPOINTS = BytesLRU()
 #: Models built by a gate file's ``model:`` class, with a checkpoint's weights loaded:
 #: ``models.model_from_target``.

@@ -11,7 +11,7 @@ places, both code under test and reviewed like a test, never from the run dir:
   and given the checkpoint's state dict (:func:`model_from_target`).
 
 The state dict is found the same way for every gate and for ``mlgates prove``
-(``rundir.state_dict_of``): under ``state_dict``, ``model_state_dict`` or ``model``, or the
+(``checkpoint_io.state_dict_of``): under ``state_dict``, ``model_state_dict`` or ``model``, or the
 checkpoint is a bare state dict; a ``model.`` prefix on every key (a LightningModule that
 holds its net as ``self.model``) is stripped when the bare model's keys lack it.
 
@@ -39,11 +39,11 @@ def gist(exc: BaseException, limit: int = 240) -> str:
 
 
 def load_weights(model: Any, ckpt: Any, shown: str, label: str, prefix: str | None = None) -> Any:
-    """``model`` with the checkpoint's state dict (``rundir.state_dict_of``) loaded
+    """``model`` with the checkpoint's state dict (``checkpoint_io.state_dict_of``) loaded
     (strictly), in eval mode."""
     import torch
 
-    from pytest_mlgates.rundir import state_dict_of
+    from pytest_mlgates.checkpoint_io import state_dict_of
 
     if not isinstance(model, torch.nn.Module):
         raise GateFailure(f"{label} built a {type(model).__name__}, not a torch.nn.Module")

@@ -30,7 +30,7 @@ import difflib
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -293,7 +293,7 @@ def _subject_of(item: pytest.Function) -> Any:
     suite turns either into ``subject_builds``'s verdict)."""
     from pytest_mlgates.errors import MlgatesError
 
-    request = item.funcargs.get("request")
+    request = cast("pytest.FixtureRequest | None", item.funcargs.get("request"))
     if request is None:  # not set up through pytest (a unit test calling runtest directly)
         return NoSubjectError("no fixture request")
     try:

@@ -87,8 +87,7 @@ def plan_targets(run: Path, files: list[Path], run_format: str | None = None) ->
     aims at it (``pytest_mlgates.formats.<name>.Mutations``)."""
     from pytest_mlgates.collect import parse_gate_file
     from pytest_mlgates.errors import MlgatesError
-    from pytest_mlgates.formats import format_module
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import format_module, open_run
 
     targets: list[Target] = []
     opened: dict[Any, Any] = {}
@@ -222,11 +221,11 @@ def prove(run: Path, gates: list[Path], *, jobs: int = 2, timeout_s: float = 300
     mutation in one go; each later tier retries, with the next mutation, only the
     criteria that stayed GREEN."""
     run = run.resolve()
+    from pytest_mlgates.checkpoint_io import require_safe_torch
     from pytest_mlgates.errors import RunDirError
-    from pytest_mlgates.rundir import _require_safe_torch
 
     try:  # the checkpoint mutations open the run's checkpoints (weights_only=True)
-        _require_safe_torch()
+        require_safe_torch()
     except RunDirError as err:
         raise ProveError(str(err)) from None
     files = [p.resolve() for p in gate_files(gates)]

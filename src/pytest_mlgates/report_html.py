@@ -97,7 +97,7 @@ def log_curves(log: Any) -> tuple[Curves, str]:
 def load_columns(run_path: Path, run_format: str | None,
                  section: Any) -> tuple[Curves | None, str, str | None]:
     """The run's curves and index name (:func:`log_curves`), or None and why not."""
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     try:
         curves, index = log_curves(open_run(run_path, run_format, section).log)

@@ -24,10 +24,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_mlgates.fingerprint import NotRegularFile, file_sha256, kind_of
-
-#: A gate file is a reviewed text file; a bigger one is not re-read.
-GATE_FILE_CAP = 16 << 20
+from pytest_mlgates.fingerprint import file_sha256, kind_of
+from pytest_mlgates.gatefile import read_capped
 
 
 @dataclass
@@ -39,33 +37,6 @@ class GateFileScope:
     criteria: list[str] = field(default_factory=list)
     key_link_targets: list[str] = field(default_factory=list)
     problem: str | None = None
-
-
-def read_capped(path: Path, cap: int = GATE_FILE_CAP) -> bytes:
-    """The bytes of a regular file, refusing FIFOs, devices and files over ``cap``."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(
-        os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(f"{path}: a {kind_of(st.st_mode)}, not a regular file")
-        if st.st_size > cap:
-            raise OSError(f"{path}: {st.st_size} bytes, over the {cap}-byte cap")
-        chunks = []
-        left = cap + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > cap:
-            raise OSError(f"{path}: over the {cap}-byte cap")
-        return data
-    finally:
-        os.close(fd)
 
 
 def read_gate_file(root: Path, rel: str, *, plan: bool) -> GateFileScope:

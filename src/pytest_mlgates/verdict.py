@@ -361,7 +361,7 @@ def discover_gate_files(paths: list[Path]) -> list[Path]:
 
 
 def _plan_has_must_haves(path: Path) -> bool:
-    from pytest_mlgates.scope import read_capped
+    from pytest_mlgates.gatefile import read_capped
 
     try:
         match = _FRONT_MATTER.match(read_capped(path))

@@ -20,6 +20,14 @@ A format module holds:
     the run inside a folder users name instead (a Lightning ``save_dir`` holding one
     ``version_N``).
 
+:func:`open_run` is how a run dir is opened everywhere (the items, the ``run`` fixture,
+``mlgates prove``): the format is forced (``--run-format``, the gate file's ``run:``) or
+detected, and that format's reader reads it::
+
+    >>> run = open_run("runs/x")
+    >>> run.format, run.final.val_loss, run.best_epoch
+    ('engine', 0.31, 9)
+
 Detection never guesses: a directory that fits two formats, or none, is one line naming
 the candidates and how to choose::
 
@@ -32,6 +40,7 @@ Nothing heavy is imported here: ``plugin.py`` reads :data:`FORMATS` for ``--run-
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -41,7 +50,7 @@ from pytest_mlgates.errors import RunDirError
 if TYPE_CHECKING:
     from pytest_mlgates.rundir import Run, RunSection
 
-__all__ = ["FORMATS", "REGISTRY", "candidates", "choose", "detect", "format_module", "read"]
+__all__ = ["FORMATS", "REGISTRY", "candidates", "choose", "detect", "format_module", "open_run", "read"]
 
 #: Every run format and the module that reads it.  Adding a format: one module, one line.
 REGISTRY: dict[str, str] = {
@@ -140,3 +149,30 @@ def read(name: str, path: Path, section: RunSection | None = None) -> Run:
     """The reader of format ``name`` on ``path``."""
     run: Any = format_module(name).read(path, section)
     return run  # type: ignore[no-any-return]
+
+
+def open_run(
+    path: str | Path, run_format: str | None = None, run_section: RunSection | None = None
+) -> Run:
+    """The run dir at ``path``; a RunDirError naming it when it is not one.
+
+    ``run_section`` is a gate file's parsed ``run:`` section (its format, and for a plain
+    run where the log, checkpoints and splits are), or None.  ``run_format`` (the
+    ``--run-format`` option) forces a reader and wins over the section's ``format:``;
+    otherwise the format is detected from the names in the directory, and a directory that
+    fits two formats, or none, is one RunDirError line naming the candidates.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"{p}: run dir not found")
+    if not p.is_dir():
+        raise RunDirError(f"{p}: not a directory (a run dir is a directory)")
+    try:
+        os.listdir(p)
+    except OSError as exc:
+        raise RunDirError(f"{p}: cannot list run dir ({exc.strerror or exc})") from None
+    forced = run_format if run_format not in (None, "", "auto") else None
+    if forced is None and run_section is not None:
+        forced = run_section.forced_format()
+    where, name = choose(p, forced)
+    return read(name, where, run_section)

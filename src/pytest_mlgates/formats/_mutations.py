@@ -286,7 +286,7 @@ def nan_checkpoint_file(path: Path, extra_keys: tuple[str, ...] = ()) -> None:
         return
     import torch
 
-    from pytest_mlgates.rundir import safe_torch_load, state_dict_of
+    from pytest_mlgates.checkpoint_io import safe_torch_load, state_dict_of
 
     ckpt = safe_torch_load(path, mmap=False)
     try:
@@ -322,7 +322,7 @@ def nan_weights(rels: list[str], extra_keys: tuple[str, ...] = ()) -> Callable[[
 def drop_state(rel: str, kind: str) -> Callable[[Path], None]:
     """A checkpoint loses one kind of resume state (``optimizer``...), saved back."""
     def apply(run: Path) -> None:
-        from pytest_mlgates.rundir import RESUME_KEYS
+        from pytest_mlgates.checkpoint_io import RESUME_KEYS
 
         target = run / rel
         if target.is_dir():
@@ -335,7 +335,7 @@ def drop_state(rel: str, kind: str) -> Callable[[Path], None]:
             return
         import torch
 
-        from pytest_mlgates.rundir import safe_torch_load
+        from pytest_mlgates.checkpoint_io import safe_torch_load
 
         ckpt = safe_torch_load(target, mmap=False)
         keys = [k for k in RESUME_KEYS[kind] if isinstance(ckpt, dict) and k in ckpt]

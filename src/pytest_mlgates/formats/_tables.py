@@ -13,7 +13,8 @@ from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import Log, to_epoch, to_float
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runvalues import to_epoch, to_float
 
 __all__ = ["StrippedRowsEditor", "csv_rows", "table_log"]
 

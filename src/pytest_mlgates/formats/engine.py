@@ -27,22 +27,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import shown_names, shown_value
+from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    MAX_TEXT_BYTES,
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    checkpoint_monitors,
-    default_mode,
-    float_or_none,
-    open_run_file,
-    to_epoch,
-    to_float,
-)
-from pytest_mlgates.runlog import read_csv_columns
+from pytest_mlgates.runcsv import read_csv_columns
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
+from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runvalues import float_or_none, to_epoch, to_float
 
 __all__ = ["IDENTIFIED_BY", "EngineRun", "Mutations", "detect", "parse_engine_csv", "parse_metric_history", "read",
            "read_engine_csv"]
@@ -78,7 +70,7 @@ def parse_engine_csv(text: str, shown: str, index: str = "epoch") -> Log:
 
 def read_engine_csv(stream: BinaryIO, shown: str, index: str = "epoch") -> Log:
     """``training_log.csv``: a header, then one row per epoch, every cell a number; read in
-    chunks into one array per column (``runlog.read_csv_columns``).
+    chunks into one array per column (``runcsv.read_csv_columns``).
 
     ``index`` is the column that numbers the rows (a plain run's step-only log: ``step``);
     its values become the log's ``epoch`` column."""

@@ -25,23 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.bounded import shown_value
+from pytest_mlgates.checkpoint_io import load_checkpoint_file
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    default_mode,
-    epochs_or_steps,
-    float_or_none,
-    load_checkpoint_file,
-    numbers_close,
-    read_json_file,
-    run_file,
-    to_epoch,
-    to_float,
-)
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
+from pytest_mlgates.runfiles import read_json_file, run_file
+from pytest_mlgates.runlog import Log, epochs_or_steps
+from pytest_mlgates.runvalues import float_or_none, numbers_close, to_epoch, to_float
 
 __all__ = ["IDENTIFIED_BY", "HuggingFaceRun", "Mutations", "detect", "load_weights_dir", "parse_trainer_state", "read"]
 

@@ -34,7 +34,9 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.rundir import BestRecord, Log, Run, RunSection, read_text_file
+from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.runfiles import read_text_file
+from pytest_mlgates.runlog import Log
 
 __all__ = ["IDENTIFIED_BY", "KerasRun", "Mutations", "detect", "keras_weights", "read"]
 
@@ -244,7 +246,7 @@ class KerasRun(Run):
             raise RunDirError(f"{shown}: not found")
         if path.name.endswith(_WEIGHT_SUFFIXES):
             return {"state_dict": keras_weights(path, shown, root=self.path)}
-        from pytest_mlgates.rundir import load_checkpoint_file
+        from pytest_mlgates.checkpoint_io import load_checkpoint_file
 
         return load_checkpoint_file(path, shown, root=self.path)
 

@@ -34,23 +34,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import shown_value
+from pytest_mlgates.checkpoint_io import holds_state, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    MAX_TEXT_BYTES,
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    best_index,
-    default_mode,
-    epochs_or_steps,
-    float_or_none,
-    holds_state,
-    open_run_file,
-    resume_kinds,
-)
-from pytest_mlgates.runlog import read_csv_columns
+from pytest_mlgates.runcsv import read_csv_columns
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
+from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
+from pytest_mlgates.runlog import Log, epochs_or_steps
+from pytest_mlgates.runvalues import float_or_none
 
 __all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",
            "read_lightning_csv"]

@@ -22,21 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.bounded import shown_value
+from pytest_mlgates.checkpoint_io import load_checkpoint_file
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    load_checkpoint_file,
-    read_text_file,
-    read_yaml_file,
-    regroup_steps,
-    resolve_inside,
-    run_file,
-    to_float,
-)
+from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.runfiles import read_text_file, read_yaml_file, resolve_inside, run_file
+from pytest_mlgates.runlog import Log, regroup_steps
+from pytest_mlgates.runvalues import to_float
 
 __all__ = ["IDENTIFIED_BY", "MlflowRun", "MlflowRunDir", "Mutations", "detect", "find_runs", "parse_metric_lines",
            "read", "read_run", "to_log"]

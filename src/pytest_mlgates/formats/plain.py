@@ -20,7 +20,7 @@ then ``logged_epoch``).  A JSONL log is one JSON object per line; a key a line l
 A best file holds its ``epoch`` (the log's numbering) and either ``monitor`` and
 ``value`` (``{"epoch": 7, "monitor": "val_loss", "value": 0.21, "model_state_dict": ...}``)
 or a ``metrics`` dict; ``best_checkpoints`` matches that epoch and value with the log's
-best.  Weights are found by :func:`pytest_mlgates.rundir.state_dict_of` (``model``,
+best.  Weights are found by :func:`pytest_mlgates.checkpoint_io.state_dict_of` (``model``,
 ``state_dict``, ``model_state_dict`` or a bare state dict).
 """
 
@@ -33,21 +33,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import number_problem, shown_names, shown_value
+from pytest_mlgates.checkpoint_io import checkpoint_monitors, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.rundir import (
-    MAX_TEXT_BYTES,
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    checkpoint_monitors,
-    float_or_none,
-    open_run_file,
-    resume_kinds,
-    to_float,
-)
-from pytest_mlgates.runlog import CsvColumns, read_csv_columns
+from pytest_mlgates.runcsv import CsvColumns, read_csv_columns
+from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runvalues import float_or_none, to_float
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "PlainRun", "detect", "parse_plain_log", "read", "read_plain_log"]
 

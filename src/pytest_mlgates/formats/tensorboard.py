@@ -22,8 +22,9 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.engine import EngineRun
-from pytest_mlgates.rundir import Log, RunSection, default_mode, open_run_file
-from pytest_mlgates.runlog import regroup_steps
+from pytest_mlgates.rundir import RunSection, default_mode
+from pytest_mlgates.runfiles import open_run_file
+from pytest_mlgates.runlog import Log, regroup_steps
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TensorBoardRun", "detect", "read", "read_scalars", "to_log",
            "tracked_from_files"]

@@ -13,7 +13,7 @@ What timm writes (``timm.utils.update_summary`` and ``timm.utils.CheckpointSaver
       checkpoint-<E>.pth.tar the best max_history epochs
 
 The checkpoints hold ``args`` as an ``argparse.Namespace``, which ``weights_only=True``
-refuses; it is loaded with exactly that type allowed (``rundir.HARMLESS_GLOBALS``), as timm
+refuses; it is loaded with exactly that type allowed (``checkpoint_io.HARMLESS_GLOBALS``), as timm
 itself loads them, never with a blanket fallback.  ``model_best``'s ``epoch`` is in
 ``summary.csv``'s numbering and its ``metric`` the value of ``eval_<eval_metric>``; timm
 replaces the best only on a strictly better value, so a tie keeps the first epoch.
@@ -24,17 +24,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pytest_mlgates.checkpoint_io import resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.rundir import (
-    BestRecord,
-    Log,
-    Run,
-    RunSection,
-    float_or_none,
-    resume_kinds,
-)
+from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runvalues import float_or_none
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TimmRun", "detect", "read"]
 

@@ -30,7 +30,8 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.rundir import BestRecord, Log, Run, RunSection
+from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.runlog import Log
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "UltralyticsRun", "detect", "read"]
 
@@ -108,7 +109,7 @@ class UltralyticsRun(Run):
             if not path.exists():
                 raise RunDirError(f"{shown}: not found")
             raise RunDirError(refusal(shown))
-        from pytest_mlgates.rundir import load_checkpoint_file
+        from pytest_mlgates.checkpoint_io import load_checkpoint_file
 
         return load_checkpoint_file(path, shown, root=self.path)
 

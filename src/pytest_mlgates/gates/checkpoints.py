@@ -12,16 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pytest_mlgates.checkpoint_io import checkpoint_monitors, resume_kinds
 from pytest_mlgates.errors import GateFailure, MlgatesError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
-from pytest_mlgates.rundir import (
-    Run,
-    best_index,
-    checkpoint_monitors,
-    numbers_close,
-    resume_kinds,
-)
+from pytest_mlgates.rundir import Run, best_index
+from pytest_mlgates.runvalues import numbers_close
 
 
 def _as_float(value: Any) -> float | None:

@@ -12,15 +12,15 @@ from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import GateFailure, RunDirError
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates._common import as_list
-from pytest_mlgates.rundir import (
+from pytest_mlgates.rundir import Run
+from pytest_mlgates.runfiles import (
     MAX_TEXT_BYTES,
-    Run,
     open_run_file,
+    read_bytes_file,
     read_json_file,
     read_text_file,
     resolve_inside,
 )
-from pytest_mlgates.runfiles import read_bytes_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
