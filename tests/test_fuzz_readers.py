@@ -284,6 +284,7 @@ BY_TYPE: dict[str, Any] = {
     "_nonneg": nonneg,
     "_pos_int": pos_ints,
     "_probability": st.floats(0.001, 0.999),
+    "_confidence": st.floats(0.5, 0.999),
     "_string": words,
     "_target": st.sampled_from(["model.nets:MLP", "collections:OrderedDict", "nope.mod:X", "json:JSONDecoder"]),
     "_bool": st.booleans(),

@@ -361,6 +361,23 @@ class Run:
         """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
 
+    def load_best(self, metric: str, rel: str, missing: str) -> BestRecord | tuple[str, Path, dict[str, Any]]:
+        """The best checkpoint of ``metric`` at ``rel``, loaded: ``(shown, path, checkpoint)``;
+        or a :class:`BestRecord` with the one-line problem -- outside the run dir, not found
+        (``missing`` says what the trainer should have written), not loadable.  What each
+        format's ``best_checkpoint`` does before it reads the recorded epoch and value."""
+        shown = self.shown(self.path / rel)
+        try:
+            path = self.resolve(rel)
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc))
+        if not path.exists():
+            return BestRecord(metric, shown, problem=f"{shown}: not found; {missing}")
+        try:
+            return shown, path, self.checkpoint(rel)
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc), path=path)
+
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
         """Where the best checkpoint of ``metric`` is, and the epoch and value it records."""
         shown = self.shown(self.path)

@@ -242,16 +242,11 @@ class EngineRun(Run):
 
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
         """``checkpoints/best_<metric>.pt`` and the epoch and value its ``monitor`` records."""
-        rel = f"checkpoints/best_{metric}.pt"
-        shown = self.shown(self.path / rel)
-        path = self.resolve(rel)
-        if not path.exists():
-            return BestRecord(metric, shown, problem=f"{shown}: not found; needs one best checkpoint per "
-                                                     f"tracked metric ({metric}, {mode})")
-        try:
-            ckpt = self.checkpoint(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc), path=path)
+        found = self.load_best(metric, f"checkpoints/best_{metric}.pt",
+                               f"needs one best checkpoint per tracked metric ({metric}, {mode})")
+        if isinstance(found, BestRecord):
+            return found
+        shown, path, ckpt = found
         monitors = checkpoint_monitors(ckpt)
         if metric not in monitors:
             got = shown_names(monitors) if monitors else "no metric"

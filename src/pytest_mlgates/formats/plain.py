@@ -295,18 +295,10 @@ class PlainRun(Run):
             where = self.section.origin or "the gate file"
             return BestRecord(metric, where, problem=f"{where}: run: has no best: pattern (e.g. "
                                                      "\"ckpt/best_{metric}.pt\"), so no best checkpoint of " + metric)
-        shown = self.shown(self.path / rel)
-        try:
-            path = self.resolve(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
-        if not path.exists():
-            return BestRecord(metric, shown, problem=f"{shown}: not found; needs one best checkpoint per "
-                                                     f"tracked metric ({metric}, {mode})")
-        try:
-            ckpt = self.checkpoint(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc), path=path)
+        found = self.load_best(metric, rel, f"needs one best checkpoint per tracked metric ({metric}, {mode})")
+        if isinstance(found, BestRecord):
+            return found
+        shown, path, ckpt = found
         value, problem = _recorded_value(ckpt, metric, shown)
         if problem:
             return BestRecord(metric, shown, problem=problem, path=path)

@@ -102,17 +102,11 @@ class TimmRun(Run):
         if metric != followed:
             return BestRecord(metric, shown, problem=(
                 f"{shown}: timm keeps one best checkpoint, of '{followed}' (eval_metric in args.yaml), not '{metric}'"))
-        try:
-            path = self.resolve(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
-        if not path.exists():
-            return BestRecord(metric, shown, problem=f"{shown}: not found; timm's CheckpointSaver writes it "
-                                                     f"whenever {metric} improves (needs one best checkpoint)")
-        try:
-            ckpt = self.checkpoint("best")
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc), path=path)
+        found = self.load_best(metric, rel, f"timm's CheckpointSaver writes it whenever {metric} improves "
+                                            "(needs one best checkpoint)")
+        if isinstance(found, BestRecord):
+            return found
+        shown, path, ckpt = found
         value = float_or_none(ckpt.get("metric"))
         if value is None:
             return BestRecord(metric, shown, problem=f"{shown}: no 'metric' recorded (saved without eval?)", path=path)
