@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -491,6 +492,13 @@ def test_hostile_archives_are_never_accepted_and_never_written_outside(tmp_path:
     for name in names:
         (runs / name).mkdir(parents=True)
         (runs / name / "training_log.csv").write_text("epoch,val_loss\n1,0.9\n2,0.4\n")
+    # the runs finished before their gates, as real runs do: a file younger than the
+    # fingerprint cache's racy-timestamp margin (its ctime cannot be set back) is never
+    # cached, and the forged-cache attack then had no entry to forge -- this test failed
+    # whenever the first session started fast
+    from pytest_mlgates.fingerprint import RACY_MARGIN_NS
+
+    time.sleep(RACY_MARGIN_NS / 1e9 + 0.2)
     env = {**os.environ, **KEY, "PYTHONDONTWRITEBYTECODE": "1"}
     base = [sys.executable, "-m", "pytest", "acc.gates.yaml", "-p", "no:cacheprovider", "-p", "no:xdist", "-q"]
     runs_args = [arg for name in names for arg in ("--run-dir", f"runs/{name}")]
