@@ -16,13 +16,14 @@ A :class:`Row` is one epoch of the log as a gate sees it (``run.final.val_loss``
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import RunDirError
 
-__all__ = ["MissingColumnError", "Row", "float_or_none", "is_epoch_number", "numbers_close", "to_epoch",
-           "to_float"]
+__all__ = ["MissingColumnError", "Row", "float_or_none", "is_epoch_number", "mtime_or_zero", "numbers_close",
+           "scalar", "to_epoch", "to_float"]
 
 
 class MissingColumnError(RunDirError, AttributeError):
@@ -129,3 +130,23 @@ def float_or_none(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def scalar(value: Any) -> Any:
+    """A 0-d tensor (Lightning stores scores as tensors, a loop may save ``loss.detach()``)
+    as a Python number; anything else as it is."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (RuntimeError, ValueError):
+            return None
+    return value
+
+
+def mtime_or_zero(path: Path) -> int:
+    """``path``'s mtime in ns, 0 when it cannot be read (a file gone since it was listed)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0

@@ -41,7 +41,7 @@ from pytest_mlgates.runcsv import read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log, epochs_or_steps
-from pytest_mlgates.runvalues import float_or_none
+from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar
 
 __all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",
            "read_lightning_csv"]
@@ -167,7 +167,7 @@ class LightningRun(Run):
                 found += [p for p in folder.iterdir() if p.suffix == ".ckpt" and not p.is_dir()]
             except OSError:
                 continue
-        return sorted(found, key=lambda p: (p.name != "last.ckpt", -_mtime(p), p.name))
+        return sorted(found, key=lambda p: (p.name != "last.ckpt", -mtime_or_zero(p), p.name))
 
     def _by_basename(self, name: str) -> Path | None:
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -440,7 +440,7 @@ class LightningRun(Run):
             ckpt = self.checkpoint(str(path.relative_to(self.path)))
         except RunDirError as exc:
             return BestRecord(metric, shown, problem=str(exc), path=path)
-        score = _scalar(state.get("best_model_score"))
+        score = scalar(state.get("best_model_score"))
         value = float_or_none(score)
         if value is None and score is not None:
             return BestRecord(metric, shown, problem=(
@@ -449,26 +449,10 @@ class LightningRun(Run):
         return BestRecord(metric, shown, epoch=self.log_epoch_of(ckpt), value=value, path=path)
 
 
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
-
-def _scalar(value: Any) -> Any:
-    """A 0-d tensor (Lightning stores scores as tensors) as a Python number."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (RuntimeError, ValueError):
-            return None
-    return value
 
 
 # --------------------------------------------------------------------------- prove

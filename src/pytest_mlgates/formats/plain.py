@@ -40,7 +40,7 @@ from pytest_mlgates.runcsv import CsvColumns, read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
-from pytest_mlgates.runvalues import float_or_none, to_float
+from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar, to_float
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "PlainRun", "detect", "parse_plain_log", "read", "read_plain_log"]
 
@@ -240,7 +240,7 @@ class PlainRun(Run):
             # a FIFO that matches is kept: opening it is refused by name, never waited on
             if not real.is_dir() and real.exists() and real.is_relative_to(root):
                 found.append(path)
-        return sorted(found, key=lambda p: (_mtime(p), p.name))
+        return sorted(found, key=lambda p: (mtime_or_zero(p), p.name))
 
     def best_file(self, metric: str) -> str | None:
         """The ``best:`` pattern for ``metric``, relative to the run dir."""
@@ -319,12 +319,6 @@ class PlainRun(Run):
         return self.checkpoint_path("last")
 
 
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
 
 def _recorded_value(ckpt: dict[str, Any], metric: str, shown: str) -> tuple[float | None, str | None]:
     """(the value a best file records for ``metric``, or a one-line problem)."""
@@ -332,26 +326,17 @@ def _recorded_value(ckpt: dict[str, Any], metric: str, shown: str) -> tuple[floa
     if isinstance(monitor, str):
         if monitor != metric:
             return None, f"{shown}: monitor = {shown_value(monitor, 60)}; needs '{metric}'"
-        return float_or_none(_scalar(ckpt.get("value"))), None
+        return float_or_none(scalar(ckpt.get("value"))), None
     records = checkpoint_monitors(ckpt)  # the engine's own {metric: {mode, value}} shape
     if records:
         if metric not in records:
             return None, f"{shown}: monitor names {shown_names(records)}; needs '{metric}'"
-        return float_or_none(_scalar(records[metric].get("value"))), None
+        return float_or_none(scalar(records[metric].get("value"))), None
     metrics = ckpt.get("metrics")
     if isinstance(metrics, dict) and metric in metrics:
-        return float_or_none(_scalar(metrics[metric])), None
+        return float_or_none(scalar(metrics[metric])), None
     return None, None
 
-
-def _scalar(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (RuntimeError, ValueError):
-            return None
-    return value
 
 
 # --------------------------------------------------------------------------- prove
