@@ -67,7 +67,7 @@ def test_a_real_timm_checkpoint_loads_with_only_argparse_namespace_allowed(timm_
     bookkeeping under ``saver``): the reader loads it with exactly that type allowed."""
     import torch
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     path = timm_runs["healthy"] / "model_best.pth.tar"
     with pytest.raises(Exception, match="argparse.Namespace"):
@@ -109,14 +109,14 @@ def test_real_ultralytics_weights_are_never_unpickled(ultralytics_runs: dict[str
     assert "pickles the whole model" in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: Ultralytics 8.4 recovers from a NaN loss by reloading "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known gap: Ultralytics 8.4 recovers from a NaN loss by reloading "
                                         "last.pt, and after 3 tries stops with an error, leaving a results.csv "
                                         "of the epochs before; log_complete cannot tell it from a finished run "
                                         "(args.yaml's epochs is the plan, early stopping ends runs sooner too)")
 def test_a_real_ultralytics_run_stopped_by_nan_is_an_incomplete_log(ultralytics_runs: dict[str, Path]) -> None:
     from gate_helpers import run_gate
 
-    from pytest_mlgates.rundir import open_run
+    from pytest_mlgates.formats import open_run
 
     run = open_run(ultralytics_runs["nan"])
     assert all(math.isfinite(v) for v in run.log.columns["val/loss"])  # the NaN never reaches results.csv
