@@ -129,6 +129,9 @@ BREAKAGES: dict[str, tuple[str, Mutator, str | None]] = {
     "u_results_empty": ("ultralytics", _on("results.csv", _empty), "results.csv"),
     "u_best_runs_code": ("ultralytics", _runs_code("weights/best.pt"), None),  # never opened
     "u_args_python_tag": ("ultralytics", _yaml_tag("args.yaml"), "args.yaml"),
+    # last.pt is read only as pickle opcodes (whether training finished): never built
+    "u_last_runs_code": ("ultralytics", _runs_code("weights/last.pt"), "last.pt"),
+    "u_last_truncated": ("ultralytics", _on("weights/last.pt", _truncate_half), "last.pt"),
     "t_healthy": ("timm", _NOTHING, None),
     "t_summary_truncated": ("timm", _on("summary.csv", _truncate_half), "summary.csv"),
     "t_best_truncated": ("timm", _on("model_best.pth.tar", _truncate_half), "model_best.pth.tar"),
@@ -159,6 +162,8 @@ HOSTILE: dict[str, tuple[str, Mutator, str | None]] = {
     # no results.csv file: not an Ultralytics run any more; the line names the run
     "u_results_fifo": ("ultralytics", _on("results.csv", _fifo), "u_results_fifo"),
     "u_results_symlink_out": ("ultralytics", _symlink_out("results.csv"), "results.csv"),
+    "u_last_fifo": ("ultralytics", _on("weights/last.pt", _fifo), "last.pt"),
+    "u_last_symlink_out": ("ultralytics", _symlink_out("weights/last.pt"), "last.pt"),
     "t_summary_symlink_out": ("timm", _symlink_out("summary.csv"), "summary.csv"),
     "k_last_fifo": ("keras", _on("last.keras", _fifo), "last.keras"),
     "d_tsv_fifo": ("dvclive", _on("dvclive/plots/metrics/val_loss.tsv", _fifo), "val_loss.tsv"),

@@ -68,6 +68,10 @@ def test_every_gate_meets_every_broken_new_format_run_in_one_line(tmp_path_facto
     assert "refused" in str(items[("checkpoint_softmax", "t_best_runs_code")]["line"])
     assert "never opened" in str(items[("checkpoint_softmax", "u_best_runs_code")]["line"])
     # the hostile entries (a FIFO, a symlink out of the run) are refused where a reader meets them
+    # a last.pt that would run code is read as opcodes only: stopped early, the marker never made
+    assert "training stopped before its end" in str(items[("log_complete", "u_last_runs_code")]["line"])
+    for name, piece in (("u_last_fifo", "FIFO"), ("u_last_symlink_out", "outside")):
+        assert piece in str(items[("log_complete", name)]["line"]), (name, items[("log_complete", name)]["line"])
     for name, piece in (("u_results_symlink_out", "outside"), ("t_summary_symlink_out", "outside"),
                         ("d_tsv_fifo", "FIFO"), ("w_wandb_fifo", "FIFO"), ("w_wandb_symlink_out", "outside")):
         assert piece in str(items[("finite_log", name)]["line"]), (name, items[("finite_log", name)]["line"])

@@ -18,7 +18,7 @@ from conftest import need_package
 
 pytestmark = pytest.mark.slow
 
-FAULTS = ("healthy", "nan", "no_best")
+FAULTS = ("healthy", "nan", "no_best", "stopped")
 CRITERIA = ("no_nan", "log_complete", "best_checkpoint", "val_loss_improves", "top1_above_chance")
 GATES = """\
 title: Ultralytics classify digits
@@ -40,7 +40,9 @@ exit_criteria:
   - name: top1_above_chance
     check: "max(top1) > 0.5"
 """
-EXPECTED_RED = {"nan": [("no_nan", r"loss = nan at epoch 3")], "no_best": [("best_checkpoint", r"best.pt: not found")]}
+EXPECTED_RED = {"nan": [("no_nan", r"loss = nan at epoch 3")], "no_best": [("best_checkpoint", r"best.pt: not found")],
+                "stopped": [("log_complete", (r"last.pt: epoch = 2 with its optimizer state, so training stopped "
+                                             r"before its end"))]}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,11 @@ def test_ultralytics_weights_are_never_unpickled(runs: dict[str, Path], monkeypa
     with pytest.raises(RunDirError) as err:
         run_gate(runs["healthy"], "resume_point")
     assert "last.pt" in str(err.value) and "never opened" in str(err.value)
+    # whether training finished is read from last.pt's pickle opcodes, with torch.load refused
+    aliases = {"train_loss": "train/loss", "val_loss": "val/loss"}
+    assert run_gate(runs["healthy"], "log_complete", aliases=aliases).passed
+    stopped = run_gate(runs["stopped"], "log_complete", aliases=aliases)
+    assert not stopped.passed and "epoch = 2 with its optimizer state" in stopped.message, stopped.message
 
 
 def test_ultralytics_nan_shows_in_results_csv_only(runs: dict[str, Path]) -> None:

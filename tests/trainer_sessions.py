@@ -22,7 +22,7 @@ SOURCE_FAULTS: dict[str, tuple[str, ...]] = {
     "dvclive_run.py": ("healthy", "collapsed", "nan", "no_best"),
     "wandb_run.py": ("healthy", "collapsed", "nan", "no_best"),
     "timm_files.py": ("healthy", "collapsed", "nan", "no_best"),
-    "ultralytics_files.py": ("healthy", "nan", "no_best"),
+    "ultralytics_files.py": ("healthy", "nan", "no_best", "stopped"),
 }
 
 CRITERIA_BLOCK = """\

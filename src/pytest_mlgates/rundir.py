@@ -209,6 +209,11 @@ class Run:
     def provenance(self) -> dict[str, Any] | None:
         return None
 
+    def stopped_early(self) -> str | None:
+        """One line when the trainer's own files say training stopped before its end
+        (``log_complete`` reports it), else None; a format that cannot tell returns None."""
+        return None
+
     @property
     def config(self) -> dict[str, Any] | None:
         """The run's hyper-parameters as the trainer recorded them, if it did."""

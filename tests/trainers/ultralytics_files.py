@@ -11,8 +11,12 @@ nn.Module>, updates, optimizer, train_args, train_metrics, date, version}`` -- a
 the model object, its weights passed through ``nan_to_num_`` first).  The model is the digits
 MLP of common.py, trained for real.
 
+When training ends, ``final_eval`` runs ``strip_optimizer`` on last.pt and best.pt: the
+model is kept, ``optimizer``/``ema``/``best_fitness``... set to None and ``epoch`` to -1.
+
 Faults: healthy, nan (NaN losses in results.csv; the saved weights are numbers, as
-Ultralytics saves them), no_best (weights/best.pt deleted).
+Ultralytics saves them), no_best (weights/best.pt deleted), stopped (killed after its last
+epoch's save: last.pt never stripped).
 """
 
 from __future__ import annotations
@@ -63,6 +67,15 @@ def main() -> None:
             if fitness > best_fitness:  # NaN never improves
                 best_fitness = fitness
                 torch.save(ckpt, out / "weights" / "best.pt")
+        if fault != "stopped":  # BaseTrainer.final_eval -> strip_optimizer
+            for name in ("last.pt", "best.pt"):
+                if (out / "weights" / name).exists():
+                    stripped = torch.load(out / "weights" / name, weights_only=False)
+                    stripped["model"] = stripped["ema"]
+                    for key in ("optimizer", "best_fitness", "ema", "updates"):
+                        stripped[key] = None
+                    stripped["epoch"] = -1
+                    torch.save(stripped, out / "weights" / name)
         if fault == "no_best":
             (out / "weights" / "best.pt").unlink()
         print(out)

@@ -140,6 +140,39 @@ class UltralyticsRun(Run):
     def resume_path(self) -> Path:
         return self._weights("last")
 
+    def stopped_early(self) -> str | None:
+        """Ultralytics ends training by stripping ``weights/last.pt``: ``epoch`` set to -1 and
+        ``optimizer`` to None (``final_eval`` -> ``strip_optimizer``).  A last.pt that still
+        holds an epoch and its optimizer is a run that stopped before its end -- killed, or
+        stopped by its own NaN recovery ("Training failed: NaN persisted"), which never
+        writes the NaN to results.csv.  The two fields are read from the pickle's opcodes
+        (``pickle_peek``); the model it pickles is never built."""
+        from pytest_mlgates.pickle_peek import PeekError, checkpoint_fields
+        from pytest_mlgates.runfiles import run_file
+
+        path = self.path / "weights" / "last.pt"
+        if not path.exists() and not path.is_symlink():
+            return None  # nothing to tell from; best_checkpoints / resume_point name it
+        shown = self.shown(path)
+        try:
+            fields = checkpoint_fields(run_file(self.path, path, shown))
+        except RunDirError as exc:
+            return str(exc)
+        except PeekError as exc:
+            return f"{shown}: cannot tell whether training finished: {exc}"
+        epoch, optimizer = fields.get("epoch"), fields.get("optimizer")
+        if epoch == -1 and optimizer is None:
+            return None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+            rows = len(self.log)
+            plan = (self.config or {}).get("epochs")
+            planned = f", args.yaml plans {plan}" if isinstance(plan, int) and not isinstance(plan, bool) else ""
+            return (f"{shown}: epoch = {epoch} with its optimizer state, so training stopped before its end "
+                    f"(Ultralytics sets epoch = -1 and drops the optimizer when a run finishes; results.csv has "
+                    f"{rows} epoch{'s' if rows != 1 else ''}{planned}) -- killed, or stopped by its NaN recovery")
+        return (f"{shown}: epoch = {epoch!r}, optimizer {'None' if optimizer is None else 'present'}: not how "
+                "Ultralytics leaves last.pt, so whether training finished cannot be told")
+
 
 class Mutations(m.Mutations):
     """An Ultralytics run: the cells of ``results.csv``, ``weights/best.pt`` deleted; its

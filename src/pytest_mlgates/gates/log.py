@@ -95,7 +95,7 @@ def _step_problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[s
     missing = [ctx.metric_aliases.get(c, c) for c in needed
                if ctx.metric_aliases.get(c, c) not in header and c not in header]
     if missing:
-        problems.append(f"{src}: missing column {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+        problems.append(f"{src}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     if len(log) == 0:
         problems.append(f"{src}: no rows (header only)")
         return problems
@@ -172,7 +172,6 @@ def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
     for name in _select(run, wanted, ctx) if wanted else header:
         if log.empty.get(name):
             problems.append(f"{src}: empty cell in column {name} at epoch {log.empty[name][0]}")
-            break
     history = run.metric_history() if log.kind == "engine" else None
     if history is not None:
         hsrc = run.shown(history.source)
@@ -194,9 +193,12 @@ def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
 
 def log_complete(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     problems = _problems(run, params, ctx)
+    stopped = run.stopped_early()
+    if stopped:
+        problems.append(stopped)
     if problems:
-        extra = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        return GateResult(False, f"{len(problems)} problems", "complete log", problems[0] + extra)
+        what = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        return GateResult(False, what, "complete log", "; ".join(problems))
     n = len(run.log)
     what = "epochs" if run.log.index == "epoch" else "rows"
     return GateResult(True, f"{n} {what}", "complete log",
@@ -551,8 +553,7 @@ def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
             if first_value is None:
                 first_value, first_threshold = fmt(mine), f"{cmp} {fmt(limit)}"
     if failures:
-        extra = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
-        return GateResult(False, first_value, first_threshold, failures[0] + extra)
+        return GateResult(False, first_value, first_threshold, "; ".join(failures))
     return GateResult(True, f"{len(checked)} metrics", "within tolerance",
                       f"{', '.join(checked)} within tolerance of baseline {base.path}")
 
