@@ -171,25 +171,21 @@ class ArchiveDir:
     def _check_existing(self, name: str) -> None:
         """A ``name`` that exists must be a regular file, not a symlink, FIFO or directory
         (the open that follows checks again with ``O_NOFOLLOW`` and ``fstat``)."""
-        try:
-            st = self._lstat(name)
-        except FileNotFoundError:
-            return
-        if stat.S_ISLNK(st.st_mode):
-            raise ArchiveError(f"{self.path / name}: a symlink; the archive writes only inside "
-                               "the run dir, refused")
-        if not stat.S_ISREG(st.st_mode):
+        st = self._check_not_link(name)
+        if st is not None and not stat.S_ISREG(st.st_mode):
             raise ArchiveError(f"{self.path / name}: a {kind_of(st.st_mode)}, not a regular "
                                "file; refused")
 
-    def _check_not_link(self, name: str) -> None:
+    def _check_not_link(self, name: str) -> os.stat_result | None:
+        """``name``'s lstat (None when absent); an ArchiveError when it is a symlink."""
         try:
             st = self._lstat(name)
         except FileNotFoundError:
-            return
+            return None
         if stat.S_ISLNK(st.st_mode):
             raise ArchiveError(f"{self.path / name}: a symlink; the archive writes only inside "
                                "the run dir, refused")
+        return st
 
     # -- reading -----------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlgates.checkpoint_io import load_checkpoint_file
+from pytest_mlgates.checkpoint_io import load_checkpoint_file, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.runfiles import (
     read_json_file,
@@ -356,6 +356,15 @@ class Run:
         """The run's resume point: (shown name, epoch in the log's numbering, the kinds of
         state it holds, the kinds a resume needs that it lacks)."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
+
+    def last_checkpoint_resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
+        """``resume_state`` of a format whose resume point is its ``last`` checkpoint, a
+        dict: model and optimizer state needed, scheduler and RNG state named when there."""
+        shown = self.checkpoint_shown("last")
+        ckpt = self.checkpoint("last")
+        kinds = resume_kinds(ckpt, shown)
+        missing = [k for k in ("model", "optimizer") if k not in kinds]
+        return shown, self.log_epoch_of(ckpt), kinds, missing
 
     def resume_hint(self, epoch: int | None, last_epoch: int) -> str:
         """Why the resume point is at ``epoch`` rather than the log's ``last_epoch``, when the

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pytest_mlgates.bounded import number_problem, shown_names, shown_value
-from pytest_mlgates.checkpoint_io import checkpoint_monitors, resume_kinds
+from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.runcsv import CsvColumns, read_csv_columns
@@ -309,11 +309,7 @@ class PlainRun(Run):
     def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
         """The ``last`` checkpoint: model and optimizer state needed; scheduler and RNG
         state named when there (without RNG a resume is not bit-exact)."""
-        shown = self.checkpoint_shown("last")
-        ckpt = self.checkpoint("last")
-        kinds = resume_kinds(ckpt, shown)
-        missing = [k for k in ("model", "optimizer") if k not in kinds]
-        return shown, self.log_epoch_of(ckpt), kinds, missing
+        return self.last_checkpoint_resume_state()
 
     def resume_path(self) -> Path:
         return self.checkpoint_path("last")

@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_mlgates.checkpoint_io import resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
@@ -115,11 +114,7 @@ class TimmRun(Run):
     def resume_state(self) -> tuple[str, int | None, list[str], list[str]]:
         """``last.pth.tar``: model and optimizer state needed (timm keeps no scheduler or RNG
         state: a resume recomputes the schedule from the epoch and is not bit-exact)."""
-        shown = self.checkpoint_shown("last")
-        ckpt = self.checkpoint("last")
-        kinds = resume_kinds(ckpt, shown)
-        missing = [k for k in ("model", "optimizer") if k not in kinds]
-        return shown, self.log_epoch_of(ckpt), kinds, missing
+        return self.last_checkpoint_resume_state()
 
     def resume_path(self) -> Path:
         return self.checkpoint_path("last")
