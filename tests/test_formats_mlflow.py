@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import mlflow as mf
+from pytest_mlgates.formats._mlflow_files import parse_metric_lines
+from pytest_mlgates.formats._mlflow_run import MlflowRun
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES
 
 INF = float("inf")
@@ -110,7 +112,7 @@ def copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
-def check_common(run: mf.MlflowRun) -> None:
+def check_common(run: MlflowRun) -> None:
     vl = run.metrics["val_loss"]
     assert [(s, v) for s, _, v in vl] == [(0, 1.0), (1, 0.5), (2, 1 / 3), (2, 0.25)]
     assert [s for s, _, _ in run.metrics["train/loss"]] == [0, 1, 2]
@@ -430,7 +432,7 @@ points = st.lists(
 @given(points)
 def test_metric_lines_round_trip(pts: list[tuple[int, float, int]]) -> None:
     text = "".join(f"{ts} {value} {step}\n" for ts, value, step in pts)  # MLflow's "%s %s %s\n"
-    back = mf.parse_metric_lines(text, "m")
+    back = parse_metric_lines(text, "m")
     assert len(back) == len(pts)
     for (step, ts, value), (ts0, value0, step0) in zip(back, pts):
         assert (step, ts) == (step0, ts0) and same(value, value0)
@@ -447,7 +449,7 @@ metric_sets = st.dictionaries(
 @given(metric_sets)
 def test_to_log_cells_are_last_logged(raw: dict[str, list[tuple[int, int, float]]]) -> None:
     metrics = {k: sorted(v, key=lambda p: (p[0], p[1])) for k, v in raw.items()}
-    run = mf.MlflowRun("r", None, None, "0", metrics, {}, {}, None, Path("x/mlflow.db"))
+    run = MlflowRun("r", None, None, "0", metrics, {}, {}, None, Path("x/mlflow.db"))
     log = mf.to_log(run)
     steps = sorted({s for pts in metrics.values() for s, _, _ in pts})
     assert log.columns["epoch"] == [float(s) for s in steps]

@@ -32,19 +32,19 @@ Why it is built this way:
   ``log.txt`` holds the gate table and the final counts line.  Git runs only then.  A
   session that could not be archived says so in one line and exits non-zero.
 
-This module is the plugin: the hooks that gather the items' reports and the session's
-fingerprints, and the writing of one session per run dir.  What it writes is built
-elsewhere: the per-criterion records and the verdict (``archive_records.py``), the
-summary, JUnit XML, names and git state (``archive_contents.py``), the ledger line
-(``ledger.py``), the report page (``report_html.py``), and the safe writes
-(``archive_fs.py``).  It is imported by ``plugin.py`` lazily; it imports nothing heavy.
+This module is the plugin: its options and registration, and the hooks that gather the
+items' reports and the session's fingerprints, then judge and write each run at the end.
+The rest is elsewhere: the per-criterion records and the verdict (``archive_records.py``),
+each run judged (``archive_judge.py``) and written (``archive_write.py``), the summary,
+JUnit XML, names and git state (``archive_contents.py``), the ledger line (``ledger.py``),
+the report page (``report_html.py``), and the safe writes (``archive_fs.py``).  It is
+imported by ``plugin.py`` lazily; it imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import io
-import json
 import os
 import secrets
 from collections.abc import Generator, Iterable
@@ -53,40 +53,19 @@ from typing import Any, Literal
 
 import pytest
 
-from pytest_mlgates.archive_contents import (
-    SUMMARY_CAP,
-    archive_dir_name,
-    format_markdown,
-    git_state,
-    iso_time,
-    junit_xml,
-)
+from pytest_mlgates.archive_contents import git_state
 from pytest_mlgates.archive_fs import ArchiveError, archive_location
+from pytest_mlgates.archive_judge import GateFilePatterns, judge_run
 from pytest_mlgates.archive_records import (
     PROP,
     CriterionRecord,
     RunOutcome,
-    count_statuses,
-    named,
     one_line,
     per_run_results,
-    session_verdict,
 )
-from pytest_mlgates.fingerprint import (
-    KnownDigests,
-    Snapshot,
-    describe,
-    diff_files,
-    preferred_algorithm,
-    snapshot,
-)
-from pytest_mlgates.ledger import (
-    LEDGER_FORMAT,
-    LEDGER_NAME,
-    LedgerKeyError,
-    encode_line,
-    ledger_key,
-)
+from pytest_mlgates.archive_write import SessionFacts, archive_run
+from pytest_mlgates.fingerprint import KnownDigests, Snapshot, preferred_algorithm, snapshot
+from pytest_mlgates.ledger import LedgerKeyError, ledger_key
 
 __all__ = ["add_options", "register"]
 
@@ -198,6 +177,7 @@ class ArchivePlugin:
         self.started = _dt.datetime.now(_dt.timezone.utc)
         #: one content hash for both fingerprints of the session and its ledger lines
         self.algorithm = preferred_algorithm()
+        self.patterns = GateFilePatterns.of(config)
 
     # -- capture the terminal ----------------------------------------------------------
 
@@ -310,33 +290,8 @@ class ArchivePlugin:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collection_errors += 1
-            if self._is_gate_file(report.nodeid):
+            if self.patterns.is_gate_file(report.nodeid):
                 self.gate_file_errors += 1
-
-    def _patterns(self, *inis: str) -> list[str]:
-        patterns: list[str] = []
-        for ini in inis:
-            try:
-                patterns += list(self.config.getini(ini))
-            except (ValueError, KeyError):
-                pass
-        return patterns
-
-    def _is_plan(self, nodeid: str) -> bool:
-        from fnmatch import fnmatch
-
-        name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        plans = ["*-PLAN.md", *self._patterns("mlgates_plan_patterns")]
-        gates = ["*.gates.yaml", "*.gates.yml", *self._patterns("mlgates_gate_patterns")]
-        return not any(fnmatch(name, p) for p in gates) and any(fnmatch(name, p) for p in plans)
-
-    def _is_gate_file(self, nodeid: str) -> bool:
-        from fnmatch import fnmatch
-
-        name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        patterns = ["*.gates.yaml", "*.gates.yml", "*-PLAN.md",
-                    *self._patterns("mlgates_gate_patterns", "mlgates_plan_patterns")]
-        return any(fnmatch(name, pattern) for pattern in patterns)
 
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
@@ -388,90 +343,15 @@ class ArchivePlugin:
             self._planned = {}
             now = _dt.datetime.now(_dt.timezone.utc)
             scopes: dict[str, Any] = {}
+            node_ids = [str(a) for a in self.config.args if "::" in str(a)]
             for run, records in sorted(self._runs().items()):
-                self._planned[run] = self._judge(run, records, now, scopes)
+                path = self._run_path(run)
+                self._planned[run] = judge_run(
+                    run, records, path=path, before=self.before.get(path), snapshot=self._snapshot,
+                    deselected=sum(1 for _, r in self.deselected if r == run), node_ids=node_ids,
+                    root=Path(str(self.config.rootpath)), patterns=self.patterns,
+                    complete=self._complete(), now=now, uid=self._uid(), scopes=scopes)
         return self._planned
-
-    def _judge(self, run: str, records: list[CriterionRecord], now: _dt.datetime,
-               scopes: dict[str, Any]) -> RunOutcome:
-        from pytest_mlgates.scope import code_digest, read_gate_file
-
-        path = self._run_path(run)
-        records = sorted(records, key=lambda r: r.id)
-        void: list[str] = []
-        partial: list[str] = []
-        deselected = sum(1 for _, r in self.deselected if r == run)
-        if deselected:
-            partial.append(f"{deselected} criteria deselected (-k, -m or --deselect)")
-        node_ids = [str(a) for a in self.config.args if "::" in str(a)]
-        if node_ids:
-            partial.append(f"selected by node id ({named(node_ids)})")
-        root = Path(str(self.config.rootpath))
-        gate_files: dict[str, str] = {}
-        code_files: dict[str, str] = {}
-        by_file: dict[str, list[CriterionRecord]] = {}
-        for record in records:
-            rel = record.id.split("::", 1)[0]
-            if self._is_gate_file(rel):
-                by_file.setdefault(rel, []).append(record)
-        for rel, file_records in sorted(by_file.items()):
-            if rel not in scopes:
-                scopes[rel] = read_gate_file(root, rel, plan=self._is_plan(rel))
-            scope = scopes[rel]
-            if scope.sha256:
-                gate_files[rel] = scope.sha256
-            if scope.problem:
-                void.append(f"{rel} {scope.problem}")
-                continue
-            ran = {r.criterion for r in file_records}
-            gone = sorted(ran - set(scope.criteria))
-            if gone:
-                void.append(f"{rel} changed during the session ({named(gone)} no longer in it)")
-            missing = [name for name in scope.criteria if name not in ran]
-            if missing:
-                partial.append(f"{rel}: {len(scope.criteria) - len(missing)} of "
-                               f"{len(scope.criteria)} criteria ran (not run: {named(missing)})")
-            for target in scope.key_link_targets:
-                code_files[target] = code_digest(root, target)
-        before = self.before.get(path)
-        # digests of the first fingerprint stand for files whose key has not moved since
-        after = self._snapshot(path, before.known if isinstance(before, Snapshot) else None)
-        void += self._changed_during_session(path, after)
-        criteria = [r.as_dict() for r in records]
-        verdict = session_verdict(criteria, complete=self._complete() and not void)
-        return RunOutcome(
-            run=run, path=path, records=records, verdict=verdict,
-            dir_name=archive_dir_name(now, verdict, self._uid()),
-            snapshot=after if isinstance(after, Snapshot) else None,
-            void="; ".join(void) or None, partial_reasons=partial, deselected=deselected,
-            gate_files=gate_files, code_files=code_files)
-
-    def _changed_during_session(self, path: Path, after: Snapshot | str) -> list[str]:
-        """Why the session's evidence is void for this run, if it is."""
-        if isinstance(after, str):
-            return [after]
-        reasons = []
-        before = self.before.get(path)
-        if before is None:
-            reasons.append("the run was not fingerprinted before the first item (name it "
-                           "with --run-dir)")
-        elif isinstance(before, str):
-            reasons.append(before)
-        else:
-            changes = diff_files(before.files, after.files)
-            changed = [f"{rel} {kind}" for kind in ("added", "removed", "changed")
-                       for rel in changes[kind]]
-            if changed:
-                reasons.append(f"the run changed during the session: {named(changed)}")
-            elif before.stamp != after.stamp:
-                reasons.append("files of the run were rewritten during the session (inode or "
-                               "ctime changed), though their content is the same at its end")
-        unsafe = sorted(set(after.unsafe) | set(getattr(before, "unsafe", {}) or {}))
-        if unsafe:
-            kinds = {**(getattr(before, "unsafe", {}) or {}), **after.unsafe}
-            reasons.append("only regular files are read, and the run holds "
-                           + named([f"{rel} ({describe(kinds[rel])})" for rel in unsafe]))
-        return reasons
 
     def _uid(self) -> str:
         uid = os.environ.get("PYTEST_XDIST_TESTRUNUID") or ""
@@ -499,10 +379,15 @@ class ArchivePlugin:
             key = None
             lines.append(f"mlgates: warning: {err}; ledger lines are not signed")
         git = git_state(Path(str(config.rootpath)))
+        session = SessionFacts(
+            config=self.config, setting=self.setting, started=self.started, log_text=self.log.getvalue(),
+            complete=self._complete(), collection_errors=self.collection_errors, exitstatus=self.exitstatus,
+            algorithm=self.algorithm, runs=len(plans), patterns=self.patterns,
+            cache_trusted=self._cache_key() is not False)
         failed = False
         for run, outcome in plans.items():
             try:
-                self._archive_run(outcome, git, key)
+                archive_run(outcome, session, git, key)
             except (ArchiveError, OSError, ValueError) as err:
                 failed = True
                 lines.append(f"mlgates: could not archive {run}: {one_line(str(err))}")
@@ -528,156 +413,4 @@ class ArchivePlugin:
         session = self.session
         if session is not None and int(session.exitstatus) == int(pytest.ExitCode.OK):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _report_html(self, outcome: RunOutcome, results: dict[str, Any]) -> str:
-        """The session's ``report.html`` (``report_html.py``); a page that cannot be drawn
-        says why, and never keeps the evidence from being archived."""
-        from pytest_mlgates import report_html
-
-        notes = list(outcome.partial_reasons)
-        if outcome.void:
-            notes.insert(0, f"void: {outcome.void}")
-        try:
-            section = self._run_section(outcome)
-            log = self._opened_log(outcome.path, section)
-            problem = None
-            columns: report_html.Curves | None
-            if log is not None:
-                columns, index = report_html.log_curves(log)
-            else:
-                columns, index, problem = report_html.load_columns(
-                    outcome.path, self._run_format(), section)
-            snap = outcome.snapshot
-            return report_html.render_report(
-                run=outcome.run, verdict=outcome.verdict, criteria=results["criteria"],
-                fingerprint=snap.digest if snap else None,
-                algorithm=snap.algorithm if snap else None, time=str(results["time"]),
-                notes=notes, columns=columns, log_problem=problem, index=index)
-        except Exception as err:  # noqa: BLE001 - the ledger line matters more than the page
-            import html
-
-            return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                    "<title>mlgates report</title></head><body><p>The report could not be "
-                    f"drawn: {html.escape(one_line(f'{type(err).__name__}: {err}'))}</p>"
-                    "</body></html>\n")
-
-    def _opened_log(self, path: Path, section: Any) -> Any:
-        """The log of the run as this process's items opened it (not under xdist:
-        the controller ran no item), so a long log is not parsed twice."""
-        from pytest_mlgates.items import get_settings
-        from pytest_mlgates.rundir import Run
-
-        try:
-            opened = list(get_settings(self.config).runs.items())
-        except (ValueError, KeyError):
-            return None
-        for (where, opened_section), run in opened:
-            if (isinstance(run, Run) and opened_section == section
-                    and Path(os.path.abspath(where)) == path):
-                return run.log
-        return None
-
-    def _run_format(self) -> str | None:
-        from pytest_mlgates.items import get_settings
-
-        try:
-            return get_settings(self.config).run_format
-        except (ValueError, KeyError):
-            return None
-
-    def _run_section(self, outcome: RunOutcome) -> Any:
-        """The ``run:`` section of the first gate file (of this run's criteria) that has
-        one: how the criteria read the run, so the curves are the same numbers.  Under
-        xdist the controller collected nothing, so the file is parsed here."""
-        from pytest_mlgates.collect import parse_gate_file
-
-        root = Path(str(self.config.rootpath))
-        for rel in sorted({r.id.split("::", 1)[0] for r in outcome.records}):
-            if not self._is_gate_file(rel):
-                continue
-            try:
-                document = parse_gate_file(root / rel, plan=self._is_plan(rel))
-            except Exception:  # noqa: BLE001, S112 - a gate file that does not parse has no section
-                continue
-            if document is not None and document.run is not None:
-                return document.run
-        return None
-
-    def _archive_run(self, outcome: RunOutcome, git: dict[str, Any] | None,
-                     key: bytes | None) -> None:
-        import pytest_mlgates
-        from pytest_mlgates.archive_fs import ArchiveDir
-
-        criteria = [r.as_dict() for r in outcome.records]
-        counts = count_statuses(criteria)
-        counts["collection_errors"] = self.collection_errors
-        counts["deselected"] = outcome.deselected
-        snap = outcome.snapshot
-        now = _dt.datetime.now(_dt.timezone.utc)
-        results = {
-            "run": outcome.run,
-            "run_path": str(outcome.path),
-            "time": iso_time(now),
-            "started": iso_time(self.started),
-            "verdict": outcome.verdict,
-            "complete": self._complete(),
-            "partial": bool(outcome.partial_reasons),
-            "partial_reasons": outcome.partial_reasons,
-            "void": outcome.void,
-            "counts": counts,
-            "fingerprint": snap.digest if snap else None,
-            "criteria": criteria,
-        }
-        summary = format_markdown(outcome.run, outcome.verdict, criteria,
-                                  limit=SUMMARY_CAP // max(1, len(self._plan())))
-        contents = {
-            "log.txt": self.log.getvalue() or "(no terminal output was captured)\n",
-            "junit.xml": junit_xml(outcome.records, self.started, now),
-            "results.json": json.dumps(results, indent=2) + "\n",
-            "summary.md": summary,
-            "report.html": self._report_html(outcome, results),
-        }
-        base, name = archive_location(outcome.path, self.setting)
-        if base != outcome.path:  # --mlgates-archive=DIR: the user's own directory
-            base.mkdir(parents=True, exist_ok=True)
-        archive = ArchiveDir.open(base, name, create=True)
-        if archive is None:
-            raise ArchiveError(f"{base / name}: vanished while archiving")
-        with archive, archive.ledger(LEDGER_NAME) as append:
-            final = archive.write_session(outcome.dir_name, contents)
-            line = {
-                "format": LEDGER_FORMAT,
-                "time": iso_time(now),
-                "verdict": outcome.verdict,
-                "run": outcome.run,
-                "fingerprint": snap.digest if snap else None,
-                "fingerprint_hash": snap.algorithm if snap else self.algorithm,
-                "files": snap.files if snap else {},
-                "criteria": [
-                    {k: c[k] for k in ("id", "name", "gate", "status", "value", "threshold")}
-                    for c in criteria
-                ],
-                "counts": counts,
-                "partial": bool(outcome.partial_reasons),
-                "partial_reasons": outcome.partial_reasons,
-                "void": outcome.void,
-                "gate_files": outcome.gate_files,
-                "code_files": outcome.code_files,
-                "rootdir": str(self.config.rootpath),
-                "pytest_args": [str(a) for a in self.config.invocation_params.args],
-                "plugin_version": str(pytest_mlgates.__version__),
-                "git": git,
-                "archive_dir": final,
-                "exitstatus": self.exitstatus,
-            }
-            append(encode_line(line, key))
-        if snap is not None and self._cache_key() is not False:
-            from pytest_mlgates import fingerprint_cache
-
-            fingerprint_cache.save(base, name, outcome.path, snap, key)
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as handle:
-                handle.write(summary + "\n")
-
 

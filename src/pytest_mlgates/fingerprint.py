@@ -403,14 +403,14 @@ def _outside_entries(run_dir: str | os.PathLike[str]) -> dict[str, str]:
     """What a run keeps outside its dir: an MLflow run named by its artifact folder has its
     metrics, params, tags and status in the store's ``mlflow.db`` above it. That run's rows
     (not the whole database, which other runs write to) are one entry, ``mlflow.db#<run id>``."""
-    from pytest_mlgates.formats import mlflow
+    from pytest_mlgates.formats._mlflow_sqlite import read_sqlite_run, sqlite_owner
 
-    owner = mlflow._sqlite_owner(Path(run_dir))
+    owner = sqlite_owner(Path(run_dir))
     if owner is None:
         return {}
     root, run_id = owner
     try:
-        run = mlflow._read_sqlite_run(root / "mlflow.db", root, run_id)
+        run = read_sqlite_run(root / "mlflow.db", root, run_id)
         content = json.dumps({"metrics": run.metrics, "params": run.params, "tags": run.tags,
                               "status": run.status}, sort_keys=True, default=str)
     except Exception as exc:  # noqa: BLE001 - a broken db is a state too: hash its one line

@@ -21,7 +21,8 @@ disabled.  ``--config C`` is handed to the fixture (``pytestconfig.getoption("ml
 the bundled engine's conftest builds its subject from it.
 
 This module is imported at plugin load: it imports nothing heavy.  The checks (torch,
-numpy) live in ``preflight_checks.py`` and load when an item runs.
+numpy) live in ``preflight_checks.py`` (the runner) and the modules it imports, and load when
+an item runs.
 """
 
 from __future__ import annotations
