@@ -304,3 +304,14 @@ def test_bad_class_names_are_one_line_naming_the_field(names: Any, line: str) ->
     assert str(err.value) == line
     assert PreflightSubject(model=lambda: None, loaders={"train": []}, loss=lambda a, b: 0, num_classes=3,
                             class_names=("cat", "dog", "emu")).class_names == ("cat", "dog", "emu")
+
+
+def test_a_class_the_val_split_lacks_is_unverified(pytester: pytest.Pytester, trained: dict[str, Any]) -> None:
+    """A logged recall of label 5, of which the subject's val split has no sample: no
+    count explains it (it is never weighed as 0 of 0)."""
+    rows = [{**r, "val_recall_5": 0.9} for r in trained["rows"]]
+    result, _, run = session(pytester, trained, 0.0, rows=rows)
+    result.assert_outcomes(skipped=1)
+    assert unverified(result) == (f"val_recall_5 = 0.900 at epoch {EPOCHS} (final) is not what {run}/ckpt/last.pt "
+                                  "gives on mlgates_subject's val split (no sample of label 5), so the counts "
+                                  "behind it are unknown")

@@ -181,7 +181,10 @@ def recount(run: Run, cells: list[tuple[str, int]], ctx: GateContext, tag: str |
     its row on the subject's ``val`` split: per cell ``(k, n, where they came from)`` or
     the one-line problem (no label for its class, a logged recall the checkpoint does not
     give); or, where nothing can be recomputed, why (and how to make it verifiable)."""
-    subject = ctx.subject()
+    try:
+        subject = ctx.subject()
+    except MlgatesError as exc:  # a fixture that fails, or one item over several run dirs (across_runs)
+        return f"counts not recomputed: {exc}"
     if subject is None:
         return ADVICE
     loaders = getattr(subject, "loaders", None) or {}
@@ -222,9 +225,10 @@ def recount(run: Run, cells: list[tuple[str, int]], ctx: GateContext, tag: str |
         n = total.get(label, 0)
         k = right.get(label, 0)
         value = float(log.array(column)[row])
-        if n and not abs(k / n - value) <= 0.5 / n:
+        if not n or not abs(k / n - value) <= 0.5 / n:
+            got = f"{k}/{n} = {fmt(k / n)}" if n else f"no sample of label {label}"
             out.append(f"{column} = {fmt(value)} {row_where(log, row, tag)} is not what {shown} gives on {split} "
-                       f"({k}/{n} = {fmt(k / n)}), so the counts behind it are unknown")
+                       f"({got}), so the counts behind it are unknown")
             continue
         out.append((k, n, f"{shown} on {split}"))
     return out
