@@ -102,7 +102,11 @@ def test_a_run_without_counts_is_unverified_in_one_line_naming_the_column(tmp_pa
     assert "\n" not in line
     assert line.startswith(f"val_recall_a = 0.900 at epoch 1 (final): no column val_support_a in "
                            f"{run}/training_log.csv")
-    assert "(+1 more)" in line and "95% lower bound" in line
+    assert (f"; val_recall_b = 0.950 at epoch 1 (final): no column val_support_b in {run}/training_log.csv"
+            in line)  # every column at fault, not "(+1 more)"
+    assert line.endswith("; to weigh them, log val_support_<class> beside each recall, or provide the "
+                         "mlgates_subject fixture with a 'val' loader to recompute the counts from the run's "
+                         "checkpoint")
 
 
 def test_a_recall_at_or_below_the_floor_is_red_without_counts(tmp_path: Path) -> None:
@@ -189,7 +193,9 @@ def test_unverified_in_a_session_and_red_under_strict(pytester: pytest.Pytester)
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([("*UNVERIFIED: val_recall_a = 0.900 at epoch 1 (final): no column "
                                   "val_support_a in */runs/x/training_log.csv (the number of samples "
-                                  "behind the rate), so its 95% lower bound cannot be computed")])
+                                  "behind the rate), so its 95% lower bound cannot be computed; to weigh them, log "
+                                  "val_support_<class> beside each recall, or provide the mlgates_subject fixture "
+                                  "with a 'val' loader to recompute the counts from the run's checkpoint")])
     result.stdout.fnmatch_lines(["*honest_recall*UNVERIFIED*"])
     strict = pytester.runpytest("-p", "no:cacheprovider", "--run-dir", "runs/x", "--mlgates-strict")
     strict.assert_outcomes(failed=1)

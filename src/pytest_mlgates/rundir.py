@@ -316,9 +316,18 @@ class Run:
     # -- what the run is about -----------------------------------------------------------
 
     @property
+    def recorded_class_names(self) -> list[str] | None:
+        """The name of each label, in label order, where the run records them (formats that
+        do override this); None where it does not."""
+        return None
+
+    @property
     def class_names(self) -> list[str]:
-        """Class names from the log's ``val_recall_<class>`` columns (formats that record
-        them elsewhere override this)."""
+        """Class names: those the run records (:attr:`recorded_class_names`), else the log's
+        ``val_recall_<class>`` columns -- whose order says nothing about the labels."""
+        recorded = self.recorded_class_names
+        if recorded:
+            return recorded
         try:
             return [c[len("val_recall_"):] for c in self.log.columns if c.startswith("val_recall_")]
         except RunDirError:

@@ -72,6 +72,10 @@ class PreflightSubject:
     * ``model_from_checkpoint`` -- ``fn(checkpoint_dict) -> nn.Module`` with its weights
       loaded, for checkpoints the default rule (``model()`` plus the state dict found under
       ``model``, ``state_dict``, ``model_state_dict`` or the bare dict) cannot rebuild;
+    * ``class_names`` -- the name of each label, in label order (``["cat", "dog"]``: label 0
+      is ``cat``), so a recall column named by its class (``val_recall_cat``) maps to a label
+      where the run itself records no class names: ``class_recall``'s ``confidence:``
+      recounts such a class on the ``val`` loader when the log lacks its counts;
     * ``run_dir`` -- where training will write (``run_dir_writable`` checks it when no
       ``--run-dir`` is given);
     * ``name`` -- how messages name the subject (default ``mlgates_subject``).
@@ -88,6 +92,7 @@ class PreflightSubject:
     accumulate: int = 1
     train_epoch: Callable[..., Any] | None = None
     model_from_checkpoint: Callable[[Any], Any] | None = None
+    class_names: Sequence[str] | None = None
     run_dir: str | os.PathLike[str] | None = None
     name: str = "mlgates_subject"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -144,6 +149,25 @@ class PreflightSubject:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise self._error(name, "a function or None", value)
+        if self.class_names is not None:
+            names = self.class_names
+            if isinstance(names, (str, bytes)):
+                raise SubjectError(f"{self.name}.class_names: needs a list of names, one per label; got the "
+                                   f"string {names!r}")
+            if not isinstance(names, Sequence) or not all(isinstance(n, str) and n for n in names):
+                raise self._error("class_names", "a list of non-empty strings, one per label in label order", names)
+            if len(names) != self.num_classes:
+                raise SubjectError(f"{self.name}.class_names: needs one name per label ({self.num_classes}, "
+                                   f"num_classes); got {len(names)}")
+            seen: set[str] = set()
+            twice = None
+            for name in names:
+                if name in seen:
+                    twice = name
+                    break
+                seen.add(name)
+            if twice is not None:
+                raise SubjectError(f"{self.name}.class_names: {twice!r} appears twice; each label needs its own name")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise self._error("run_dir", "a path or None", self.run_dir)
         if not isinstance(self.name, str) or not self.name:

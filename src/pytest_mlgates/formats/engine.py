@@ -182,8 +182,8 @@ class EngineRun(Run):
         return "val_loss", "min"
 
     @property
-    def class_names(self) -> list[str]:
-        """Class names from training_results.json, else a checkpoint, else the log's recall columns."""
+    def recorded_class_names(self) -> list[str] | None:
+        """Class names from training_results.json, else a checkpoint."""
         names = (self.results or {}).get("class_names")
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             return list(names)
@@ -195,7 +195,7 @@ class EngineRun(Run):
                     continue
                 if isinstance(names, list) and names and all(isinstance(n, (str, int)) for n in names[:10_000]):
                     return [n if isinstance(n, str) else shown_value(n) for n in names[:10_000]]
-        return super().class_names
+        return None
 
     @property
     def tracked(self) -> list[tuple[str, str]]:

@@ -222,7 +222,8 @@ class HuggingFaceRun(Run):
         return self._cached("config", make)
 
     @property
-    def class_names(self) -> list[str]:
+    def recorded_class_names(self) -> list[str] | None:
+        """The model config's ``id2label``, in label order."""
         labels = (self.config or {}).get("id2label")
         if isinstance(labels, dict) and labels:
             try:
@@ -230,7 +231,7 @@ class HuggingFaceRun(Run):
                         for k in sorted(labels, key=lambda k: int(k))]
             except (TypeError, ValueError):
                 pass
-        return super().class_names
+        return None
 
     # -- best ---------------------------------------------------------------------------------
 

@@ -278,7 +278,7 @@ def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
         # A recall at or below the floor needs no counts: its lower bound is no higher.
         from pytest_mlgates.gates.rates import weigh
 
-        return weigh(run, cells, floor, float(params["confidence"]), ctx, tag, len(names))
+        return weigh(run, cells, floor, float(params["confidence"]), ctx, tag, len(names), at)
     if passed:
         return GateResult(True, shown, threshold,
                           f"min recall over {len(names)} classes = {shown} ({name} {row_where(log, r, tag)}); needs {threshold}")
