@@ -152,6 +152,8 @@ def test_fields_come_from_the_trainer(mlgates_subject, trainer):
     s = mlgates_subject
     assert s.monitors == ["eval_acc"]  # metric_for_best_model="acc", as the Trainer looks it up
     assert s.accumulate == 2 and s.num_classes == 10
+    # the labels' names, for class_recall's recomputed counts: the config's id2label in label order
+    assert s.class_names == [trainer.model.config.id2label[i] for i in range(10)] and len(set(s.class_names)) == 10
     assert sorted(s.loaders) == ["train", "val"]
     x, y = next(iter(s.loaders["train"]))
     assert sorted(x) == ["input_ids"] and tuple(x["input_ids"].shape) == (64, 64) and tuple(y.shape) == (64,)
@@ -196,6 +198,7 @@ def test_a_plain_module_needs_its_loss_named_in_one_line(tmp_path):
     assert "CollapsingMLP computes its loss inside forward; pass loss=" in str(err.value)
     s = PreflightSubject.from_hf_trainer(trainer, loss=torch.nn.CrossEntropyLoss(), num_classes=10)
     assert s.monitors == ["eval_loss"] and isinstance(s.model(), CollapsingMLP) and s.train_epoch is None
+    assert s.class_names is None  # a plain module has no id2label: nothing is guessed
 
 
 def test_a_broken_gate_file_fails_when_the_callback_is_made(tmp_path):

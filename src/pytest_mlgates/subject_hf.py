@@ -53,6 +53,7 @@ def hf_trainer_fields(trainer: Any, overrides: Mapping[str, Any]) -> dict[str, A
         loss         compute_loss_func, else the model's own sequence-classification loss
                      (problem_type from its config); else pass loss=
         num_classes  model.config.num_labels
+        class_names  model.config.id2label in label order, where it names every label once
         monitors     [metric_for_best_model], with the eval_ prefix the Trainer adds
         accumulate   args.gradient_accumulation_steps
         evaluate     one real trainer.evaluate() of the given model: its keys (eval_loss, ...)
@@ -72,6 +73,8 @@ def hf_trainer_fields(trainer: Any, overrides: Mapping[str, Any]) -> dict[str, A
         fields["loss"] = _find_loss(trainer)
     if "num_classes" not in fields:
         fields["num_classes"] = _num_classes(trainer.model)
+    if "class_names" not in fields:
+        fields["class_names"] = _class_names(trainer.model, fields["num_classes"])
     if "monitors" not in fields:
         fields["monitors"] = _monitors(trainer.args)
     if "accumulate" not in fields:
@@ -154,6 +157,21 @@ def _num_classes(model: Any) -> int:
             return value
     raise SubjectError(f"from_hf_trainer: num_classes: {type(model).__name__} has no config.num_labels >= 2; "
                        "pass num_classes=C")
+
+
+def _class_names(model: Any, num_classes: Any) -> list[str] | None:
+    """``config.id2label`` in label order (what ``class_recall`` maps ``eval_recall_<name>``
+    columns by), or None where it does not name each of ``num_classes`` labels once."""
+    mapping = getattr(getattr(model, "config", None), "id2label", None)
+    if not isinstance(mapping, Mapping) or not isinstance(num_classes, int):
+        return None
+    try:
+        names = [mapping[i] for i in range(num_classes)]
+    except (KeyError, TypeError):
+        return None
+    if len(mapping) != num_classes or not all(isinstance(n, str) and n for n in names) or len(set(names)) < len(names):
+        return None
+    return names
 
 
 def _monitors(args: Any) -> list[str]:
