@@ -277,30 +277,30 @@ PARAM_WORDS = ["val_loss", "train_loss", "val_accuracy", "train_accuracy", "val_
 words = st.sampled_from([w for w in PARAM_WORDS if w])
 pos_ints = st.integers(1, 64)
 nonneg = st.one_of(st.integers(0, 5), st.floats(0, 10, allow_nan=False))
-# One strategy per parameter type of the registry (the checkers in gates/__init__.py), so
+# One strategy per parameter type of the registry (the checkers in gates/params.py), so
 # most drawn parameter sets pass collection and reach the gate's code.
 BY_TYPE: dict[str, Any] = {
-    "_number": st.one_of(st.integers(-5, 5), st.floats(-10, 10, allow_nan=False)),
-    "_nonneg": nonneg,
-    "_pos_int": pos_ints,
-    "_probability": st.floats(0.001, 0.999),
-    "_confidence": st.floats(0.5, 0.999),
-    "_string": words,
-    "_target": st.sampled_from(["model.nets:MLP", "collections:OrderedDict", "nope.mod:X", "json:JSONDecoder"]),
-    "_bool": st.booleans(),
-    "_mode": st.sampled_from(["min", "max"]),
-    "_strings": st.one_of(words, st.lists(st.one_of(words, st.integers(0, 3)), min_size=1, max_size=3)),
-    "_ints": st.lists(st.integers(1, 9), min_size=1, max_size=4),
-    "_tracked": st.lists(st.one_of(words, st.fixed_dictionaries(
+    "number": st.one_of(st.integers(-5, 5), st.floats(-10, 10, allow_nan=False)),
+    "nonneg": nonneg,
+    "pos_int": pos_ints,
+    "probability": st.floats(0.001, 0.999),
+    "confidence": st.floats(0.5, 0.999),
+    "string": words,
+    "target": st.sampled_from(["model.nets:MLP", "collections:OrderedDict", "nope.mod:X", "json:JSONDecoder"]),
+    "boolean": st.booleans(),
+    "mode": st.sampled_from(["min", "max"]),
+    "strings": st.one_of(words, st.lists(st.one_of(words, st.integers(0, 3)), min_size=1, max_size=3)),
+    "ints": st.lists(st.integers(1, 9), min_size=1, max_size=4),
+    "tracked": st.lists(st.one_of(words, st.fixed_dictionaries(
         {"metric": words}, optional={"mode": st.sampled_from(["min", "max"])})), min_size=1, max_size=3),
-    "_at": st.sampled_from(["final", "best", "all"]),
-    "_mapping": st.dictionaries(words, st.one_of(words, st.integers(0, 9)), max_size=3),
-    "_baseline_metrics": st.one_of(
+    "at": st.sampled_from(["final", "best", "all"]),
+    "mapping": st.dictionaries(words, st.one_of(words, st.integers(0, 9)), max_size=3),
+    "baseline_metrics": st.one_of(
         st.lists(words, min_size=1, max_size=3),
         st.dictionaries(words, st.one_of(st.none(), st.fixed_dictionaries(
             {}, optional={"mode": st.sampled_from(["min", "max"]), "abs": nonneg, "rel": nonneg})),
             min_size=1, max_size=3)),
-    "_loads": st.one_of(st.just("softmax"), st.just(True), st.fixed_dictionaries({}, optional={
+    "loads": st.one_of(st.just("softmax"), st.just(True), st.fixed_dictionaries({}, optional={
         "softmax": st.booleans(), "model": st.sampled_from(["model.nets:MLP", "x:y", "os:system"]),
         "kwargs": st.dictionaries(words, st.integers(0, 9), max_size=2),
         "input_shape": st.lists(st.integers(1, 9), min_size=1, max_size=4), "prefix": words})),
@@ -311,9 +311,9 @@ BY_TYPE: dict[str, Any] = {
 @given(gate=st.sampled_from(GATE_NAMES), data=st.data())
 def test_any_valid_gate_parameters_give_a_verdict_or_one_line(gate: str, data: Any, healthy_run: Path) -> None:
     """Parameters that pass collection's validation never crash the gate at run time."""
-    from pytest_mlgates.gates import _REGISTRY, validate_params
+    from pytest_mlgates.gates import declaration, validate_params
 
-    checkers = _REGISTRY[gate].params
+    checkers = {name: param.check for name, param in declaration(gate).params.items()}
     names = data.draw(st.lists(st.sampled_from(sorted(checkers)), unique=True, max_size=len(checkers)))
     params = {n: data.draw(BY_TYPE[checkers[n].__name__], label=n) for n in names}
     for required in ("path", "from", "to"):

@@ -227,14 +227,18 @@ def _gate_criterion(
     from pytest_mlgates import gates
 
     pairs = mapping_pairs(node)
-    # Only the registry is consulted here; a gate's implementation (and what it imports)
-    # loads when the gate first runs, so collecting 1,000 criteria stays fast.
-    at = pairs["gate"][1] if "gate" in pairs and gate not in gates.GATE_NAMES else node
+    # The gate's module is imported here for its parameters (gate modules import nothing
+    # heavy at module level: collecting 1,000 criteria stays fast); what a gate needs to run
+    # (numpy, torch) loads when it first runs.
+    at = pairs["gate"][1] if "gate" in pairs and gate not in gates.GATES else node
     try:
         gates.validate_params(gate, params)
     except MlgatesError as err:
-        if gate in gates.GATE_NAMES:  # point at the parameter the gate does not know or take
-            known = set(gates.gate_params(gate))
+        try:
+            known = set(gates.gate_params(gate)) if gate in gates.GATES else None
+        except MlgatesError:  # a GATES line naming no declared gate: err says so
+            known = None
+        if known is not None:  # point at the parameter the gate does not know or take
             for key, (knode, _) in pairs.items():
                 if key in params and (key not in known or f"parameter '{key}' " in str(err)):
                     at = knode

@@ -5,8 +5,10 @@ A gate that cannot fail proves nothing.  Each format module has a ``Mutations`` 
 through a :class:`LogEditor` (``training_log.csv``, Lightning's ``metrics.csv``, the HF
 Trainer's ``trainer_state.json``, an MLflow store, TensorBoard event files, a plain loop's
 CSV or JSONL), and its checkpoints (a best file removed, weights set to NaN, a resume
-point without optimizer state).  The gate -> mutation map below is shared; a format
-overrides what differs, and says in one line where a gate has no mutation::
+point without optimizer state).  Each gate declares the mutations aimed at it beside its
+function (``@gate(mutations=...)`` in ``gates/*.py``), written with the editors and file
+mutations of this module; a format whose files differ overrides them with a
+``gate_<name>`` method, and says in one line where a gate has no mutation::
 
     >>> Mutations.for_run(run).for_criterion("finite_log", {}, None)
     ([Mutation('finite_log:val_loss', 'NaN written into val_loss (last epoch)', ...)], '')
@@ -362,12 +364,10 @@ def as_names(value: Any) -> list[str]:
 class Mutations:
     """The mutations aimed at each gate, for runs of one format.
 
-    A format's subclass sets :meth:`open_log` (how to edit its log) and overrides the
-    gates whose files it writes differently.  Paths are relative to the run dir; the copy
+    A format's subclass sets :meth:`open_log` (how to edit its log) and, with a
+    ``gate_<name>`` method, replaces the mutations a gate declares where the format
+    writes that gate's files differently.  Paths are relative to the run dir; the copy
     a mutation edits is the run dir of a copied run."""
-
-    #: gates that read files only the engine writes
-    ENGINE_ONLY = ("plots", "provenance", "reproduces")
 
     def __init__(self, run: Run, aliases: dict[str, str] | None = None) -> None:
         self.run = run
@@ -430,23 +430,29 @@ class Mutations:
     def for_criterion(self, gate: str, params: dict[str, Any],
                       check_columns: list[str] | None = None) -> tuple[list[Mutation], str]:
         """The mutations aimed at one criterion, in the order to try them, or a one-line
-        note saying why there is none."""
+        note saying why there is none: this format's ``gate_<name>`` where it has one, else
+        the mutations the gate declares beside its function (``@gate(mutations=...)``)."""
         if gate == "check":
             return self.check(list(check_columns or []))
         if gate == "truth":
             return [], "a truth without a check is UNVERIFIED: there is nothing to turn RED"
-        if gate == "shortcut":
-            return [], ("no mutation: a shortcut lives in the trained weights; prove it by "
-                        "training with data.faults: [shortcut] instead")
-        method = getattr(self, f"gate_{gate}", None)
-        if method is None:
-            if gate in self.ENGINE_ONLY:
-                return [], f"no mutation: {gate} reads files only the engine writes; a {self.run.format} run has none"
-            return [], f"no mutation known for gate {gate!r}"
+        own = getattr(self, f"gate_{gate}", None)
         try:
-            return method(params)  # type: ignore[no-any-return]
+            return own(params) if own is not None else self.declared(gate, params)  # type: ignore[no-any-return]
         except MlgatesError as err:  # the run cannot say where the file is: say why, in one line
             return [], f"no mutation: {err}"
+
+    def declared(self, gate: str, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+        """The mutations the gate declares (what a format's ``gate_<name>`` may fall back on)."""
+        from pytest_mlgates.gates import declaration
+
+        try:
+            mutations = declaration(gate).mutations
+        except MlgatesError:
+            mutations = None
+        if mutations is None:
+            return [], f"no mutation known for gate {gate!r}"
+        return mutations(self, params)
 
     def check(self, named: list[str]) -> tuple[list[Mutation], str]:
         # ``epoch`` only counts rows (``len(epoch) < 2 or ...``): mutate the metrics.
@@ -455,170 +461,3 @@ class Mutations:
         if not cols:
             return [], "no mutation: the check names no logged column"
         return self._check_tiers(cols), ""
-
-    def gate_finite_log(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        cols = [c for p in as_names(params.get("columns")) for c in self.matching(p)]
-        if not cols:
-            cols = [self.real("val_loss")] if self.real("val_loss") in self.log_columns else self.log_columns[:1]
-        if not cols:
-            return [], f"{self.log_name} has no numeric column to write a NaN into"
-        return [Mutation(f"finite_log:{cols[0]}", f"NaN written into {cols[0]} (last epoch)",
-                         self.set_log(cols[:1], lambda i, v: float("nan"), rows="last"))], ""
-
-    def gate_log_complete(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        cols = [c for p in as_names(params.get("columns")) for c in self.matching(p)]
-        column = cols[0] if cols else (self.real("val_loss") if self.real("val_loss") in self.log_columns
-                                       else (self.log_columns[:1] or [""])[0])
-        if not column:
-            return [], f"{self.log_name} has no column to empty"
-        return [Mutation(f"log_complete:{column}", f"{column} emptied at the last epoch of {self.log_name}",
-                         blank_last(self.open_log, column))], ""
-
-    def gate_converged(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        metric = self.real(str(params.get("metric") or "val_loss"))
-
-        def flat(run: Path) -> None:
-            editor = self.open_log(run)
-            handles = editor.cells(metric) if metric in editor.columns() else []
-            if not handles:
-                raise MutationError(f"no cell of {metric} in the log")
-            first = editor.get(metric, handles[0])
-            for handle in handles:
-                editor.set(metric, handle, first)
-            editor.save()
-
-        return [Mutation(f"converged:{metric}", f"{metric} made flat (every epoch = the first)", flat)], ""
-
-    def gate_class_recall(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        classes = as_names(params.get("classes"))
-        if classes:
-            cols = [self.real(f"val_recall_{c}") for c in classes]
-        else:
-            cols = [c for p in (as_names(params.get("columns")) or ["val_recall_*"]) for c in self.matching(p)]
-        if not cols:
-            return [], f"no mutation: no val_recall_* column in {self.log_name}"
-        return [Mutation(f"class_recall:{cols[0]}", f"{cols[0]} set to 0 in every epoch",
-                         self.set_log(cols[:1], lambda i, v: 0.0))], ""
-
-    def gate_generalization_gap(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        train = self.real(str(params.get("train") or "train_accuracy"))
-        val = self.real(str(params.get("val") or "val_accuracy"))
-        loss = "loss" in train.lower() or "loss" in val.lower()
-        high, low = (val, train) if loss else (train, val)
-        return [Mutation(f"gap:{train}:{val}", f"{high} raised to 1e3, {low} lowered to 0" if loss
-                         else f"{train} raised to 1, {val} lowered to 0",
-                         combine(self.set_log([high], lambda i, v: 1e3 if loss else 1.0),
-                                 self.set_log([low], lambda i, v: 0.0)))], ""
-
-    def gate_memorization(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        names = {k: self.real(str(params.get(k) or k)) for k in
-                 ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}
-        steps = [self.set_log([names["train_loss"]], lambda i, v: 1e-4),
-                 self.set_log([names["val_loss"]], lambda i, v: 1.0 + 2.0 * i)]
-        if names["train_accuracy"] in self.log_columns and names["val_accuracy"] in self.log_columns:
-            steps += [self.set_log([names["train_accuracy"]], lambda i, v: 1.0),
-                      self.set_log([names["val_accuracy"]], lambda i, v: 0.1)]
-        return [Mutation("memorization:" + ",".join(names.values()),
-                         "train loss to ~0 (and train accuracy to 1) while val loss climbs", combine(*steps))], ""
-
-    def gate_suspicious_perfection(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        wanted = as_names(params.get("metrics"))
-        if wanted:
-            cols = [c for p in wanted for c in self.matching(p)]
-        else:
-            cols = [self.real(c) for c in ("val_accuracy", "val_auroc", "val_macro_f1") if self.real(c) in self.log_columns]
-            cols += [c for g in ("val_*auroc*", "val_*acc*", "val_*f1*") for c in self.matching(g) if c not in cols]
-        if not cols:
-            return [], f"no mutation: no val accuracy/AUROC/F1 column in {self.log_name}"
-        at = float(params.get("at", 1.0) or 1.0)
-        return [Mutation(f"perfection:{cols[0]}:{at}", f"{cols[0]} set to {at} in every epoch",
-                         self.set_log(cols[:1], lambda i, v: at))], ""
-
-    def gate_baseline(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        metrics = params.get("metrics") or {m: {"mode": mode} for m, mode in (self.run.tracked or [("val_loss", "min")])}
-        if isinstance(metrics, list):
-            metrics = {m: {} for m in metrics}
-        from pytest_mlgates.rundir import default_mode
-
-        worse = []
-        for name, rule in metrics.items():
-            mode = (rule.get("mode") if isinstance(rule, dict) else None) or default_mode(name)
-            worse.append(self.set_log([self.real(name)], (lambda i, v: abs(v) * 10 + 1) if mode == "min"
-                                      else (lambda i, v: v - abs(v) - 1)))
-        return [Mutation("baseline:" + ",".join(metrics), "every baseline metric made worse "
-                         "than the baseline run", combine(*worse))], ""
-
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def tracked(self, params: dict[str, Any]) -> list[tuple[str, str]]:
-        from pytest_mlgates.rundir import default_mode
-
-        given = params.get("metrics")
-        if given:
-            out = []
-            for entry in [given] if isinstance(given, (str, dict)) else given:
-                if isinstance(entry, dict):
-                    metric = str(entry.get("metric"))
-                    out.append((self.real(metric), str(entry.get("mode") or default_mode(metric))))
-                else:
-                    out.append((self.real(str(entry)), default_mode(str(entry))))
-            return out
-        return list(self.run.tracked)
-
-    def gate_best_checkpoints(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        tracked = self.tracked(params)
-        if not tracked:
-            return [], "no mutation: the run tracks no metric with a best checkpoint"
-        for metric, mode in tracked:
-            record = self.run.best_checkpoint(metric, mode)
-            rel = self.rel(record.path) if record.path is not None else None
-            if rel is not None:
-                return [Mutation(f"remove:{rel}", f"{rel} deleted (the best checkpoint of {metric})", remove(rel)),
-                        Mutation(f"truncate:{rel}", f"{rel} truncated to half",
-                                 truncate(rel, lambda size: size // 2))], ""
-        return [], f"no mutation: no best checkpoint of {tracked[0][0]} found in the run to delete"
-
-    def checkpoint_name(self, params: dict[str, Any]) -> str:
-        from pytest_mlgates.gates import GateContext
-        from pytest_mlgates.gates.checkpoints import _aliased
-
-        name = params.get("checkpoint") or self.run.default_checkpoint()
-        return _aliased(self.run, str(name), GateContext(rootdir=Path("."), metric_aliases=self.aliases))
-
-    def gate_checkpoint_softmax(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        name = self.checkpoint_name(params)
-        rel = self.rel(self.run.checkpoint_path(name))
-        if rel is None:
-            return [], f"no mutation: checkpoint {name} lies outside the run dir"
-        tiers = [Mutation(f"nan_weights:{rel}", f"model weights of {rel} set to NaN", nan_weights([rel]))]
-        if not (self.root / rel).is_dir():
-            tiers.append(Mutation(f"truncate:{rel}", f"{rel} truncated to half", truncate(rel, lambda size: size // 2)))
-        return tiers, ""
-
-    def gate_resume_point(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        path = params.get("path")
-        if path in (None, "checkpoints/last.pt") and self.run.format != "engine":
-            rel = self.rel(self.run.resume_path())
-        else:
-            rel = str(path or "checkpoints/last.pt")
-        if rel is None:
-            return [], "no mutation: the resume point lies outside the run dir"
-        tiers = [Mutation(f"drop_optimizer:{rel}", f"optimizer state removed from {rel}", drop_state(rel, "optimizer"))]
-        if not (self.root / rel).is_dir():
-            tiers.append(Mutation(f"truncate:{rel}", f"{rel} truncated to half", truncate(rel, lambda size: size // 2)))
-        tiers.append(Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel)))
-        return tiers, ""
-
-    def gate_split_integrity(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        rel = str(params.get("path") or self.run.splits_file)
-        groups = str(params.get("groups") or "groups")
-        return [Mutation(f"leak:{rel}", f"a train index copied into val in {rel}", leak_split(rel, groups))], ""
-
-    def gate_artifact(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        rel = str(params.get("path"))
-        return [Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel))], ""
-
-    def gate_key_link(self, params: dict[str, Any]) -> tuple[list[Mutation], str]:
-        rel = str(params.get("from"))
-        return [Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel))], ""
-

@@ -30,6 +30,7 @@ from pytest_mlgates.bounded import shown_names, shown_value
 from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.gates.checkpoints import checkpoint_name
 from pytest_mlgates.runcsv import read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
@@ -396,7 +397,7 @@ class Mutations(m.Mutations):
     def gate_checkpoint_softmax(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
         chosen = params.get("checkpoint")
         if chosen:
-            rel = self.rel(self.run.checkpoint_path(self.checkpoint_name(params)))
+            rel = self.rel(self.run.checkpoint_path(checkpoint_name(self, params)))
             rels = [rel] if rel else []
         else:  # the default checkpoint is the first tracked best: every one, to be sure
             rels = [p.relative_to(self.root).as_posix() for p in sorted((self.root / "checkpoints").glob("*.pt"))]

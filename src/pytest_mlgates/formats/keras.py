@@ -34,6 +34,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
+from pytest_mlgates.gates.checkpoints import checkpoint_name
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runfiles import read_text_file
 from pytest_mlgates.runlog import Log
@@ -276,7 +277,7 @@ class Mutations(m.Mutations):
         return StrippedRowsEditor(run / rel, delimiter=_delimiter(head) or ",")
 
     def gate_checkpoint_softmax(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
-        name = self.checkpoint_name(params)
+        name = checkpoint_name(self, params)
         rel = self.rel(self.run.checkpoint_path(name))
         if rel is None:
             return [], f"no mutation: checkpoint {name} lies outside the run dir"

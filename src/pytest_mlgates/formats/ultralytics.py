@@ -30,6 +30,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
+from pytest_mlgates.gates.checkpoints import checkpoint_name
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runlog import Log
 
@@ -182,13 +183,13 @@ class Mutations(m.Mutations):
         return StrippedRowsEditor(run / "results.csv")
 
     def gate_checkpoint_softmax(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
-        name = self.checkpoint_name(params)
+        name = checkpoint_name(self, params)
         path = self.run.checkpoint_path(name)
         if path.parent == (self.root / "weights") and path.suffix == ".pt":
             return [], "no mutation: an Ultralytics weights file pickles the whole model and is never opened"
-        return super().gate_checkpoint_softmax(params)
+        return self.declared("checkpoint_softmax", params)
 
     def gate_resume_point(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
         if params.get("path") in (None, "checkpoints/last.pt"):
             return [], "no mutation: weights/last.pt pickles the whole model and is never opened"
-        return super().gate_resume_point(params)
+        return self.declared("resume_point", params)

@@ -1,10 +1,11 @@
-"""The built-in gates: a registry that is cheap to import, and the result types.
+"""The built-in gates: a registry of one line per gate, and the result types.
 
-Collection only needs names and parameter checks, so this module knows every gate's
-parameters without importing the module that implements it (``log.py``, ``files.py``,
-``checkpoints.py``, ``shortcut.py``); the implementation is imported when a gate first
-runs. A gate is a function ``fn(run, params, ctx) -> GateResult`` that raises nothing but
-:class:`~pytest_mlgates.errors.MlgatesError`::
+A gate is a function ``fn(run, params, ctx) -> GateResult`` that raises nothing but
+:class:`~pytest_mlgates.errors.MlgatesError`, declared with ``@gate`` (``gates/params.py``)
+in its module -- its one-line doc, its parameters, and its mutations for ``mlgates
+prove`` beside it -- and named in :data:`GATES` (gate -> module).  The registry imports a
+gate module when a gate file names the gate (its parameters are checked at collection);
+the gate modules import nothing heavy at module level, and ``plugin.py`` imports none::
 
     >>> spec = get_gate("class_recall")
     >>> validate_params("class_recall", {"floor": 0.2})      # at collection time
@@ -28,12 +29,14 @@ from pytest_mlgates.errors import (
     is_missing_extra,
     missing_extra,
 )
+from pytest_mlgates.gates.params import DECLARED, TYPE_DOC, Declaration
 
 if TYPE_CHECKING:
     from pytest_mlgates.rundir import Run
 
 __all__ = [
-    "GATE_NAMES", "RESERVED_KEYS", "GateContext", "GateResult", "GateSpec", "get_gate", "validate_params",
+    "GATES", "GATE_NAMES", "RESERVED_KEYS", "GateContext", "GateResult", "GateSpec", "declaration", "get_gate",
+    "validate_params",
 ]
 
 
@@ -71,226 +74,35 @@ class GateContext:
     subject: Callable[[], Any] = field(default=lambda: None)
 
 
-# --------------------------------------------------------------------------- parameter types
-# Each checker returns an error text ("must be ...") or None when the value is fine.
-
-
-def _number(v: Any) -> str | None:
-    return None if isinstance(v, (int, float)) and not isinstance(v, bool) else "must be a number"
-
-
-def _nonneg(v: Any) -> str | None:
-    return _number(v) or (None if v >= 0 else "must be >= 0")
-
-
-def _pos_int(v: Any) -> str | None:
-    return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "must be a positive integer"
-
-
-def _probability(v: Any) -> str | None:
-    return _number(v) or (None if 0 < v < 1 else "must be a number between 0 and 1 (exclusive)")
-
-
-def _confidence(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
-    return None if ok else "must be a number in (0, 1), e.g. 0.95"
-
-
-def _string(v: Any) -> str | None:
-    return None if isinstance(v, str) and v else "must be a non-empty string"
-
-
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "must be true or false"
-
-
-def _mode(v: Any) -> str | None:
-    return None if v in ("min", "max") else "must be 'min' or 'max'"
-
-
-def _strings(v: Any) -> str | None:
-    if isinstance(v, str) and v:
-        return None
-    if isinstance(v, list) and v and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
-        return None
-    return "must be a name or a non-empty list of names"
-
-
-def _target(v: Any) -> str | None:
-    if isinstance(v, str) and v.count(":") == 1:
-        module, name = v.split(":")
-        if module and all(p.isidentifier() for p in module.split(".")) and name.isidentifier():
-            return None
-    return "must be 'package.module:ClassName'"
-
-
-def _ints(v: Any) -> str | None:
-    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
-        return None
-    return "must be a list of positive integers, e.g. [1, 1, 8, 8]"
-
-
-def _tracked(v: Any) -> str | None:
-    if _strings(v) is None:
-        return None
-    if isinstance(v, list) and v and all(
-        isinstance(x, str) or (isinstance(x, dict) and isinstance(x.get("metric"), str)
-                               and set(x) <= {"metric", "mode"} and x.get("mode", "min") in ("min", "max"))
-        for x in v
-    ):
-        return None
-    return "must be a list of metric names or {metric, mode} mappings"
-
-
-def _at(v: Any) -> str | None:
-    return None if v in ("final", "best", "all") else "must be 'final', 'best' or 'all'"
-
-
-def _mapping(v: Any) -> str | None:
-    return None if isinstance(v, dict) else "must be a mapping"
-
-
-def _baseline_metrics(v: Any) -> str | None:
-    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-        return None
-    if not isinstance(v, dict) or not v:
-        return "must be a mapping {metric: {mode, abs, rel}} or a list of metric names"
-    for name, tol in v.items():
-        if tol is None:
-            continue
-        if not isinstance(tol, dict) or not set(tol) <= {"mode", "abs", "rel"}:
-            return f"entry '{name}' must be a mapping with keys mode, abs, rel"
-        if "mode" in tol and _mode(tol["mode"]):
-            return f"entry '{name}': mode must be 'min' or 'max'"
-        for k in ("abs", "rel"):
-            if k in tol and _nonneg(tol[k]):
-                return f"entry '{name}': {k} must be a number >= 0"
-    return None
-
-
-def _loads(v: Any) -> str | None:
-    if v in ("softmax",) or v is True:
-        return None
-    if isinstance(v, dict):
-        unknown = set(v) - {"softmax", "model", "kwargs", "input_shape", "prefix"}
-        if unknown:
-            return f"has unknown key '{min(unknown)}' (valid: softmax, model, kwargs, input_shape, prefix)"
-        if "model" in v and (not isinstance(v["model"], str) or ":" not in v["model"]):
-            return "model must be 'package.module:ClassName'"
-        if "input_shape" in v and _ints(v["input_shape"]):
-            return "input_shape must be a list of positive integers"
-        if "kwargs" in v and not isinstance(v["kwargs"], dict):
-            return "kwargs must be a mapping"
-        return None
-    return "must be 'softmax' or a mapping {softmax, model, kwargs, input_shape, prefix}"
-
-
-_TYPE_DOC: dict[Callable[[Any], str | None], str] = {
-    _number: "number", _nonneg: "number >= 0", _probability: "number in (0, 1)",
-    _confidence: "number in (0, 1)", _pos_int: "positive integer", _string: "string",
-    _bool: "true/false", _mode: "min|max", _strings: "name or list of names", _ints: "list of ints",
-    _tracked: "names or {metric, mode}", _at: "final|best|all", _mapping: "mapping",
-    _baseline_metrics: "{metric: {mode, abs, rel}}", _loads: "softmax or mapping",
-    _target: "package.module:ClassName",
-}
-
-
 # --------------------------------------------------------------------------- the registry
 
-
-@dataclass(frozen=True)
-class _Entry:
-    module: str
-    function: str
-    params: dict[str, Callable[[Any], str | None]]
-    defaults: dict[str, Any]
-    doc: str
-
-
-_SOFTMAX_PARAMS = {"checkpoint": _string, "model": _target, "kwargs": _mapping,
-                   "input_shape": _ints, "prefix": _string, "samples": _pos_int}
-
-_REGISTRY: dict[str, _Entry] = {
-    "finite_log": _Entry("log", "finite_log", {"columns": _strings}, {"columns": None},
-                         "every logged value is finite (no NaN/Inf)"),
-    "log_complete": _Entry("log", "log_complete", {"columns": _strings}, {"columns": None},
-                           "the training log has every column and every epoch, and agrees with metric_history.json"),
-    "converged": _Entry("log", "converged",
-                        {"metric": _string, "mode": _mode, "min_improvement": _nonneg},
-                        {"metric": "val_loss", "mode": None, "min_improvement": 0.1},
-                        "the best value improves on the first epoch by a relative margin"),
-    "class_recall": _Entry("log", "class_recall",
-                           {"floor": _number, "classes": _strings, "columns": _strings, "at": _at,
-                            "confidence": _confidence},
-                           {"floor": 0.0, "classes": None, "columns": "val_recall_*", "at": "final",
-                            "confidence": None},
-                           "every class's recall (with confidence:, its lower confidence bound from the "
-                           "counts) is strictly above a floor"),
-    "generalization_gap": _Entry("log", "generalization_gap",
-                                 {"train": _string, "val": _string, "max_gap": _nonneg, "at": _at},
-                                 {"train": "train_accuracy", "val": "val_accuracy", "max_gap": 0.1, "at": "final"},
-                                 "train and val metrics at the final epoch are within max_gap"),
-    "memorization": _Entry("log", "memorization",
-                           {"train_loss": _string, "val_loss": _string, "max_rise": _nonneg,
-                            "min_train_ratio": _nonneg, "train_accuracy": _string, "val_accuracy": _string,
-                            "max_accuracy_gap": _nonneg, "perfect": _number},
-                           {"train_loss": "train_loss", "val_loss": "val_loss", "max_rise": 0.5,
-                            "min_train_ratio": 0.5, "train_accuracy": "train_accuracy",
-                            "val_accuracy": "val_accuracy", "max_accuracy_gap": 0.2, "perfect": 0.999},
-                           "the model did not memorize the training set while val got worse"),
-    "suspicious_perfection": _Entry("log", "suspicious_perfection",
-                                    {"metrics": _strings, "at": _number, "samples": _pos_int,
-                                     "honest": _probability, "confidence": _probability},
-                                    {"metrics": None, "at": 1.0, "samples": None, "honest": None,
-                                     "confidence": 0.95},
-                                    "no val accuracy/AUROC/F1 reaches a perfect score on enough samples "
-                                    "to make it implausible for an honest model (leak smell)"),
-    "baseline": _Entry("log", "baseline", {"metrics": _baseline_metrics},
-                       {"metrics": None},
-                       "no metric is worse than the --baseline-run's by more than its tolerance"),
-    "best_checkpoints": _Entry("checkpoints", "best_checkpoints", {"metrics": _tracked}, {"metrics": None},
-                               "one best_<metric>.pt per tracked metric, holding the log's best epoch and value"),
-    "resume_point": _Entry("checkpoints", "resume_point", {"path": _string}, {"path": "checkpoints/last.pt"},
-                           "checkpoints/last.pt can resume the run: full state, at the last logged epoch"),
-    "checkpoint_softmax": _Entry("checkpoints", "checkpoint_softmax", dict(_SOFTMAX_PARAMS),
-                                 {"checkpoint": None, "model": None, "kwargs": None, "input_shape": None,
-                                  "prefix": None, "samples": 16},
-                                 "a checkpoint loads into its model and gives a valid softmax"),
-    "reproduces": _Entry("checkpoints", "reproduces",
-                         {"checkpoint": _strings, "tolerance": _nonneg, "split": _string},
-                         {"checkpoint": None, "tolerance": 1e-4, "split": "val"},
-                         "re-evaluating a best checkpoint reproduces the logged value of its metric"),
-    "shortcut": _Entry("shortcut", "shortcut",
-                       {"region": _string, "radius": _number, "max_auc": _number, "max_drop": _number,
-                        "split": _string, "checkpoint": _string},
-                       {"region": "core", "radius": 5, "max_auc": 0.65, "max_drop": 0.15, "split": "train",
-                        "checkpoint": None},
-                       "the model does not rely on a shortcut in the image core"),
-    "provenance": _Entry("files", "provenance", {"allow_defaults": _bool}, {"allow_defaults": False},
-                         "launched from an experiment config through the entry point; config hash matches"),
-    "plots": _Entry("files", "plots", {"files": _strings, "min_size": _pos_int},
-                    {"files": ["plots/loss_curve.png", "plots/recall_curve.png"], "min_size": 100},
-                    "every plot is a real, non-blank PNG"),
-    "artifact": _Entry("files", "artifact",
-                       {"path": _string, "contains": _string, "loads": _loads, "provides": _string},
-                       {"path": None, "contains": None, "loads": None, "provides": None},
-                       "a file exists in the run dir (optionally containing text or loading as a model)"),
-    "key_link": _Entry("files", "key_link", {"from": _string, "to": _string, "pattern": _string},
-                       {"from": None, "to": None, "pattern": None},
-                       "an artifact exists and the code that makes it contains the pattern"),
-    "split_integrity": _Entry("files", "split_integrity",
-                              {"path": _string, "splits": _strings, "groups": _string},
-                              {"path": None, "splits": None, "groups": "groups"},
-                              "no sample index or group id appears in two splits"),
+#: Every built-in gate and the module that declares it (``@gate`` on a function of the
+#: gate's name, with its parameters and its mutations for ``prove``): one line per gate.
+GATES: dict[str, str] = {
+    "finite_log": "pytest_mlgates.gates.log",
+    "log_complete": "pytest_mlgates.gates.log",
+    "converged": "pytest_mlgates.gates.log",
+    "class_recall": "pytest_mlgates.gates.log",
+    "generalization_gap": "pytest_mlgates.gates.log",
+    "memorization": "pytest_mlgates.gates.log",
+    "suspicious_perfection": "pytest_mlgates.gates.log",
+    "baseline": "pytest_mlgates.gates.log",
+    "best_checkpoints": "pytest_mlgates.gates.checkpoints",
+    "resume_point": "pytest_mlgates.gates.checkpoints",
+    "checkpoint_softmax": "pytest_mlgates.gates.checkpoints",
+    "reproduces": "pytest_mlgates.gates.checkpoints",
+    "shortcut": "pytest_mlgates.gates.shortcut",
+    "provenance": "pytest_mlgates.gates.files",
+    "plots": "pytest_mlgates.gates.files",
+    "artifact": "pytest_mlgates.gates.files",
+    "key_link": "pytest_mlgates.gates.files",
+    "split_integrity": "pytest_mlgates.gates.files",
 }
-
-# Required parameters (no usable default).
-_REQUIRED: dict[str, tuple[str, ...]] = {"artifact": ("path",), "key_link": ("from", "to")}
 
 #: Keys of a criterion that belong to the plugin, not to the gate; ignored here.
 RESERVED_KEYS = frozenset({"name", "gate", "stage", "description", "check", "truth"})
 
-GATE_NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
+GATE_NAMES: tuple[str, ...] = tuple(sorted(GATES))
 
 
 @dataclass(frozen=True)
@@ -323,7 +135,8 @@ class GateSpec:
         return result
 
 
-_SPECS: dict[str, GateSpec] = {}
+_SPECS: dict[tuple[str, str], GateSpec] = {}
+_DECLARED: dict[tuple[str, str], Declaration] = {}
 
 
 def _unknown(name: str, known: list[str], what: str) -> str:
@@ -332,46 +145,55 @@ def _unknown(name: str, known: list[str], what: str) -> str:
     return f"unknown {what} '{name}'{hint} (known: {', '.join(known)})"
 
 
+def declaration(name: str) -> Declaration:
+    """The ``@gate`` declaration of the gate called ``name`` (its module is imported on
+    first use: the gate modules import nothing heavy at module level)."""
+    module_name = GATES.get(name) if isinstance(name, str) else None
+    if module_name is None:
+        raise MlgatesError(_unknown(str(name), sorted(GATES), "gate"))
+    declared = _DECLARED.get((name, module_name))
+    if declared is None:
+        module = importlib.import_module(module_name)
+        declared = getattr(getattr(module, name, None), DECLARED, None)
+        if not isinstance(declared, Declaration):
+            raise MlgatesError(f"gate {name}: {module_name} has no @gate function named {name}")
+        _DECLARED[(name, module_name)] = declared
+    return declared
+
+
 def get_gate(name: str) -> GateSpec:
-    """The gate called ``name``; its implementing module is imported on first use."""
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None:
-        raise MlgatesError(_unknown(str(name), list(GATE_NAMES), "gate"))
-    spec = _SPECS.get(name)
+    """The gate called ``name``, ready to run."""
+    declared = declaration(name)
+    key = (name, GATES[name])
+    spec = _SPECS.get(key)
     if spec is None:
-        module = importlib.import_module(f"pytest_mlgates.gates.{entry.module}")
-        spec = GateSpec(name, frozenset(entry.params), dict(entry.defaults), entry.doc,
-                        getattr(module, entry.function))
-        _SPECS[name] = spec
+        spec = GateSpec(name, frozenset(declared.params),
+                        {k: p.default for k, p in declared.params.items()}, declared.doc, declared.fn)
+        _SPECS[key] = spec
     return spec
 
 
 def gate_params(name: str) -> dict[str, str]:
     """``{parameter: type description}`` of a gate, for docs and error messages."""
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise MlgatesError(_unknown(str(name), list(GATE_NAMES), "gate"))
-    return {p: _TYPE_DOC.get(check, "value") for p, check in entry.params.items()}
+    return {k: TYPE_DOC.get(p.check, "value") for k, p in declaration(name).params.items()}
 
 
 def validate_params(name: str, params: dict[str, Any]) -> None:
     """Check a criterion's parameters at collection time; one-line MlgatesError otherwise."""
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None:
-        raise MlgatesError(_unknown(str(name), list(GATE_NAMES), "gate"))
+    declared = declaration(name).params
     if not isinstance(params, dict):
         raise MlgatesError(f"gate {name}: parameters must be a mapping, got {type(params).__name__}")
-    valid = sorted(entry.params)
+    valid = sorted(declared)
     for key, value in params.items():
         if key in RESERVED_KEYS:
             continue
-        if key not in entry.params:
+        if key not in declared:
             raise MlgatesError(f"gate {name}: " + _unknown(str(key), valid, "parameter").replace("(known:", "(valid:"))
-        problem = entry.params[key](value)
+        problem = declared[key].check(value)
         if problem:
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise MlgatesError(f"gate {name}: parameter '{key}' {problem}, got {shown}")
-    for key in _REQUIRED.get(name, ()):
-        if params.get(key) is None:
+    for key, param in declared.items():
+        if param.required and params.get(key) is None:
             raise MlgatesError(f"gate {name}: parameter '{key}' is required")

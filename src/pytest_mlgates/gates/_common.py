@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_mlgates.errors import GateFailure
 from pytest_mlgates.gates import GateResult
+from pytest_mlgates.gates.params import MutationsFn
 
 
 def fmt(value: Any) -> str:
@@ -70,3 +71,12 @@ def require(condition: bool, message: str) -> None:
 def is_loss(metric: str) -> bool:
     low = metric.lower()
     return "loss" in low or "error" in low
+
+
+def engine_only(gate: str) -> MutationsFn:
+    """The mutations of a gate that reads files only the bundled engine writes: none, and
+    why, on any other format's run (the engine's format has its own ``gate_<name>``)."""
+    def no_mutation(m: Any, params: dict[str, Any]) -> tuple[list[Any], str]:
+        return [], f"no mutation: {gate} reads files only the engine writes; a {m.run.format} run has none"
+
+    return no_mutation

@@ -10,12 +10,22 @@ never names code.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.checkpoint_io import checkpoint_monitors, resume_kinds
 from pytest_mlgates.errors import GateFailure, MlgatesError
+from pytest_mlgates.formats._mutations import (
+    Mutation,
+    Mutations,
+    drop_state,
+    nan_weights,
+    remove,
+    truncate,
+)
 from pytest_mlgates.gates import GateContext, GateResult
-from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold
+from pytest_mlgates.gates import params as p
+from pytest_mlgates.gates._common import as_list, engine_only, fmt, fmt_threshold
 from pytest_mlgates.rundir import Run, best_index
 from pytest_mlgates.runvalues import numbers_close
 
@@ -73,6 +83,40 @@ def _tie_note(log: Any, column: str, epoch: int | None, best_value: float) -> st
     return ""
 
 
+def _mutated_tracked(m: Mutations, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column, mode) of each metric ``metrics:`` names (the gate file's names mapped to the
+    run's columns), else the run's tracked metrics."""
+    from pytest_mlgates.rundir import default_mode
+
+    given = params.get("metrics")
+    if given:
+        out = []
+        for entry in [given] if isinstance(given, (str, dict)) else given:
+            if isinstance(entry, dict):
+                metric = str(entry.get("metric"))
+                out.append((m.real(metric), str(entry.get("mode") or default_mode(metric))))
+            else:
+                out.append((m.real(str(entry)), default_mode(str(entry))))
+        return out
+    return list(m.run.tracked)
+
+
+def best_checkpoints_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    tracked = _mutated_tracked(m, params)
+    if not tracked:
+        return [], "no mutation: the run tracks no metric with a best checkpoint"
+    for metric, mode in tracked:
+        record = m.run.best_checkpoint(metric, mode)
+        rel = m.rel(record.path) if record.path is not None else None
+        if rel is not None:
+            return [Mutation(f"remove:{rel}", f"{rel} deleted (the best checkpoint of {metric})", remove(rel)),
+                    Mutation(f"truncate:{rel}", f"{rel} truncated to half",
+                             truncate(rel, lambda size: size // 2))], ""
+    return [], f"no mutation: no best checkpoint of {tracked[0][0]} found in the run to delete"
+
+
+@p.gate(doc="one best_<metric>.pt per tracked metric, holding the log's best epoch and value",
+        params={"metrics": p.Param(p.tracked)}, mutations=best_checkpoints_mutations)
 def best_checkpoints(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """Each tracked metric has a best checkpoint, at the epoch and value where the log has
     that metric's best.  Where the best checkpoint is, and what it records, is the run
@@ -196,6 +240,23 @@ def _history_rows(history: Any) -> int | None:
     return None
 
 
+def resume_point_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    path = params.get("path")
+    if path in (None, "checkpoints/last.pt") and m.run.format != "engine":
+        rel = m.rel(m.run.resume_path())
+    else:
+        rel = str(path or "checkpoints/last.pt")
+    if rel is None:
+        return [], "no mutation: the resume point lies outside the run dir"
+    tiers = [Mutation(f"drop_optimizer:{rel}", f"optimizer state removed from {rel}", drop_state(rel, "optimizer"))]
+    if not (m.root / rel).is_dir():
+        tiers.append(Mutation(f"truncate:{rel}", f"{rel} truncated to half", truncate(rel, lambda size: size // 2)))
+    tiers.append(Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel)))
+    return tiers, ""
+
+
+@p.gate(doc="checkpoints/last.pt can resume the run: full state, at the last logged epoch",
+        params={"path": p.Param(p.string, "checkpoints/last.pt")}, mutations=resume_point_mutations)
 def resume_point(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     if run.format != "engine" and params["path"] == "checkpoints/last.pt":  # the default: ask the format
         return _foreign_resume_point(run)
@@ -272,6 +333,28 @@ def checkpoint_model(run: Run, ckpt: dict[str, Any], params: dict[str, Any], ctx
 # --------------------------------------------------------------------------- checkpoint_softmax
 
 
+def checkpoint_name(m: Mutations, params: dict[str, Any]) -> str:
+    """The checkpoint ``checkpoint_softmax`` opens on the run ``m`` mutates (``checkpoint:``,
+    else the run's default; a ``metrics:`` map applied), for its mutations and the formats'."""
+    name = params.get("checkpoint") or m.run.default_checkpoint()
+    return _aliased(m.run, str(name), GateContext(rootdir=Path("."), metric_aliases=m.aliases))
+
+
+def checkpoint_softmax_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    name = checkpoint_name(m, params)
+    rel = m.rel(m.run.checkpoint_path(name))
+    if rel is None:
+        return [], f"no mutation: checkpoint {name} lies outside the run dir"
+    tiers = [Mutation(f"nan_weights:{rel}", f"model weights of {rel} set to NaN", nan_weights([rel]))]
+    if not (m.root / rel).is_dir():
+        tiers.append(Mutation(f"truncate:{rel}", f"{rel} truncated to half", truncate(rel, lambda size: size // 2)))
+    return tiers, ""
+
+
+@p.gate(doc="a checkpoint loads into its model and gives a valid softmax",
+        params={"checkpoint": p.Param(p.string), "model": p.Param(p.target), "kwargs": p.Param(p.mapping),
+                "input_shape": p.Param(p.ints), "prefix": p.Param(p.string), "samples": p.Param(p.pos_int, 16)},
+        mutations=checkpoint_softmax_mutations)
 def checkpoint_softmax(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     from pytest_mlgates.errors import require_extra
     from pytest_mlgates.models import first_samples, forward, to_device_of
@@ -346,6 +429,10 @@ def _reproduce_targets(run: Run, params: dict[str, Any]) -> list[tuple[str, list
     return out
 
 
+@p.gate(doc="re-evaluating a best checkpoint reproduces the logged value of its metric",
+        params={"checkpoint": p.Param(p.strings), "tolerance": p.Param(p.nonneg, 1e-4),
+                "split": p.Param(p.string, "val")},
+        mutations=engine_only("reproduces"))
 def reproduces(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """Each best checkpoint, re-evaluated by the subject's ``evaluate`` (one real validation
     pass), gives the value of its metric that the log holds at its epoch."""

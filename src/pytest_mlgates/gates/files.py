@@ -10,8 +10,10 @@ from typing import Any
 
 from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.errors import GateFailure, RunDirError
+from pytest_mlgates.formats._mutations import Mutation, Mutations, leak_split, remove
 from pytest_mlgates.gates import GateContext, GateResult
-from pytest_mlgates.gates._common import as_list
+from pytest_mlgates.gates import params as p
+from pytest_mlgates.gates._common import as_list, engine_only
 from pytest_mlgates.rundir import Run
 from pytest_mlgates.runfiles import (
     MAX_TEXT_BYTES,
@@ -49,6 +51,8 @@ def _not_found(looked: list[str]) -> str:
 # --------------------------------------------------------------------------- provenance
 
 
+@p.gate(doc="launched from an experiment config through the entry point; config hash matches",
+        params={"allow_defaults": p.Param(p.boolean, False)}, mutations=engine_only("provenance"))
 def provenance(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """Launched through the entry point from an experiment config whose resolved copy is
     the ``config.yaml`` in the run dir (sha256), and not with ``--allow-defaults``."""
@@ -131,6 +135,10 @@ def _check_png(run: Run, rel: str, shown: str, min_size: int) -> str | None:
     return None
 
 
+@p.gate(doc="every plot is a real, non-blank PNG",
+        params={"files": p.Param(p.strings, ["plots/loss_curve.png", "plots/recall_curve.png"]),
+                "min_size": p.Param(p.pos_int, 100)},
+        mutations=engine_only("plots"))
 def plots(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     files = as_list(params["files"]) or []
     min_size = int(params["min_size"])
@@ -153,6 +161,15 @@ def plots(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
 # --------------------------------------------------------------------------- artifact
 
 
+def artifact_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    rel = str(params.get("path"))
+    return [Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel))], ""
+
+
+@p.gate(doc="a file exists in the run dir (optionally containing text or loading as a model)",
+        params={"path": p.Param(p.string, required=True), "contains": p.Param(p.string),
+                "loads": p.Param(p.loads), "provides": p.Param(p.string)},
+        mutations=artifact_mutations)
 def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     rel = params["path"]
     if not isinstance(rel, str):
@@ -190,6 +207,15 @@ def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
 _REGEX_META = set(".^$*+?{}[]\\|()")
 
 
+def key_link_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    rel = str(params.get("from"))
+    return [Mutation(f"remove:{rel}", f"{rel} deleted", remove(rel))], ""
+
+
+@p.gate(doc="an artifact exists and the code that makes it contains the pattern",
+        params={"from": p.Param(p.string, required=True), "to": p.Param(p.string, required=True),
+                "pattern": p.Param(p.string)},
+        mutations=key_link_mutations)
 def key_link(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """``from`` (in the run dir) exists, and the code ``to`` (under rootdir) holds ``pattern``."""
     src, dst, pattern = params["from"], params["to"], params.get("pattern")
@@ -235,6 +261,15 @@ def _id_list(value: Any, where: str) -> list[Any]:
     return value
 
 
+def split_integrity_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    rel = str(params.get("path") or m.run.splits_file)
+    groups = str(params.get("groups") or "groups")
+    return [Mutation(f"leak:{rel}", f"a train index copied into val in {rel}", leak_split(rel, groups))], ""
+
+
+@p.gate(doc="no sample index or group id appears in two splits",
+        params={"path": p.Param(p.string), "splits": p.Param(p.strings), "groups": p.Param(p.string, "groups")},
+        mutations=split_integrity_mutations)
 def split_integrity(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     rel = params["path"] or run.splits_file  # splits.json, or where the gate file's run: says
     shown = run.shown(run.path / rel)

@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.errors import GateFailure, RunDirError
+from pytest_mlgates.formats._mutations import (
+    Mutation,
+    MutationError,
+    Mutations,
+    as_names,
+    blank_last,
+    combine,
+)
 from pytest_mlgates.gates import GateContext, GateResult
+from pytest_mlgates.gates import params as p
 from pytest_mlgates.gates._common import as_list, fmt, fmt_threshold, is_loss, row_where, verdict
 from pytest_mlgates.rundir import Run, best_index, default_mode
 from pytest_mlgates.runlog import number_text
@@ -45,6 +55,18 @@ def _nonempty(run: Run) -> None:
 # --------------------------------------------------------------------------- finite_log
 
 
+def finite_log_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    cols = [c for pattern in as_names(params.get("columns")) for c in m.matching(pattern)]
+    if not cols:
+        cols = [m.real("val_loss")] if m.real("val_loss") in m.log_columns else m.log_columns[:1]
+    if not cols:
+        return [], f"{m.log_name} has no numeric column to write a NaN into"
+    return [Mutation(f"finite_log:{cols[0]}", f"NaN written into {cols[0]} (last epoch)",
+                     m.set_log(cols[:1], lambda i, v: float("nan"), rows="last"))], ""
+
+
+@p.gate(doc="every logged value is finite (no NaN/Inf)",
+        params={"columns": p.Param(p.strings)}, mutations=finite_log_mutations)
 def finite_log(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """Every cell of the chosen columns is a finite number.  In a log of epochs an empty
     cell fails too (``empty at epoch 3``); in a log of steps a column is checked over the
@@ -191,6 +213,18 @@ def _problems(run: Run, params: dict[str, Any], ctx: GateContext) -> list[str]:
     return problems
 
 
+def log_complete_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    cols = [c for pattern in as_names(params.get("columns")) for c in m.matching(pattern)]
+    column = cols[0] if cols else (m.real("val_loss") if m.real("val_loss") in m.log_columns
+                                   else (m.log_columns[:1] or [""])[0])
+    if not column:
+        return [], f"{m.log_name} has no column to empty"
+    return [Mutation(f"log_complete:{column}", f"{column} emptied at the last epoch of {m.log_name}",
+                     blank_last(m.open_log, column))], ""
+
+
+@p.gate(doc="the training log has every column and every epoch, and agrees with metric_history.json",
+        params={"columns": p.Param(p.strings)}, mutations=log_complete_mutations)
 def log_complete(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     problems = _problems(run, params, ctx)
     stopped = run.stopped_early()
@@ -208,6 +242,26 @@ def log_complete(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResu
 # --------------------------------------------------------------------------- converged
 
 
+def converged_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    metric = m.real(str(params.get("metric") or "val_loss"))
+
+    def flat(run: Path) -> None:
+        editor = m.open_log(run)
+        handles = editor.cells(metric) if metric in editor.columns() else []
+        if not handles:
+            raise MutationError(f"no cell of {metric} in the log")
+        first = editor.get(metric, handles[0])
+        for handle in handles:
+            editor.set(metric, handle, first)
+        editor.save()
+
+    return [Mutation(f"converged:{metric}", f"{metric} made flat (every epoch = the first)", flat)], ""
+
+
+@p.gate(doc="the best value improves on the first epoch by a relative margin",
+        params={"metric": p.Param(p.string, "val_loss"), "mode": p.Param(p.mode),
+                "min_improvement": p.Param(p.nonneg, 0.1)},
+        mutations=converged_mutations)
 def converged(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     metric = params["metric"]
     mode = params["mode"] or default_mode(metric)
@@ -234,6 +288,24 @@ def converged(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
 # --------------------------------------------------------------------------- class_recall
 
 
+def class_recall_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    classes = as_names(params.get("classes"))
+    if classes:
+        cols = [m.real(f"val_recall_{c}") for c in classes]
+    else:
+        cols = [c for pattern in (as_names(params.get("columns")) or ["val_recall_*"]) for c in m.matching(pattern)]
+    if not cols:
+        return [], f"no mutation: no val_recall_* column in {m.log_name}"
+    return [Mutation(f"class_recall:{cols[0]}", f"{cols[0]} set to 0 in every epoch",
+                     m.set_log(cols[:1], lambda i, v: 0.0))], ""
+
+
+@p.gate(doc="every class's recall (with confidence:, its lower confidence bound from the counts) "
+            "is strictly above a floor",
+        params={"floor": p.Param(p.number, 0.0), "classes": p.Param(p.strings),
+                "columns": p.Param(p.strings, "val_recall_*"), "at": p.Param(p.at, "final"),
+                "confidence": p.Param(p.confidence)},
+        mutations=class_recall_mutations)
 def class_recall(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     floor = float(params["floor"])
     at = params["at"]
@@ -318,6 +390,21 @@ def _paired(run: Run, train_name: str, val_name: str, ctx: GateContext) -> tuple
     return log.as_of(train_real, rows), val, rows
 
 
+def generalization_gap_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    train = m.real(str(params.get("train") or "train_accuracy"))
+    val = m.real(str(params.get("val") or "val_accuracy"))
+    loss = "loss" in train.lower() or "loss" in val.lower()
+    high, low = (val, train) if loss else (train, val)
+    return [Mutation(f"gap:{train}:{val}", f"{high} raised to 1e3, {low} lowered to 0" if loss
+                     else f"{train} raised to 1, {val} lowered to 0",
+                     combine(m.set_log([high], lambda i, v: 1e3 if loss else 1.0),
+                             m.set_log([low], lambda i, v: 0.0)))], ""
+
+
+@p.gate(doc="train and val metrics at the final epoch are within max_gap",
+        params={"train": p.Param(p.string, "train_accuracy"), "val": p.Param(p.string, "val_accuracy"),
+                "max_gap": p.Param(p.nonneg, 0.1), "at": p.Param(p.at, "final")},
+        mutations=generalization_gap_mutations)
 def generalization_gap(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     train_name, val_name = params["train"], params["val"]
     max_gap = float(params["max_gap"])
@@ -347,6 +434,25 @@ def generalization_gap(run: Run, params: dict[str, Any], ctx: GateContext) -> Ga
 # --------------------------------------------------------------------------- memorization
 
 
+def memorization_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    names = {k: m.real(str(params.get(k) or k)) for k in
+             ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}
+    steps = [m.set_log([names["train_loss"]], lambda i, v: 1e-4),
+             m.set_log([names["val_loss"]], lambda i, v: 1.0 + 2.0 * i)]
+    if names["train_accuracy"] in m.log_columns and names["val_accuracy"] in m.log_columns:
+        steps += [m.set_log([names["train_accuracy"]], lambda i, v: 1.0),
+                  m.set_log([names["val_accuracy"]], lambda i, v: 0.1)]
+    return [Mutation("memorization:" + ",".join(names.values()),
+                     "train loss to ~0 (and train accuracy to 1) while val loss climbs", combine(*steps))], ""
+
+
+@p.gate(doc="the model did not memorize the training set while val got worse",
+        params={"train_loss": p.Param(p.string, "train_loss"), "val_loss": p.Param(p.string, "val_loss"),
+                "max_rise": p.Param(p.nonneg, 0.5), "min_train_ratio": p.Param(p.nonneg, 0.5),
+                "train_accuracy": p.Param(p.string, "train_accuracy"),
+                "val_accuracy": p.Param(p.string, "val_accuracy"),
+                "max_accuracy_gap": p.Param(p.nonneg, 0.2), "perfect": p.Param(p.number, 0.999)},
+        mutations=memorization_mutations)
 def memorization(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """RED when the model memorizes: val loss climbs from its minimum while train loss keeps
     falling, or train accuracy is perfect while val accuracy trails far behind.
@@ -446,6 +552,25 @@ def _sample_count(run: Run, metric: str, row: int, params: dict[str, Any],
     return None, ""
 
 
+def suspicious_perfection_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    wanted = as_names(params.get("metrics"))
+    if wanted:
+        cols = [c for pattern in wanted for c in m.matching(pattern)]
+    else:
+        cols = [m.real(c) for c in _PERFECTION_DEFAULTS if m.real(c) in m.log_columns]
+        cols += [c for g in _PERFECTION_GLOBS for c in m.matching(g) if c not in cols]
+    if not cols:
+        return [], f"no mutation: no val accuracy/AUROC/F1 column in {m.log_name}"
+    at = float(params.get("at", 1.0) or 1.0)
+    return [Mutation(f"perfection:{cols[0]}:{at}", f"{cols[0]} set to {at} in every epoch",
+                     m.set_log(cols[:1], lambda i, v: at))], ""
+
+
+@p.gate(doc="no val accuracy/AUROC/F1 reaches a perfect score on enough samples to make it "
+            "implausible for an honest model (leak smell)",
+        params={"metrics": p.Param(p.strings), "at": p.Param(p.number, 1.0), "samples": p.Param(p.pos_int),
+                "honest": p.Param(p.probability), "confidence": p.Param(p.probability, 0.95)},
+        mutations=suspicious_perfection_mutations)
 def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     """RED when a val score reaches ``at`` (1.0) on enough samples to make it implausible.
 
@@ -518,6 +643,21 @@ def suspicious_perfection(run: Run, params: dict[str, Any], ctx: GateContext) ->
 # --------------------------------------------------------------------------- baseline
 
 
+def baseline_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    metrics = params.get("metrics") or {name: {"mode": mode} for name, mode in (m.run.tracked or [("val_loss", "min")])}
+    if isinstance(metrics, list):
+        metrics = {name: {} for name in metrics}
+    worse = []
+    for name, rule in metrics.items():
+        mode = (rule.get("mode") if isinstance(rule, dict) else None) or default_mode(name)
+        worse.append(m.set_log([m.real(name)], (lambda i, v: abs(v) * 10 + 1) if mode == "min"
+                               else (lambda i, v: v - abs(v) - 1)))
+    return [Mutation("baseline:" + ",".join(metrics), "every baseline metric made worse "
+                     "than the baseline run", combine(*worse))], ""
+
+
+@p.gate(doc="no metric is worse than the --baseline-run's by more than its tolerance",
+        params={"metrics": p.Param(p.baseline_metrics)}, mutations=baseline_mutations)
 def baseline(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     base = ctx.baseline
     if base is None:

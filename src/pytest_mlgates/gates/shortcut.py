@@ -43,7 +43,9 @@ import math
 from typing import Any
 
 from pytest_mlgates.errors import GateFailure, MlgatesError
+from pytest_mlgates.formats._mutations import Mutation, Mutations
 from pytest_mlgates.gates import GateContext, GateResult
+from pytest_mlgates.gates import params as p
 from pytest_mlgates.gates._common import fmt, fmt_threshold
 from pytest_mlgates.rundir import Run
 
@@ -121,6 +123,16 @@ def swap_cores(images: Any, labels: Any, radius: float, seed: int = 0) -> Any:
     return out
 
 
+def shortcut_mutations(m: Mutations, params: dict[str, Any]) -> tuple[list[Mutation], str]:
+    return [], ("no mutation: a shortcut lives in the trained weights; prove it by "
+                "training with data.faults: [shortcut] instead")
+
+
+@p.gate(doc="the model does not rely on a shortcut in the image core",
+        params={"region": p.Param(p.string, "core"), "radius": p.Param(p.number, 5),
+                "max_auc": p.Param(p.number, 0.65), "max_drop": p.Param(p.number, 0.15),
+                "split": p.Param(p.string, "train"), "checkpoint": p.Param(p.string)},
+        mutations=shortcut_mutations)
 def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
     from pytest_mlgates.probes import core_mask, core_probe_auc
 
