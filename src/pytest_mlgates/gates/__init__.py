@@ -29,7 +29,7 @@ from pytest_mlgates.errors import (
     is_missing_extra,
     missing_extra,
 )
-from pytest_mlgates.gates.params import DECLARED, TYPE_DOC, Declaration
+from pytest_mlgates.gates.params import DECLARED, Declaration, type_doc
 
 if TYPE_CHECKING:
     from pytest_mlgates.rundir import Run
@@ -154,8 +154,10 @@ def declaration(name: str) -> Declaration:
     declared = _DECLARED.get((name, module_name))
     if declared is None:
         module = importlib.import_module(module_name)
+        # not isinstance: a pytester run may import gates/params.py afresh beside a module
+        # that declared its gates with the previous one
         declared = getattr(getattr(module, name, None), DECLARED, None)
-        if not isinstance(declared, Declaration):
+        if declared is None:
             raise MlgatesError(f"gate {name}: {module_name} has no @gate function named {name}")
         _DECLARED[(name, module_name)] = declared
     return declared
@@ -175,7 +177,7 @@ def get_gate(name: str) -> GateSpec:
 
 def gate_params(name: str) -> dict[str, str]:
     """``{parameter: type description}`` of a gate, for docs and error messages."""
-    return {k: TYPE_DOC.get(p.check, "value") for k, p in declaration(name).params.items()}
+    return {k: type_doc(p.check) for k, p in declaration(name).params.items()}
 
 
 def validate_params(name: str, params: dict[str, Any]) -> None:

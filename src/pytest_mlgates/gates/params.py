@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["DECLARED", "TYPE_DOC", "Declaration", "Param", "gate"]
+__all__ = ["DECLARED", "Declaration", "Param", "gate", "takes", "type_doc"]
 
 Checker = Callable[[Any], str | None]
 
@@ -33,47 +33,72 @@ Checker = Callable[[Any], str | None]
 MutationsFn = Callable[[Any, dict[str, Any]], tuple[list[Any], str]]
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
+_Check = TypeVar("_Check", bound=Checker)
 
-#: the attribute :func:`gate` sets on a gate's function
+#: the attribute :func:`gate` sets on a gate's function, and :func:`takes` on a checker
 DECLARED = "__mlgates_gate__"
+TAKES = "__mlgates_takes__"
 
 
 # --------------------------------------------------------------------------- checkers
 
 
+def takes(what: str) -> Callable[[_Check], _Check]:
+    """Name what a checker takes (``"number >= 0"``), for docs and :func:`type_doc`."""
+    def name(check: _Check) -> _Check:
+        setattr(check, TAKES, what)
+        return check
+
+    return name
+
+
+def type_doc(check: Checker) -> str:
+    """What ``check`` takes, as :func:`takes` named it; ``"value"`` when unnamed."""
+    return str(getattr(check, TAKES, "value"))
+
+
+@takes("number")
 def number(v: Any) -> str | None:
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) else "must be a number"
 
 
+@takes("number >= 0")
 def nonneg(v: Any) -> str | None:
     return number(v) or (None if v >= 0 else "must be >= 0")
 
 
+@takes("positive integer")
 def pos_int(v: Any) -> str | None:
     return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "must be a positive integer"
 
 
+@takes("number in (0, 1)")
 def probability(v: Any) -> str | None:
     return number(v) or (None if 0 < v < 1 else "must be a number between 0 and 1 (exclusive)")
 
 
+@takes("number in (0, 1)")
 def confidence(v: Any) -> str | None:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
     return None if ok else "must be a number in (0, 1), e.g. 0.95"
 
 
+@takes("string")
 def string(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "must be a non-empty string"
 
 
+@takes("true/false")
 def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+@takes("min|max")
 def mode(v: Any) -> str | None:
     return None if v in ("min", "max") else "must be 'min' or 'max'"
 
 
+@takes("name or list of names")
 def strings(v: Any) -> str | None:
     if isinstance(v, str) and v:
         return None
@@ -82,6 +107,7 @@ def strings(v: Any) -> str | None:
     return "must be a name or a non-empty list of names"
 
 
+@takes("package.module:ClassName")
 def target(v: Any) -> str | None:
     if isinstance(v, str) and v.count(":") == 1:
         module, name = v.split(":")
@@ -90,12 +116,14 @@ def target(v: Any) -> str | None:
     return "must be 'package.module:ClassName'"
 
 
+@takes("list of ints")
 def ints(v: Any) -> str | None:
     if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
         return None
     return "must be a list of positive integers, e.g. [1, 1, 8, 8]"
 
 
+@takes("names or {metric, mode}")
 def tracked(v: Any) -> str | None:
     if strings(v) is None:
         return None
@@ -108,14 +136,17 @@ def tracked(v: Any) -> str | None:
     return "must be a list of metric names or {metric, mode} mappings"
 
 
+@takes("final|best|all")
 def at(v: Any) -> str | None:
     return None if v in ("final", "best", "all") else "must be 'final', 'best' or 'all'"
 
 
+@takes("mapping")
 def mapping(v: Any) -> str | None:
     return None if isinstance(v, dict) else "must be a mapping"
 
 
+@takes("{metric: {mode, abs, rel}}")
 def baseline_metrics(v: Any) -> str | None:
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
         return None
@@ -134,6 +165,7 @@ def baseline_metrics(v: Any) -> str | None:
     return None
 
 
+@takes("softmax or mapping")
 def loads(v: Any) -> str | None:
     if v in ("softmax",) or v is True:
         return None
@@ -149,17 +181,6 @@ def loads(v: Any) -> str | None:
             return "kwargs must be a mapping"
         return None
     return "must be 'softmax' or a mapping {softmax, model, kwargs, input_shape, prefix}"
-
-
-#: how docs and messages name what a checker takes; a checker not listed is "value"
-TYPE_DOC: dict[Checker, str] = {
-    number: "number", nonneg: "number >= 0", probability: "number in (0, 1)",
-    confidence: "number in (0, 1)", pos_int: "positive integer", string: "string",
-    boolean: "true/false", mode: "min|max", strings: "name or list of names", ints: "list of ints",
-    tracked: "names or {metric, mode}", at: "final|best|all", mapping: "mapping",
-    baseline_metrics: "{metric: {mode, abs, rel}}", loads: "softmax or mapping",
-    target: "package.module:ClassName",
-}
 
 
 # --------------------------------------------------------------------------- declaration
