@@ -116,8 +116,11 @@ def test_every_builtin_gate_is_declared_beside_its_function_with_its_mutations()
     assert [a for a in vars(Mutations) if a.startswith("gate_")] == []
 
 
-def test_a_registry_line_naming_no_declared_gate_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registry_line_naming_no_declared_gate_or_no_module_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(GATES, "not_declared", "pytest_mlgates.gates.log")
     with pytest.raises(MlgatesError, match=r"^gate not_declared: pytest_mlgates.gates.log has no @gate function "
                                            r"named not_declared$"):
         validate_params("not_declared", {})
+    monkeypatch.setitem(GATES, "not_there", "no_such_gates_module")
+    with pytest.raises(MlgatesError, match=r"^gate not_there: cannot import no_such_gates_module \(No module named"):
+        validate_params("not_there", {})

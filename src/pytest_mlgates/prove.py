@@ -7,10 +7,12 @@ the log for ``finite_log``, a class's recall to 0 for ``class_recall``, a delete
 subprocess, and checks that the criterion turned RED.  A criterion that stays GREEN under
 every mutation aimed at it is a defect; the exit code says so.
 
-The mutations are the run format's (``pytest_mlgates.formats.<name>.Mutations``): the
-engine's ``training_log.csv``, Lightning's ``metrics.csv`` and ``.ckpt`` files, the HF
-Trainer's ``trainer_state.json`` and ``checkpoint-N/``, an MLflow store, TensorBoard event
-files, a plain loop's log and best files.  This module plans and runs them.  Where a
+Each gate declares the mutations aimed at it beside its function (``gates/*.py``); they
+edit a run through its format's ``pytest_mlgates.formats.<name>.Mutations``, which knows
+the files (the engine's ``training_log.csv``, Lightning's ``metrics.csv`` and ``.ckpt``
+files, the HF Trainer's ``trainer_state.json`` and ``checkpoint-N/``, an MLflow store,
+TensorBoard event files, a plain loop's log and best files) and replaces a gate's
+mutations where its files differ.  This module plans and runs them.  Where a
 criterion has no mutation (a truth, ``shortcut``, an engine-only gate on another trainer's
 run), the report says why in one line; a mutation that cannot be applied is reported as
 such, never counted as a gate that stayed GREEN.

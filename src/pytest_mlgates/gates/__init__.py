@@ -102,6 +102,7 @@ GATES: dict[str, str] = {
 #: Keys of a criterion that belong to the plugin, not to the gate; ignored here.
 RESERVED_KEYS = frozenset({"name", "gate", "stage", "description", "check", "truth"})
 
+#: the built-in gates, sorted (lookups read GATES, which a test may extend)
 GATE_NAMES: tuple[str, ...] = tuple(sorted(GATES))
 
 
@@ -153,7 +154,10 @@ def declaration(name: str) -> Declaration:
         raise MlgatesError(_unknown(str(name), sorted(GATES), "gate"))
     declared = _DECLARED.get((name, module_name))
     if declared is None:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:  # a GATES line naming a module that is not there
+            raise MlgatesError(f"gate {name}: cannot import {module_name} ({err})") from None
         # not isinstance: a pytester run may import gates/params.py afresh beside a module
         # that declared its gates with the previous one
         declared = getattr(getattr(module, name, None), DECLARED, None)
