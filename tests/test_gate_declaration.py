@@ -124,3 +124,44 @@ def test_a_registry_line_naming_no_declared_gate_or_no_module_is_one_line(monkey
     monkeypatch.setitem(GATES, "not_there", "no_such_gates_module")
     with pytest.raises(MlgatesError, match=r"^gate not_there: cannot import no_such_gates_module \(No module named"):
         validate_params("not_there", {})
+
+
+def test_the_documented_diff_adds_a_working_gate(tmp_path: Path) -> None:
+    """docs/internals.md's "Adding a gate" diff applies to this checkout's src/ as printed,
+    and the gate it adds is collected, judges a real log and is turned RED by its mutation."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "internals.md").read_text(encoding="utf-8")
+    section = doc.split("## Adding a gate", 1)[1]
+    diff = re.search(r"```diff\n(.*?)```\n", section, re.DOTALL)
+    assert diff, "docs/internals.md: no diff under 'Adding a gate'"
+    shutil.copytree(root / "src" / "pytest_mlgates", tmp_path / "src" / "pytest_mlgates",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "gate.diff").write_text(diff.group(1), encoding="utf-8")
+    applied = subprocess.run(["git", "apply", "--unidiff-zero", "gate.diff"], cwd=tmp_path, capture_output=True,
+                             text=True, check=False)
+    assert applied.returncode == 0, applied.stderr
+    run_dir = _run(tmp_path)
+    (run_dir / "training_log.csv").write_text("epoch,train_loss,val_loss,lr\n1,0.9,0.8,0.1\n2,0.5,0.4,0.01\n")
+    script = textwrap.dedent(f"""
+        import shutil
+        from pathlib import Path
+        from pytest_mlgates.formats import format_module, open_run
+        from pytest_mlgates.gates import GateContext, get_gate, validate_params
+        validate_params("lr_decayed", {{"factor": 0.5}})
+        spec, ctx, run = get_gate("lr_decayed"), GateContext(rootdir={str(tmp_path)!r}), open_run({str(run_dir)!r})
+        result = spec.fn(run, {{}}, ctx)
+        print(result.passed, result.message)
+        tiers, note = format_module(run.format).Mutations(run).for_criterion("lr_decayed", {{}})
+        shutil.copytree({str(run_dir)!r}, {str(tmp_path / "mutated")!r})
+        tiers[0].apply(Path({str(tmp_path / "mutated")!r}))
+        print(spec.fn(open_run({str(tmp_path / "mutated")!r}), {{}}, ctx).passed)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["True lr = 0.010 at epoch 2 (final); needs <= 0.5 x 0.100", "False"], proc.stdout

@@ -1,13 +1,19 @@
-"""Small helpers every gate family shares: number formatting and the one-line message."""
+"""Small helpers every gate family shares: number formatting, the one-line message, the
+log's columns a gate names (``columns:``)."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlgates.errors import GateFailure
 from pytest_mlgates.gates import GateResult
 from pytest_mlgates.gates.params import MutationsFn
+
+if TYPE_CHECKING:
+    from pytest_mlgates.gates import GateContext
+    from pytest_mlgates.rundir import Run
 
 
 def fmt(value: Any) -> str:
@@ -80,3 +86,27 @@ def engine_only(gate: str) -> MutationsFn:
         return [], f"no mutation: {gate} reads files only the engine writes; a {m.run.format} run has none"
 
     return no_mutation
+
+
+def select_columns(run: Run, wanted: list[str] | None, ctx: GateContext) -> list[str]:
+    """Column names chosen by ``columns:`` (names or globs, aliases applied); all when None."""
+    log = run.log
+    if wanted is None:
+        return list(log.columns)
+    chosen: list[str] = []
+    for pattern in wanted:
+        real = ctx.metric_aliases.get(pattern, pattern)
+        matches = [c for c in log.columns if fnmatch.fnmatchcase(c, real)]
+        if not matches and real != pattern:  # a map to another trainer's name: this run uses the spec's
+            matches = [c for c in log.columns if fnmatch.fnmatchcase(c, pattern)]
+        if not matches:
+            raise GateFailure(
+                f"{run.shown(log.source)}: no column matches '{real}' (columns: {', '.join(log.columns)[:200]})"
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def nonempty(run: Run) -> None:
+    if len(run.log) == 0:
+        raise GateFailure(f"{run.shown(run.log.source)}: no rows (header only)")
