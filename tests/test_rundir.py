@@ -303,7 +303,8 @@ def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
     """Random (epoch, metric, value) points logged at increasing global steps: each epoch's
     cell is the last value logged in it; epochs keep the trainer's numbers (Lightning's from
     0), and fractional epochs done are the epoch they complete, from 1."""
-    from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
+    from pytest_mlgates.runlog import Log
+    from pytest_mlgates.runlog_regroup import regroup_by_logged_epoch
 
     points = sorted(points, key=lambda p: p[0])  # epochs never go back
     names = [f"m{k}" for k in range(1, 4)]
@@ -340,7 +341,8 @@ def test_regroup_by_logged_epoch_keeps_the_last_value_of_each_epoch(
 
 
 def test_regroup_leaves_a_log_without_logged_epoch_alone() -> None:
-    from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
+    from pytest_mlgates.runlog import Log
+    from pytest_mlgates.runlog_regroup import regroup_by_logged_epoch
 
     log = Log(columns={"epoch": [1.0, 2.0], "val_loss": [0.5, 0.4]}, source=Path("x"))
     assert regroup_by_logged_epoch(log) is log

@@ -13,8 +13,8 @@ The folder given may be the one holding ``dvclive/`` or the Live folder itself. 
 one row per step (``epoch`` is the step, as for MLflow), each column a metric by its name as
 logged (``train/loss``); a step a metric skipped is an empty cell.  When the run also logged
 a metric called ``epoch`` (DVCLive's Lightning and Keras callbacks do), the rows are grouped
-by it, as for MLflow (``runlog.regroup_by_logged_epoch``).  DVCLive keeps no checkpoints of
-its own: a gate file's ``run:`` section says where they are, as for a plain run
+by it, as for MLflow (``runlog_regroup.regroup_by_logged_epoch``).  DVCLive keeps no
+checkpoints of its own: a gate file's ``run:`` section says where they are, as for a plain run
 (``checkpoints:``, ``best:``, ``tracked:``).
 """
 
@@ -30,7 +30,8 @@ from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.plain import PlainRun
 from pytest_mlgates.rundir import RunSection
 from pytest_mlgates.runfiles import read_text_file, resolve_inside
-from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import regroup_by_logged_epoch
 from pytest_mlgates.runvalues import to_epoch, to_float
 
 __all__ = ["IDENTIFIED_BY", "DvcliveRun", "Mutations", "detect", "read"]

@@ -30,7 +30,8 @@ from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
 from pytest_mlgates.runfiles import read_json_file, run_file
-from pytest_mlgates.runlog import Log, epochs_or_steps
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import epochs_or_steps
 from pytest_mlgates.runvalues import float_or_none, numbers_close, to_epoch, to_float
 
 __all__ = ["IDENTIFIED_BY", "HuggingFaceRun", "Mutations", "detect", "load_weights_dir", "parse_trainer_state", "read"]
@@ -73,7 +74,7 @@ def parse_trainer_state(data: Any, shown: str) -> Log:
     (``train_runtime``...) is skipped.  A Trainer that evaluated more than once an epoch
     (``eval_strategy="steps"``: LLM fine-tuning) is read as a log of steps instead: one row
     per entry, numbered by its ``step``, ``epoch`` as logged, each column's series the
-    entries that hold it (``runlog.epochs_or_steps``).
+    entries that hold it (``runlog_regroup.epochs_or_steps``).
     """
     import numpy as np
 

@@ -40,7 +40,8 @@ from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.runcsv import read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
-from pytest_mlgates.runlog import Log, epochs_or_steps
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import epochs_or_steps
 from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar
 
 __all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",
@@ -92,7 +93,7 @@ def read_lightning_csv(stream: BinaryIO, shown: str) -> Log:
     numbers (from 0), and ``step`` stays a column (the step of the epoch's last row).
     A run that validated more than once an epoch (``val_check_interval``: LLM
     fine-tuning) is read as a log of steps instead: every row, numbered by ``step``,
-    each column's series the rows that hold it (``runlog.epochs_or_steps``)."""
+    each column's series the rows that hold it (``runlog_regroup.epochs_or_steps``)."""
     import numpy as np
 
     def check_header(header: list[str]) -> None:

@@ -35,7 +35,8 @@ from pytest_mlgates.formats._mlflow_run import MlflowRun, present
 from pytest_mlgates.formats._mlflow_sqlite import read_sqlite_run, sqlite_owner, sqlite_runs
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runfiles import resolve_inside
-from pytest_mlgates.runlog import Log, regroup_steps
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import regroup_steps
 
 __all__ = ["IDENTIFIED_BY", "MlflowRunDir", "Mutations", "detect", "find_runs", "read", "read_run", "to_log"]
 

@@ -24,7 +24,8 @@ from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.engine import EngineRun
 from pytest_mlgates.rundir import RunSection, default_mode
 from pytest_mlgates.runfiles import open_run_file
-from pytest_mlgates.runlog import Log, regroup_steps
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import regroup_steps
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TensorBoardRun", "detect", "read", "read_scalars", "to_log",
            "tracked_from_files"]

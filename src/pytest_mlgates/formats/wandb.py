@@ -51,7 +51,8 @@ from pytest_mlgates.formats._wandb_log import (
 )
 from pytest_mlgates.formats.plain import PlainRun
 from pytest_mlgates.rundir import RunSection
-from pytest_mlgates.runlog import Log, regroup_by_logged_epoch
+from pytest_mlgates.runlog import Log
+from pytest_mlgates.runlog_regroup import regroup_by_logged_epoch
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "WandbRun", "detect", "locate", "read", "read_records", "read_wandb_file",
            "write_records"]
