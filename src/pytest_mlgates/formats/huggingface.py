@@ -15,26 +15,33 @@ Without a top-level ``trainer_state.json`` (no ``save_state()``), the newest
 ``best_metric`` belongs to (``metric_for_best_model`` lives only in ``training_args.bin``),
 so the best checkpoint of a metric is the one whose eval entry at ``best_global_step``
 holds exactly ``best_metric`` for that metric.
+
+Reading ``trainer_state.json``'s ``log_history`` is ``_hf_state.py``; the ``checkpoint-N/``
+folders' weights files are ``_hf_weights.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.bounded import shown_value
-from pytest_mlgates.checkpoint_io import load_checkpoint_file
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.formats._hf_state import StateLogEditor, epochs_done, parse_trainer_state
+from pytest_mlgates.formats._hf_weights import (
+    WEIGHT_FILES,
+    checkpoint_step,
+    load_weight_file,
+    load_weights_dir,
+)
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
-from pytest_mlgates.runfiles import read_json_file, run_file
+from pytest_mlgates.runfiles import read_json_file
 from pytest_mlgates.runlog import Log
-from pytest_mlgates.runlog_regroup import epochs_or_steps
-from pytest_mlgates.runvalues import float_or_none, numbers_close, to_epoch, to_float
+from pytest_mlgates.runvalues import float_or_none, numbers_close
 
-__all__ = ["IDENTIFIED_BY", "HuggingFaceRun", "Mutations", "detect", "load_weights_dir", "parse_trainer_state", "read"]
+__all__ = ["IDENTIFIED_BY", "HuggingFaceRun", "Mutations", "detect", "read"]
 
 IDENTIFIED_BY = "trainer_state.json or checkpoint-N/"
 #: report_to="tensorboard" writes event files under the output dir (runs/<date>/).
@@ -46,7 +53,7 @@ def detect(path: Path) -> list[str]:
     state = path / "trainer_state.json"
     found = ["trainer_state.json"] if state.exists() or state.is_symlink() else []
     try:
-        if any(_checkpoint_step(p.name) is not None and p.is_dir() for p in path.iterdir()):
+        if any(checkpoint_step(p.name) is not None and p.is_dir() for p in path.iterdir()):
             found.append("checkpoint-N/")
     except OSError:
         pass
@@ -57,117 +64,6 @@ def read(path: Path, section: RunSection | None = None) -> HuggingFaceRun:
     return HuggingFaceRun(path, section)
 
 
-def epochs_done(value: Any) -> int | None:
-    """A fractional epoch count (the HF Trainer's ``epoch``) as the epoch it completes, from 1;
-    None when it is not a finite number."""
-    raw = float_or_none(value)
-    if raw is None or not math.isfinite(raw):
-        return None
-    return max(1, math.ceil(raw - 1e-9))
-
-
-def parse_trainer_state(data: Any, shown: str) -> Log:
-    """Hugging Face ``trainer_state.json``: ``log_history`` entries grouped by epoch.
-
-    Entries carry a fractional ``epoch`` (the epochs done); each is assigned to the epoch
-    it completes (``ceil``, from 1, the Trainer's own count). The final summary entry
-    (``train_runtime``...) is skipped.  A Trainer that evaluated more than once an epoch
-    (``eval_strategy="steps"``: LLM fine-tuning) is read as a log of steps instead: one row
-    per entry, numbered by its ``step``, ``epoch`` as logged, each column's series the
-    entries that hold it (``runlog_regroup.epochs_or_steps``).
-    """
-    import numpy as np
-
-    history = data.get("log_history") if isinstance(data, dict) else None
-    if not isinstance(history, list):
-        raise RunDirError(f"{shown}: no 'log_history' list")
-    rows: list[dict[str, float | None]] = []
-    for i, entry in enumerate(history):
-        if not isinstance(entry, dict) or "train_runtime" in entry:
-            continue
-        row: dict[str, float | None] = {
-            k: to_float(v, f"{shown}: log_history[{i}].{k}")
-            for k, v in entry.items()
-            if k not in ("epoch", "step") and isinstance(v, (int, float, str))
-        }
-        if "epoch" in entry:
-            row["epoch"] = to_epoch(entry["epoch"], f"{shown}: log_history[{i}].epoch")
-        step = entry.get("step")
-        if isinstance(step, (int, float)) and not isinstance(step, bool):
-            row["step"] = float(step)
-        if "epoch" in row or "step" in row:
-            rows.append(row)
-    if not rows:
-        raise RunDirError(f"{shown}: no logged epochs")
-    table = Log.from_rows(rows, shown, "huggingface", names=["epoch", "step"])
-    arrays = {n: table.array(n) for n in table.names}
-    held = {n: table.held(n) for n in table.names}
-
-    def completed(epochs: Any) -> Any:
-        return np.maximum(np.ceil(epochs - 1e-9), 1.0)
-
-    return epochs_or_steps(arrays, held, shown, "huggingface", epoch_of=completed, keep_step=False)
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_WEIGHTS_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-
-def _checkpoint_step(name: str) -> int | None:
-    if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-        return int(name[len("checkpoint-"):])
-    return None
-
-
-def _load_safetensors(path: Path, shown: str, root: Path) -> dict[str, Any]:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise RunDirError(f"{shown}: a safetensors file, but the 'safetensors' package is not installed") from None
-    real = run_file(root, path, shown)  # inside the run, a regular file: never a FIFO or a link out
-    try:
-        return dict(load_file(str(real), device="cpu"))
-    except Exception as exc:  # noqa: BLE001 - a corrupt header raises SafetensorError and others
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise RunDirError(f"{shown}: not a loadable safetensors file ({first})") from None
-
-
-def _load_weight_file(path: Path, shown: str, root: Path) -> dict[str, Any]:
-    if path.name.endswith(".safetensors"):
-        return _load_safetensors(path, shown, root)
-    return load_checkpoint_file(path, shown, root=root)  # weights_only=True
-
-
-def load_weights_dir(folder: Path, shown: str, *, root: Path | None = None) -> dict[str, Any]:
-    """The state dict saved in ``folder`` (safetensors preferred; shards joined), safely:
-    every file a regular file inside ``root`` (the run dir; by default ``folder``)."""
-    root = Path(root) if root is not None else Path(folder)
-    for name in _WEIGHT_FILES:
-        path = folder / name
-        if not (path.exists() or path.is_symlink()):
-            continue
-        file_shown = f"{shown}/{name}"
-        real = run_file(root, path, file_shown)  # a link out, a FIFO: one line, never opened
-        st = real.stat()
-        key = (str(real), st.st_mtime_ns, st.st_size)
-        if key in _WEIGHTS_CACHE:
-            return _WEIGHTS_CACHE[key]
-        if name.endswith(".index.json"):
-            index = read_json_file(path, file_shown, root=root)
-            weight_map = index.get("weight_map") if isinstance(index, dict) else None
-            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-                raise RunDirError(f"{file_shown}: no 'weight_map' of tensor name -> shard file")
-            state: dict[str, Any] = {}
-            for shard in sorted(set(weight_map.values())):
-                if "/" in shard or "\\" in shard or shard.startswith("."):
-                    raise RunDirError(f"{file_shown}: shard name {shard!r} refused (must be a file in {shown})")
-                state.update(_load_weight_file(folder / shard, f"{shown}/{shard}", root))
-        else:
-            state = _load_weight_file(path, file_shown, root)
-        _WEIGHTS_CACHE[key] = state
-        return state
-    raise RunDirError(f"{shown}: no model weights ({', '.join(_WEIGHT_FILES)})")
-
-
 class HuggingFaceRun(Run):
     format = "huggingface"
 
@@ -176,10 +72,10 @@ class HuggingFaceRun(Run):
     def checkpoint_dirs(self) -> list[Path]:
         """``checkpoint-N/`` folders, oldest step first."""
         try:
-            found = [p for p in self.path.iterdir() if _checkpoint_step(p.name) is not None and p.is_dir()]
+            found = [p for p in self.path.iterdir() if checkpoint_step(p.name) is not None and p.is_dir()]
         except OSError:
             return []
-        return sorted(found, key=lambda p: _checkpoint_step(p.name) or 0)
+        return sorted(found, key=lambda p: checkpoint_step(p.name) or 0)
 
     def _state_path(self) -> Path:
         top = self.path / "trainer_state.json"
@@ -253,7 +149,7 @@ class HuggingFaceRun(Run):
         if isinstance(step, int) and not isinstance(step, bool):
             return step
         _, base = self._best_dir()
-        return _checkpoint_step(base) if base else None
+        return checkpoint_step(base) if base else None
 
     def _eval_entry(self, step: int) -> dict[str, Any] | None:
         history = self.state.get("log_history")
@@ -380,7 +276,7 @@ class HuggingFaceRun(Run):
                 if folder is None:
                     raise RunDirError(f"{self.shown(self.path / base)}: not found; {shown} names it as best_model_checkpoint")
                 return folder.resolve()
-            if name == "final" and any((self.path / f).is_file() for f in _WEIGHT_FILES):
+            if name == "final" and any((self.path / f).is_file() for f in WEIGHT_FILES):
                 return self.path.resolve()
             dirs = self.checkpoint_dirs()
             if not dirs:
@@ -393,7 +289,7 @@ class HuggingFaceRun(Run):
         path = self.checkpoint_path(name)
         shown = self.checkpoint_shown(name)
         if not path.is_dir():
-            return _load_weight_file(path, shown, self.path)
+            return load_weight_file(path, shown, self.path)
         out: dict[str, Any] = {"state_dict": load_weights_dir(path, shown, root=self.path)}
         inner = path / "trainer_state.json"
         if inner.exists() or inner.is_symlink():
@@ -419,7 +315,7 @@ class HuggingFaceRun(Run):
         held: list[str] = []
         missing: list[str] = []
         present = {p.name for p in folder.iterdir()}
-        for kind, names in (("model", _WEIGHT_FILES), ("optimizer", ("optimizer.pt",)),
+        for kind, names in (("model", WEIGHT_FILES), ("optimizer", ("optimizer.pt",)),
                             ("scheduler", ("scheduler.pt",)), ("rng", ("rng_state.pth",)),
                             ("trainer state", ("trainer_state.json",))):
             (held if present.intersection(names) else missing).append(kind)
@@ -439,53 +335,13 @@ class HuggingFaceRun(Run):
         folder, _ = self._best_dir()
         if folder is not None:
             return "best"
-        if any((self.path / f).is_file() for f in _WEIGHT_FILES) or self.checkpoint_dirs():
+        if any((self.path / f).is_file() for f in WEIGHT_FILES) or self.checkpoint_dirs():
             return "final"
         raise RunDirError(f"{self.shown(self.path)}: no model weights and no checkpoint-N/ to load")
 
 
+
 # --------------------------------------------------------------------------- prove
-
-
-class StateLogEditor(m.LogEditor):
-    """``trainer_state.json``'s ``log_history``, cell by cell: a cell is a metric in the
-    entries of one epoch (the epoch each entry completes, as the log reads it)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text(encoding="utf-8"))
-        history = self.data.get("log_history") if isinstance(self.data, dict) else None
-        if not isinstance(history, list):
-            raise m.MutationError(f"{path.name}: no log_history to edit")
-        self.entries = [e for e in history if isinstance(e, dict) and "epoch" in e and "train_runtime" not in e]
-
-    @staticmethod
-    def _epoch(entry: dict[str, Any]) -> int:
-        return epochs_done(entry.get("epoch")) or 1
-
-    def columns(self) -> list[str]:
-        return list(dict.fromkeys(k for e in self.entries for k in e if k not in ("epoch", "step")))
-
-    def cells(self, column: str) -> list[Any]:
-        return list(dict.fromkeys(self._epoch(e) for e in self.entries if column in e))
-
-    def _of(self, column: str, handle: Any) -> list[dict[str, Any]]:
-        return [e for e in self.entries if column in e and self._epoch(e) == handle]
-
-    def get(self, column: str, handle: Any) -> float:
-        found = self._of(column, handle)
-        return m.cell_float(found[-1][column]) if found else float("nan")
-
-    def set(self, column: str, handle: Any, value: float) -> None:
-        for entry in self._of(column, handle):
-            entry[column] = value
-
-    def blank(self, column: str, handle: Any) -> None:
-        for entry in self._of(column, handle):
-            del entry[column]
-
-    def save(self) -> None:
-        self.path.write_text(json.dumps(self.data), encoding="utf-8")
 
 
 class Mutations(m.Mutations):
