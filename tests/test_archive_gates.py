@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SMALL_OVERRIDES
 
+from conftest import REPO_ROOT, SMALL_OVERRIDES
 from pytest_mlgates.ledger import read_ledger
 
 pytestmark = pytest.mark.slow

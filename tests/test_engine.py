@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+
 from conftest import run_model, small_overrides, train_command
 
 ENGINE_OVERRIDES = (*small_overrides, "gates.inflight=null")

@@ -30,7 +30,7 @@ from pytest_mlgates.bounded import shown_names, shown_value
 from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.gates.models import checkpoint_name
+from pytest_mlgates.gates.rebuild import checkpoint_name
 from pytest_mlgates.runcsv import read_csv_columns
 from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file

@@ -30,7 +30,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.gates.models import checkpoint_name
+from pytest_mlgates.gates.rebuild import checkpoint_name
 from pytest_mlgates.rundir import BestRecord, Run, RunSection
 from pytest_mlgates.runlog import Log
 

@@ -1,7 +1,7 @@
 """Gates that check the checkpoint files a run left: best_checkpoints, resume_point.
 
 Each reads what a checkpoint records (its epoch, its monitored value, which state it holds)
-against the run's log; neither builds a model (``gates/models.py`` has the gates that do).
+against the run's log; neither builds a model (``gates/rebuild.py`` has the gates that do).
 Checkpoints are opened through ``Run.checkpoint`` (``weights_only=True``, one load per file
 per process).
 """

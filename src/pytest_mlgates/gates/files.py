@@ -190,7 +190,7 @@ def artifact(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
                               f"{shown}: {contains!r} not found (first line {first!r}); needs it in the file")
     loads = params.get("loads")
     if loads:
-        from pytest_mlgates.gates.models import checkpoint_softmax
+        from pytest_mlgates.gates.rebuild import checkpoint_softmax
 
         opts: dict[str, Any] = dict(loads) if isinstance(loads, dict) else {}
         opts.pop("softmax", None)

@@ -211,7 +211,7 @@ def recount(run: Run, cells: list[tuple[str, int]], ctx: GateContext, tag: str |
                 if float(log.labels[row]) != float(epoch):
                     return (f"{shown} holds epoch {epoch}, not the judged {row_where(log, row, tag)[3:]}, so it "
                             f"cannot give the counts behind the logged recall; log val_support_<class>")
-        from pytest_mlgates.gates.models import checkpoint_model
+        from pytest_mlgates.gates.rebuild import checkpoint_model
 
         model, _ = checkpoint_model(run, ckpt, {}, ctx, shown)
         right, total = val_counts(model, subject)

@@ -165,7 +165,7 @@ def shortcut(run: Run, params: dict[str, Any], ctx: GateContext) -> GateResult:
                           f"{probe_txt}; needs <= {fmt_threshold(max_auc)}: no shortcut in the image core")
 
     shown = run.checkpoint_shown(name)
-    from pytest_mlgates.gates.models import checkpoint_model
+    from pytest_mlgates.gates.rebuild import checkpoint_model
 
     model, _ = checkpoint_model(run, run.checkpoint(name), {}, ctx, shown)
     val_images, val_labels = images, labels
