@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.override)
         # torch is imported only now, so a config error costs no torch import
-        from model.train import TrainSetupError, train
+        from model.checks import TrainSetupError
+        from model.train import train
 
         stem = Path(args.config).stem if args.config else "defaults"
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / stem

@@ -1,9 +1,9 @@
 """Bundled datasets, injectable faults, splits and deterministic loaders.
 
 Nothing is downloaded: ``digits`` and ``breast_cancer`` come with scikit-learn and
-``stamps`` is synthesised with numpy from the config's seed. The faults exist so that
-every gate of pytest-mlgates can be shown RED on real training and then GREEN once the
-fault is fixed::
+``stamps`` is synthesised with numpy from the config's seed (``stamps.py``). The faults
+exist so that every gate of pytest-mlgates can be shown RED on real training and then
+GREEN once the fault is fixed::
 
     >>> from model.config import load_config
     >>> ds = build_dataset(load_config(None, ["data.name=stamps", "data.faults=[shortcut]"]))
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from model.config import Config, ConfigError
+from model.stamps import SHORTCUT_RADIUS, STAMPS_CLASSES, make_stamps
 
 # The image-core probe belongs to the plugin (its shortcut gate and preflight use it); the
 # engine's core_dropout withholds the core exactly the way the gate measures it.
@@ -35,20 +36,9 @@ from pytest_mlgates.probes import fill_core_with_median
 if TYPE_CHECKING:  # torch is imported where it is used, so `import model.data` stays light
     from torch.utils.data import DataLoader
 
-STAMPS_CLASSES = ["nonlens", "lens"]
-STAMP_SIZE = 64
-STAMP_BANDS = 3
-OBSERVATIONS_PER_SYSTEM = 4
-
 # Fault rates: small enough that a run still trains, large enough that a check sees them.
 NAN_SAMPLE_FRACTION = 0.02
 MISSING_BAND_FRACTION = 0.05
-SHORTCUT_RADIUS = 5.0
-# Sky level left after background subtraction varies per exposure; it also keeps the
-# median of an image (what core_dropout fills the core with) from betraying faint arcs.
-SKY_PEDESTAL_SIGMA = 0.5
-# Lens systems whose arc is buried in the noise: they cap honest accuracy/AUROC below 1.
-FAINT_ARC_FRACTION = 0.1
 # leaked_groups: val is filled with copies of this many train systems per class.
 LEAKED_SYSTEMS_PER_CLASS = 2
 
@@ -60,8 +50,8 @@ _FAULTS_APPLY_TO: dict[str, tuple[str, ...]] = {
     "leaked_groups": ("stamps",),
 }
 
-# Separate random streams per purpose, so adding a fault never changes the honest data.
-_STREAM_OBJECTS, _STREAM_OBSERVATIONS = 1, 2
+# Separate random streams per purpose, so adding a fault never changes the honest data
+# (streams 1 and 2 are the stamps' own, in stamps.py).
 _STREAM_SHORTCUT, _STREAM_NAN, _STREAM_BAND, _STREAM_LEAK = 11, 12, 13, 14
 _STREAM_SPLIT, _STREAM_IMBALANCE, _STREAM_CORE_DROPOUT = 21, 22, 31
 
@@ -449,118 +439,3 @@ def _leak_train_into_val(
         sources = np.resize(rng.permutation(sources), len(targets))
         x[targets] = x[sources]
         groups[targets] = groups[sources]
-
-
-# --------------------------------------------------------------------------- stamps
-
-
-def make_stamps(
-    n_samples: int, seed: int, *, shortcut: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Synthetic 64x64, 3-band lens-like stamps: (x, y, groups, hidden truths).
-
-    Each *system* (group) is observed ``OBSERVATIONS_PER_SYSTEM`` times with its own
-    noise, PSF width and a sub-pixel shift. A ``lens`` system has a red central galaxy
-    and a blue partial Einstein ring at radius 11-19 px; a ``nonlens`` system has the
-    same kind of galaxy, often with a companion, sometimes a blue tangential streak
-    that looks like a short arc. Central-galaxy brightness does not depend on the class,
-    so the core alone carries no signal — unless ``shortcut`` adds a bright core disc to
-    every lens. Faint arcs keep an honest classifier below perfect.
-
-    ``hidden["clarity"]`` scores how unambiguous each sample is (used by leaked_groups).
-    """
-    size, bands, per = STAMP_SIZE, STAMP_BANDS, OBSERVATIONS_PER_SYSTEM
-    n_sys = math.ceil(n_samples / per)
-    rng = _rng(seed, _STREAM_OBJECTS)
-
-    # ---- systems: one set of physical parameters per group
-    sys_class = rng.permutation(np.arange(n_sys) % 2)
-    gal_amp = rng.uniform(4.0, 14.0, n_sys)
-    gal_sigma = rng.uniform(1.8, 3.2, n_sys)
-    gal_q = rng.uniform(0.6, 1.0, n_sys)
-    gal_pa = rng.uniform(0.0, np.pi, n_sys)
-    gal_color = np.array([0.55, 0.85, 1.0]) * rng.uniform(0.85, 1.15, (n_sys, bands))
-
-    arc_radius = rng.uniform(11.0, 19.0, n_sys)
-    arc_angle = rng.uniform(0.0, 2 * np.pi, n_sys)
-    arc_extent = rng.uniform(0.5, 2.0, n_sys)  # half-width of the angular window, radians
-    arc_width = rng.uniform(0.7, 1.3, n_sys)
-    # most arcs are plain to see; a few are too faint to find (no classifier is perfect)
-    faint = rng.random(n_sys) < FAINT_ARC_FRACTION
-    arc_amp = np.where(faint, rng.uniform(0.05, 0.25, n_sys), rng.uniform(1.0, 3.0, n_sys)) * (sys_class == 1)
-    arc_color = np.array([1.0, 0.8, 0.45]) * rng.uniform(0.85, 1.15, (n_sys, bands))
-
-    has_comp = rng.random(n_sys) < np.where(sys_class == 1, 0.35, 0.6)
-    comp_dist = rng.uniform(10.0, 22.0, n_sys)
-    comp_angle = rng.uniform(0.0, 2 * np.pi, n_sys)
-    comp_amp = rng.uniform(1.0, 5.0, n_sys) * has_comp
-    comp_sigma = rng.uniform(1.0, 2.0, n_sys)
-
-    # confuser: a short blue tangential streak in nonlens systems (a spiral arm, a tidal tail)
-    has_streak = (rng.random(n_sys) < 0.35) & (sys_class == 0)
-    streak_amp = rng.uniform(0.3, 0.9, n_sys) * has_streak
-    streak_extent = rng.uniform(0.25, 0.6, n_sys)
-    core_boost = rng.uniform(2.5, 4.0, n_sys) if shortcut else np.zeros(n_sys)
-    if shortcut:
-        core_boost = core_boost * (sys_class == 1)
-
-    # ---- observations: each system seen `per` times
-    obs = _rng(seed, _STREAM_OBSERVATIONS)
-    group = np.repeat(np.arange(n_sys), per)[:n_samples]
-    n = len(group)
-    shift = obs.uniform(-1.0, 1.0, (n, 2))
-    psf = obs.uniform(1.0, 1.6, n)
-    noise = obs.uniform(0.8, 1.2, n)
-    sky = obs.normal(0.0, SKY_PEDESTAL_SIGMA, (n, bands))
-
-    f32 = np.float32
-    coords = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
-    yy = coords[None, :, None] - shift[:, 0, None, None].astype(np.float32)
-    xx = coords[None, None, :] - shift[:, 1, None, None].astype(np.float32)
-    r = np.sqrt(yy**2 + xx**2).astype(f32)
-    theta = np.arctan2(yy, xx)
-
-    g = group
-    f32 = np.float32
-
-    def per_obs(values: np.ndarray) -> np.ndarray:
-        """A per-system parameter, broadcast to (n, 1, 1) per observation, float32."""
-        return values[g].astype(f32)[:, None, None]
-
-    psf2 = (psf.astype(f32) ** 2)[:, None, None]
-
-    # central galaxy: elliptical Gaussian, PSF-broadened
-    cos, sin = np.cos(per_obs(gal_pa)), np.sin(per_obs(gal_pa))
-    u = xx * cos + yy * sin
-    v = (yy * cos - xx * sin) / per_obs(gal_q)
-    galaxy = per_obs(gal_amp) * np.exp(-(u**2 + v**2) / (2 * (per_obs(gal_sigma) ** 2 + psf2)))
-    del u, v
-
-    # arc (lens) and streak (nonlens confuser): segments of the same ring family
-    radial = np.exp(-((r - per_obs(arc_radius)) ** 2) / (2 * (per_obs(arc_width) ** 2 + psf2)))
-    dth = np.mod(theta - per_obs(arc_angle) + np.pi, 2 * np.pi) - np.pi
-    dth2 = dth**2
-    del dth
-    ring = radial * (per_obs(arc_amp) * np.exp(-dth2 / (2 * per_obs(arc_extent) ** 2))
-                     + per_obs(streak_amp) * np.exp(-dth2 / (2 * per_obs(streak_extent) ** 2)))
-    del radial, dth2
-
-    cy, cx = per_obs(comp_dist * np.sin(comp_angle)), per_obs(comp_dist * np.cos(comp_angle))
-    companion = per_obs(comp_amp) * np.exp(
-        -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (per_obs(comp_sigma) ** 2 + psf2))
-    )
-    light = galaxy + companion  # both have the galaxy's colour
-    if shortcut:
-        disc = 1.0 / (1.0 + np.exp((r - f32(SHORTCUT_RADIUS)) / f32(0.5)))  # soft-edged disc
-        light = light + per_obs(core_boost) * disc
-
-    x = np.empty((n, bands, size, size), dtype=f32)
-    for b in range(bands):
-        x[:, b] = light * per_obs(gal_color[:, b]) + ring * per_obs(arc_color[:, b])
-    # sky: a per-exposure pedestal (imperfect background subtraction) plus pixel noise
-    x += sky[:, :, None, None].astype(f32)
-    x += obs.standard_normal(x.shape, dtype=f32) * noise[:, None, None, None].astype(f32)
-
-    y = sys_class[g].astype(np.int64)
-    clarity = np.where(y == 1, arc_amp[g] * arc_extent[g], -(streak_amp[g] + comp_amp[g] / 5.0))
-    return x, y, group.astype(np.int64), {"clarity": clarity.astype(np.float64)}

@@ -40,10 +40,10 @@ def subject_for(config: Any, *, name: str, splits: dict[str, Any] | None = None,
     import numpy as np
     import torch
 
+    from model.checks import compute_class_weights
     from model.config import ConfigError
     from model.data import build_dataset
     from model.nets import build_model, model_from_checkpoint
-    from model.train import compute_class_weights
 
     try:
         dataset = build_dataset(config)
@@ -103,7 +103,8 @@ def _train_epoch(config: Any, criterion: Any) -> Any:
         import torch
 
         from model import distributed
-        from model.train import TrainState, train_one_epoch
+        from model.train import train_one_epoch
+        from model.trainstate import TrainState
 
         quiet = config.model_copy(deep=True)
         quiet.train.grad_clip = 0.0

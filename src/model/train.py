@@ -5,8 +5,9 @@ there is something to resume, loop over epochs (:func:`train_one_epoch`,
 :func:`evaluate`, the checkpoint and logs, handed to a writer thread), then finish (final
 checkpoint, test split, plots). With ``tracking:`` in the config, MLflow or W&B get the
 params, each epoch's metrics and the end status too (:mod:`model.tracking`).
-There is no trainer class and no callback framework; the helpers below ``train`` are
-plain functions with the names you would guess.
+There is no trainer class and no callback framework; the helpers are plain functions with
+the names you would guess, below ``train`` or in :mod:`model.checks` (the refusals),
+:mod:`model.runfiles` (the run-dir files) and :mod:`model.trainstate` (what a resume restores).
 
 What it does that the usual loops do not:
 
@@ -30,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import functools
-import json
 import logging
 import math
 import random
@@ -46,43 +45,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import distributed, runlog
+from model import checks, distributed, runfiles, runlog
 from model.checkpoint import (
-    CHECKPOINT_FORMAT,
     BackgroundWriter,
     CheckpointError,
-    atomic_write_text,
     capture_rng,
     load_checkpoint,
-    pack_history,
     remove_stale_temp_files,
     restore_rng,
     save_checkpoint,
-    unpack_history,
 )
-from model.config import Config, ConfigError, dump_yaml, file_sha256
+from model.config import Config
 from model.data import Dataset, build_dataset
 from model.metrics import classification_metrics
 from model.nets import build_model
-from model.runlog import (
-    RunDirError,
-    json_text,
-    log_columns,
-    render_history,
-    write_history,
-    write_json,
-)
+from model.runlog import RunDirError, log_columns, write_history
 from model.tracking import Trackers, check_installed, open_trackers
-
-InflightHook = Callable[[Path, int], "str | None"]
-
-FINISHED_STATUSES = ("completed", "early_stopped", "aborted_by_gate")
+from model.trainstate import TrainState, make_checkpoint, resume_from
 
 log = logging.getLogger(runlog.LOGGER_NAME)
-
-
-class TrainSetupError(Exception):
-    """A run that must not start (refused defaults, untracked metric ...), in one line."""
 
 
 # =========================================================================== the story
@@ -96,7 +77,7 @@ def train(
     config_path: str | Path | None = None,
     argv: list[str] | None = None,
     allow_defaults: bool = False,
-    inflight_hook: InflightHook | None = None,
+    inflight_hook: checks.InflightHook | None = None,
 ) -> dict[str, Any]:
     """Train `config` into `run_dir` (resuming from its ``last.pt`` unless `fresh`).
 
@@ -106,7 +87,7 @@ def train(
     recorded as status ``failed`` and re-raised.
     """
     run_dir = Path(run_dir)
-    refuse_defaults(config, config_path, allow_defaults)
+    checks.refuse_defaults(config, config_path, allow_defaults)
 
     # ---- 1. processes, device, seeds
     dist = distributed.setup()
@@ -120,7 +101,7 @@ def train(
 
 def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: bool,
            config_path: str | Path | None, argv: list[str] | None, allow_defaults: bool,
-           inflight_hook: InflightHook | None) -> dict[str, Any]:
+           inflight_hook: checks.InflightHook | None) -> dict[str, Any]:
     device = torch.device(dist.device)
     # Seeds and RNG state are all a CPU run needs to be bit-exact: the ops used here are
     # deterministic on CPU (tests/test_resume.py proves it). torch.use_deterministic_algorithms
@@ -133,8 +114,8 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
     dataset = build_dataset(config)
     class_names = list(dataset.class_names)
     columns = log_columns(class_names)
-    check_logged_names(config, columns)
-    class_weights = compute_class_weights(tc.class_weights, dataset)
+    checks.check_logged_names(config, columns)
+    class_weights = checks.compute_class_weights(tc.class_weights, dataset)
 
     # ---- 3. run dir and logging (rank 0 writes; the others only read)
     if dist.is_main:
@@ -144,21 +125,21 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
         remove_stale_temp_files(run_dir / "plots")  # a plot child killed mid-write
     distributed.barrier(dist)
     runlog.setup_logging(run_dir if dist.is_main else None, verbose=dist.is_main)
-    paths = RunPaths(run_dir)
+    paths = runfiles.RunPaths(run_dir)
 
-    finished = previous_finished_results(paths) if not fresh else None
+    finished = runfiles.previous_finished_results(paths) if not fresh else None
     if finished is not None:
-        missing = missing_plots(paths) if dist.is_main and finished.get("final") else []
+        missing = runfiles.missing_plots(paths) if dist.is_main and finished.get("final") else []
         if missing:  # the run was killed while its plot child drew them
             log.info("drawing the plots the stopped run did not finish: %s", ", ".join(missing))
-            draw_plots(paths, [finished["final"]], class_names)
+            runfiles.draw_plots(paths, [finished["final"]], class_names)
         log.info("run in %s already finished (status %s); nothing to do (use --fresh to retrain)",
                  run_dir, finished["status"])
         finished["already_finished"] = True
         return finished
 
     if inflight_hook is None:
-        inflight_hook = load_inflight_hook(config, run_dir)
+        inflight_hook = checks.load_inflight_hook(config, run_dir)
 
     # ---- 4. model, EMA, loss, optimizer, schedule, scaler
     model = build_model(config.model, dataset.input_shape, len(class_names)).to(device)
@@ -190,15 +171,15 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
     # ---- 6. run files and trackers (rank 0 writes the run dir and talks to the trackers)
     trackers = Trackers([])
     if dist.is_main:
-        previous = read_provenance(paths) if not fresh else {}
+        previous = runfiles.read_provenance(paths) if not fresh else {}
         rng_before = capture_rng()  # importing mlflow or wandb must not shift a bit-exact resume
         trackers = open_trackers(config, run_dir, previous.get("tracking"))
-        write_run_files(paths, config, dataset, config_path, argv, allow_defaults, dist,
-                        previous, resumed_at=state.epoch if state.epoch else None,
-                        tracking=trackers.ids())
+        runfiles.write_run_files(paths, config, dataset, config_path, argv, allow_defaults, dist,
+                                 previous, resumed_at=state.epoch if state.epoch else None,
+                                 tracking=trackers.ids())
         write_history(run_dir, columns, state.history)
-        write_results(paths, config, state, class_names, status="running",
-                      reason=f"training, epoch {state.epoch}/{tc.epochs} done")
+        runfiles.write_results(paths, config, state, class_names, status="running",
+                               reason=f"training, epoch {state.epoch}/{tc.epochs} done")
         trackers.catch_up(state.history)  # epochs a kill kept from the tracker
         restore_rng(rng_before)
     log.info("training %s on %s (%s, world size %d): %d epochs, effective batch %d",
@@ -250,8 +231,8 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             if writer is not None:  # rank 0: the trackers get the epoch once it is on disk
                 ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                        scaler, state, row, rng)
-                writer.submit(epoch_files(paths, ckpt, columns, config, state, newly_best,
-                                          class_names),
+                writer.submit(runfiles.epoch_files(paths, ckpt, columns, config, state,
+                                                   newly_best, class_names),
                               then=functools.partial(trackers.log_epoch, row))
             log.info(format_epoch_line(row, tc.epochs, newly_best))
 
@@ -283,10 +264,10 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             ckpt = make_checkpoint(config, dataset, raw_model, ema_model, optimizer, scheduler,
                                    scaler, state, final_row, [capture_rng()])
             save_checkpoint(ckpt, paths.final)
-            results = write_results(paths, config, state, class_names, status=status,
-                                    reason=reason, test=test)
-            finish_provenance(paths)
-            draw_plots(paths, state.history, class_names)
+            results = runfiles.write_results(paths, config, state, class_names, status=status,
+                                             reason=reason, test=test)
+            runfiles.finish_provenance(paths)
+            runfiles.draw_plots(paths, state.history, class_names)
         log.info("%s: %s; run dir %s", status, reason, run_dir)
         trackers.finish(status, reason, run_dir)
         return results
@@ -299,9 +280,10 @@ def _train(config: Config, run_dir: Path, dist: distributed.DistInfo, *, fresh: 
             with contextlib.suppress(BaseException):
                 writer.close()  # nothing of it may land after the results below
             with contextlib.suppress(Exception):
-                write_results(paths, config, state, class_names, status="failed", reason=reason)
-                finish_provenance(paths)
-                draw_plots(paths, state.history, class_names)
+                runfiles.write_results(paths, config, state, class_names, status="failed",
+                                       reason=reason)
+                runfiles.finish_provenance(paths)
+                runfiles.draw_plots(paths, state.history, class_names)
             trackers.finish("failed", reason, run_dir)
         raise
 
@@ -445,380 +427,6 @@ def progress(loader: Any, config: Config, dist: distributed.DistInfo, desc: str)
     return tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-# =========================================================================== state
-
-
-class TrainState:
-    """What a resumed run must get back besides tensors: position, history, bests."""
-
-    def __init__(self, epoch: int, global_step: int, history: list[dict[str, Any]],
-                 best: dict[str, dict[str, Any]], es_best: float | None, bad_epochs: int) -> None:
-        self.epoch = epoch
-        self.global_step = global_step
-        self.history = history
-        self.best = best
-        self.es_best = es_best
-        self.bad_epochs = bad_epochs
-
-    @classmethod
-    def fresh(cls, config: Config) -> TrainState:
-        return cls(0, 0, [], {}, None, 0)
-
-    def update_best(self, config: Config, row: dict[str, Any]) -> list[str]:
-        """Record new bests; returns the tracked metrics that improved this epoch."""
-        improved = []
-        for tracked in config.checkpoint.tracked:
-            value = float(row[tracked.metric])
-            old = self.best.get(tracked.metric)
-            if is_better(value, None if old is None else old["value"], tracked.mode):
-                self.best[tracked.metric] = {"epoch": int(row["epoch"]), "value": value,
-                                             "mode": tracked.mode}
-                improved.append(tracked.metric)
-        return improved
-
-    def update_early_stopping(self, config: Config, row: dict[str, Any]) -> None:
-        es = config.train.early_stopping
-        if es is None:
-            return
-        value = float(row[es.monitor])
-        if is_better(value, self.es_best, es.mode):
-            self.es_best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-
-    def early_stopped(self, config: Config) -> bool:
-        es = config.train.early_stopping
-        return es is not None and self.bad_epochs >= es.patience
-
-    def early_stop_reason(self, config: Config) -> str:
-        es = config.train.early_stopping
-        assert es is not None
-        best = "nan" if self.es_best is None else f"{self.es_best:.6g}"
-        return (f"{es.monitor} did not improve for {self.bad_epochs} epochs "
-                f"(patience {es.patience}, best {best})")
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    """Strictly better than `best`; NaN never counts as best."""
-    if math.isnan(value):
-        return False
-    if best is None or math.isnan(best):
-        return True
-    return value < best if mode == "min" else value > best
-
-
-def epoch_files(paths: RunPaths, ckpt: dict[str, Any], columns: list[str], config: Config,
-                state: TrainState, newly_best: list[str],
-                class_names: list[str]) -> list[tuple[Path, Any]]:
-    """This epoch's files, one atomic batch (``write_files_atomically``), in write order:
-    ``best_<metric>.pt`` for each metric that improved, ``last.pt``, the logs and
-    ``training_results.json``.
-
-    The checkpoint is serialized once; each best file written now is a hard link to this
-    epoch's ``last.pt``, whose ``monitor`` names every metric it is the best for. Order
-    matters for a kill between two renames: a resume restarts from last.pt and the logs
-    are rewritten from its history, so the logs never run ahead of last.pt.
-    """
-    files: list[tuple[Path, Any]] = [(paths.best(metric), ckpt) for metric in newly_best]
-    files.append((paths.last, ckpt))
-    files += render_history(paths.root, columns, state.history)
-    results = results_dict(config, state, class_names, status="running",
-                           reason=f"training, epoch {state.epoch}/{config.train.epochs} done")
-    files.append((paths.results, json_text(results).encode("utf-8")))
-    return files
-
-
-def make_checkpoint(config: Config, dataset: Dataset, model: nn.Module,
-                    ema_model: nn.Module | None, optimizer: Any, scheduler: Any, scaler: Any,
-                    state: TrainState, row: dict[str, Any], rng: list[dict[str, Any]]) -> dict[str, Any]:
-    """The checkpoint dict of docs/internals.md (plain builtins and tensors only)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "ema": ema_model.state_dict() if ema_model is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-        "epoch": state.epoch,
-        "global_step": state.global_step,
-        "metrics": dict(row),
-        # the tracked metrics whose best so far is this epoch: what the best_<metric>.pt
-        # files written from this checkpoint are the best for
-        "monitor": {metric: {"mode": best["mode"], "value": best["value"]}
-                    for metric, best in state.best.items() if best["epoch"] == state.epoch} or None,
-        "best": {metric: dict(best) for metric, best in state.best.items()},  # flat dicts
-        "early_stopping": {"best": state.es_best, "bad_epochs": state.bad_epochs},
-        "config": config.to_dict(),
-        "class_names": list(dataset.class_names),
-        "input_shape": list(dataset.input_shape),
-        "normalization": {k: list(v) for k, v in dataset.normalization.items()},
-        "rng": {**rng[0], "ranks": rng} if len(rng) > 1 else rng[0],
-        "history": pack_history(state.history),  # one tensor: a save costs the same at any epoch
-        "world_size": len(rng),
-    }
-
-
-def resume_from(ckpt: dict[str, Any], config: Config, dataset: Dataset,
-                dist: distributed.DistInfo, model: nn.Module, ema_model: nn.Module | None,
-                optimizer: Any, scheduler: Any, scaler: Any) -> TrainState:
-    """Restore, in this order: model, EMA, optimizer, scheduler, scaler, RNG; then state."""
-    old = ckpt.get("config") or {}
-    if old.get("seed") != config.seed:
-        log.warning("resuming with seed %s but the checkpoint was trained with seed %s",
-                    config.seed, old.get("seed"))
-    old_epochs = (old.get("train") or {}).get("epochs")
-    if old_epochs != config.train.epochs:
-        log.warning("resuming with train.epochs=%s but the checkpoint was planned for %s",
-                    config.train.epochs, old_epochs)
-    if ckpt.get("normalization") != {k: list(v) for k, v in dataset.normalization.items()}:
-        log.warning("normalization stats differ from the checkpoint's: the data changed since "
-                    "the run started (mean %s vs %s)", dataset.normalization.get("mean"),
-                    (ckpt.get("normalization") or {}).get("mean"))
-    try:
-        model.load_state_dict(ckpt["model"])
-        if ema_model is not None:
-            ema_model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        line = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"checkpoints/last.pt does not fit this config ({line}); "
-                              "start over with --fresh") from None
-    rng = ckpt["rng"]
-    ranks = rng.get("ranks") if isinstance(rng, dict) else None
-    if ranks and len(ranks) == dist.world_size:
-        restore_rng(ranks[dist.rank])
-    else:
-        if int(ckpt.get("world_size", 1)) != dist.world_size:
-            log.warning("resuming with world size %d but the checkpoint was written with %s: "
-                        "the data order per rank differs", dist.world_size, ckpt.get("world_size"))
-        restore_rng(rng)
-    es = ckpt.get("early_stopping") or {}
-    return TrainState(
-        epoch=int(ckpt["epoch"]), global_step=int(ckpt["global_step"]),
-        history=unpack_history(ckpt.get("history")),
-        best={k: dict(v) for k, v in (ckpt.get("best") or {}).items()},
-        es_best=es.get("best"), bad_epochs=int(es.get("bad_epochs", 0)))
-
-
-# =========================================================================== checks
-
-
-def refuse_defaults(config: Config, config_path: str | Path | None, allow_defaults: bool) -> None:
-    """The spec's story: a run that silently used the default config saved only one best."""
-    if allow_defaults:
-        return
-    if config_path is None:
-        raise TrainSetupError(
-            "no --config given: refusing to train on built-in defaults (they track only "
-            "val_loss); pass --config FILE, or --allow-defaults if you mean it")
-    if config.uses_default_tracking():
-        raise TrainSetupError(
-            f"{config_path}: checkpoint.tracked is the default (only val_loss), so only "
-            "best_val_loss.pt would be saved; list the metrics you need, or pass --allow-defaults")
-
-
-def check_logged_names(config: Config, columns: list[str]) -> None:
-    """Every tracked metric and the early-stopping monitor must be a logged column."""
-    loggable = [c for c in columns if c not in ("epoch", "epoch_seconds")]
-    named = [(f"checkpoint.tracked: metric '{t.metric}'", t.metric) for t in config.checkpoint.tracked]
-    if config.train.early_stopping is not None:
-        m = config.train.early_stopping.monitor
-        named.append((f"train.early_stopping.monitor: '{m}'", m))
-    for what, name in named:
-        if name not in loggable:
-            close = difflib.get_close_matches(name, loggable, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TrainSetupError(f"{what} is not a column the engine logs for dataset "
-                                  f"'{config.data.name}'{hint} (logged: {', '.join(loggable)})")
-
-
-def compute_class_weights(setting: Any, dataset: Dataset) -> list[float] | None:
-    """`none` -> None; `balanced` -> n / (k * count_c) over the train split; a list as given."""
-    k = len(dataset.class_names)
-    if setting == "none":
-        return None
-    if setting == "balanced":
-        counts = np.bincount(dataset.y[dataset.splits["train"]], minlength=k).astype(np.float64)
-        counts = np.maximum(counts, 1.0)
-        return [float(v) for v in counts.sum() / (k * counts)]
-    weights = [float(w) for w in setting]
-    if len(weights) != k:
-        raise ConfigError(f"train.class_weights: {len(weights)} weights given but dataset "
-                          f"'{dataset.name}' has {k} classes ({', '.join(dataset.class_names)})")
-    return weights
-
-
-def load_inflight_hook(config: Config, run_dir: Path) -> InflightHook | None:
-    """The in-flight gates of ``gates.inflight`` (``pytest_mlgates.inflight.Gates``, the
-    same class any training loop uses), if that file exists and the plugin is installed;
-    otherwise a warning in train.log and no gates.  A broken gate file stops the launch."""
-    gates_file = config.gates.inflight
-    if not gates_file:
-        return None
-    if not Path(gates_file).is_file():
-        log.warning("gates.inflight: %s not found; training without in-flight gates", gates_file)
-        return None
-    try:
-        from pytest_mlgates.errors import MlgatesError
-        from pytest_mlgates.inflight import Gates
-    except ImportError as exc:
-        log.warning("gates.inflight: in-flight gates unavailable (%s); training without them", exc)
-        return None
-    try:
-        gates = Gates(gates_file, run_dir, after_epoch=config.gates.after_epoch)
-    except MlgatesError as err:
-        raise ConfigError(f"gates.inflight: {err}") from None
-
-    def hook(_run_dir: Path, epoch: int) -> str | None:
-        verdict = gates.check(epoch)
-        return verdict.reason if verdict.red else None
-
-    return hook
-
-
-# =========================================================================== run files
-
-
-class RunPaths:
-    """Where each file of the run dir contract lives."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.root = run_dir
-        self.checkpoints = run_dir / "checkpoints"
-        self.last = self.checkpoints / "last.pt"
-        self.final = self.checkpoints / "final.pt"
-        self.results = run_dir / "training_results.json"
-        self.provenance = run_dir / "provenance.json"
-        self.plots = run_dir / "plots"
-
-    def best(self, metric: str) -> Path:
-        return self.checkpoints / f"best_{metric}.pt"
-
-
-def previous_finished_results(paths: RunPaths) -> dict[str, Any] | None:
-    """training_results.json of a run that already finished (and has final.pt), else None."""
-    try:
-        results = json.loads(paths.results.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(results, dict) and results.get("status") in FINISHED_STATUSES \
-            and paths.final.is_file():
-        return results
-    return None
-
-
-def read_provenance(paths: RunPaths) -> dict[str, Any]:
-    """provenance.json of an earlier start of this run dir ({} when there is none)."""
-    try:
-        previous = json.loads(paths.provenance.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return previous if isinstance(previous, dict) else {}
-
-
-def write_run_files(paths: RunPaths, config: Config, dataset: Dataset,
-                    config_path: str | Path | None, argv: list[str] | None, allow_defaults: bool,
-                    dist: distributed.DistInfo, previous: dict[str, Any], resumed_at: int | None,
-                    tracking: dict[str, Any] | None) -> None:
-    """config.yaml, splits.json and provenance.json (kept across resumes, with each resume,
-    and the tracked runs the trackers continue on a resume)."""
-    atomic_write_text(paths.root / "config.yaml", dump_yaml(config))
-    write_json(paths.root / "splits.json", dataset.splits_json())
-    if resumed_at is None:
-        previous = {}
-    now = runlog.utc_now()
-    provenance = {
-        "entry_point": runlog.entry_point(dist.world_size),
-        "argv": list(argv) if argv is not None else list(sys.argv),
-        "config_path": str(config_path) if config_path is not None else None,
-        "config_sha256": file_sha256(config_path) if config_path is not None else None,
-        "resolved_config_sha256": file_sha256(paths.root / "config.yaml"),
-        "overrides": overrides_from_argv(argv),
-        "git": runlog.git_state(),
-        "versions": runlog.versions(),
-        "device": dist.device,
-        "world_size": dist.world_size,
-        "seed": config.seed,
-        "start_time": previous.get("start_time", now),
-        "end_time": None,
-        "allow_defaults": allow_defaults,
-        "resumes": [*previous.get("resumes", []),
-                    *([{"at_epoch": resumed_at, "time": now}] if resumed_at is not None else [])],
-        "tracking": tracking,
-    }
-    write_json(paths.provenance, provenance)
-
-
-def overrides_from_argv(argv: list[str] | None) -> list[str]:
-    out, args = [], list(argv or [])
-    for i, arg in enumerate(args):
-        if arg == "--override" and i + 1 < len(args):
-            out.append(args[i + 1])
-        elif arg.startswith("--override="):
-            out.append(arg.split("=", 1)[1])
-    return out
-
-
-def finish_provenance(paths: RunPaths) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        provenance = json.loads(paths.provenance.read_text(encoding="utf-8"))
-        provenance["end_time"] = runlog.utc_now()
-        write_json(paths.provenance, provenance)
-
-
-def write_results(paths: RunPaths, config: Config, state: TrainState, class_names: list[str], *,
-                  status: str, reason: str, test: dict[str, float] | None = None) -> dict[str, Any]:
-    results = results_dict(config, state, class_names, status=status, reason=reason, test=test)
-    write_json(paths.results, results)
-    return results
-
-
-def results_dict(config: Config, state: TrainState, class_names: list[str], *, status: str,
-                 reason: str, test: dict[str, float] | None = None) -> dict[str, Any]:
-    """The content of training_results.json (docs/internals.md)."""
-    es = config.train.early_stopping
-    results = {
-        "status": status,
-        "reason": reason,
-        "epochs_completed": state.epoch,
-        "epochs_planned": config.train.epochs,
-        "monitor": {"metric": es.monitor, "mode": es.mode} if es is not None else None,
-        "best": {m: {**b, "checkpoint": f"checkpoints/best_{m}.pt"} for m, b in state.best.items()},
-        "final": dict(state.history[-1]) if state.history else None,
-        "test": test,
-        "class_names": class_names,
-    }
-    return results
-
-
-PLOT_FILES = ("loss_curve.png", "recall_curve.png")
-
-
-def missing_plots(paths: RunPaths) -> list[str]:
-    """The plots a finished run lacks: a kill while the plot child drew them loses them,
-    and the finished run is not trained again, so the next command must draw them."""
-    return [name for name in PLOT_FILES if not (paths.plots / name).is_file()]
-
-
-def draw_plots(paths: RunPaths, history: list[dict[str, Any]], class_names: list[str]) -> None:
-    """plots/*.png, drawn by ``python -m model.plots`` in a child process (see plots.py)."""
-    import subprocess
-
-    if not history:
-        return
-    try:
-        proc = subprocess.run([sys.executable, "-m", "model.plots", str(paths.root)],
-                              capture_output=True, text=True, timeout=300, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("could not draw plots: %s: %s", exc.__class__.__name__, exc)
-        return
-    if proc.returncode != 0:  # a plot must never cost a finished run its results
-        log.warning("could not draw plots: %s", " ".join(proc.stderr.split())[-300:])
-
-
 def format_epoch_line(row: dict[str, Any], epochs: int, newly_best: list[str]) -> str:
     best = f"  new best: {', '.join(newly_best)}" if newly_best else ""
     return (f"epoch {row['epoch']}/{epochs}  train_loss={row['train_loss']:.4f}  "
@@ -835,7 +443,6 @@ def seed_everything(seed: int) -> None:
 
 __all__ = [
     "RunDirError",
-    "TrainSetupError",
     "evaluate",
     "save_checkpoint",
     "train",
