@@ -245,8 +245,8 @@ def val_counts(model: Any, subject: Any) -> tuple[dict[int, int], dict[int, int]
     from pytest_mlgates.models import forward, gist, to_device_of
 
     where = f"{subject.name}.loaders['val']"
-    total = torch.zeros(0, dtype=torch.long)
-    right = torch.zeros(0, dtype=torch.long)
+    labels: list[Any] = []
+    hits: list[Any] = []
     model.eval()
     try:
         with torch.no_grad():
@@ -264,13 +264,14 @@ def val_counts(model: Any, subject: Any) -> tuple[dict[int, int], dict[int, int]
                     raise GateFailure(f"the model's output on {where} is not (batch, classes) ({shape}) "
                                       f"for {y.shape[0]} labels")
                 y = y.long()
-                hit = logits.argmax(dim=1).cpu() == y
-                size = max(int(y.max()) + 1 if y.numel() else 0, total.numel())
-                total = torch.nn.functional.pad(total, (0, size - total.numel())) + torch.bincount(y, minlength=size)
-                right = torch.nn.functional.pad(right, (0, size - right.numel())) \
-                    + torch.bincount(y[hit], minlength=size)
+                labels.append(y)
+                hits.append(y[logits.argmax(dim=1).cpu() == y])
     except MlgatesError:
         raise
     except Exception as exc:  # noqa: BLE001 - the loader and the model are user code
         raise GateFailure(f"{where}: {exc.__class__.__name__}: {gist(exc)}") from None
-    return ({c: int(v) for c, v in enumerate(right.tolist())}, {c: int(v) for c, v in enumerate(total.tolist())})
+    every = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    size = int(every.max()) + 1 if every.numel() else 0
+    total = torch.bincount(every, minlength=size).tolist()
+    right = torch.bincount(torch.cat(hits), minlength=size).tolist() if hits else [0] * size
+    return dict(enumerate(right)), dict(enumerate(total))
