@@ -165,3 +165,70 @@ def test_the_proof_is_never_written_through_a_symlinked_archive(tmp_path: Path) 
     assert proc.stderr.startswith("mlgates: proof not written: ") and "symlink" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert list(outside.iterdir()) == []
+
+
+TINY_LOG = "epoch,train_loss,val_loss\n1,0.9,0.8\n2,0.6,0.4\n"
+TINY_GATES = ("title: t\n"
+              "must_haves:\n  truths:\n    - \"the model is good\"\n"
+              "exit_criteria:\n"
+              "  - name: loss_falls\n    check: \"min(val_loss) < first(val_loss)\"\n"
+              "  - name: loss_tiny\n    check: \"min(val_loss) < 0.01\"\n"
+              "  - name: no_such_column\n    check: \"min(val_acc) > 0.5\"\n")
+
+
+def test_prove_reads_its_sessions_results_json_not_junit(tmp_path: Path) -> None:
+    """prove's pytest subprocess writes a JSON list of statuses (``-p
+    pytest_mlgates.prove_results``), never a JUnit XML for prove to parse."""
+    from pytest_mlgates.prove import Job, plan_targets, run_jobs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text(TINY_LOG)
+    gates = tmp_path / "g.gates.yaml"
+    gates.write_text(TINY_GATES)
+    targets = plan_targets(run.resolve(), [gates.resolve()])
+    work = tmp_path / "work"
+    work.mkdir()
+    statuses = run_jobs([Job(str(run), targets)], baseline=run, timeout_s=300, workers=2, work=work)
+    assert statuses == {(str(run), "the_model_is_good"): "UNVERIFIED", (str(run), "loss_falls"): "GREEN",
+                        (str(run), "loss_tiny"): "RED", (str(run), "no_such_column"): "ERROR"}
+    assert sorted(p.name for p in work.iterdir()) == ["batch-0.json"]
+
+
+def test_the_results_plugin_writes_each_gate_items_status(pytester: pytest.Pytester) -> None:
+    """What prove's subprocess loads: one {run, criterion, status} per gate item, with the
+    JUnit reading's rules kept (a GREEN item that then fails is RED, one whose teardown
+    errors is ERROR, one skipped after its verdict SKIPPED); ordinary tests are left out."""
+    (pytester.path / "run").mkdir()
+    (pytester.path / "run" / "training_log.csv").write_text(TINY_LOG)
+    falls = "    check: \"min(val_loss) < first(val_loss)\"\n"
+    pytester.makefile(".gates.yaml", g=TINY_GATES + "".join(
+        f"  - name: {name}\n{falls}" for name in ("skipped_after", "broken_teardown", "failed_after")))
+    pytester.makepyfile(test_plain="def test_ordinary():\n    pass\n")
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    if item.name.startswith("skipped_after"):
+        pytest.skip("skipped after its verdict")
+    if item.name.startswith("failed_after"):
+        raise AssertionError("failed after its verdict")
+    return result
+
+def pytest_runtest_teardown(item):
+    if item.name.startswith("broken_teardown"):
+        raise RuntimeError("teardown broke")
+""")
+    result = pytester.runpytest_subprocess(
+        "--run-dir", "run", "-p", "no:cacheprovider", "-p", "pytest_mlgates.prove_results",
+        "--mlgates-prove-results=out/results.json")
+    result.assert_outcomes(passed=2, failed=3, skipped=2, errors=1)
+    records = json.loads((pytester.path / "out" / "results.json").read_text())
+    assert sorted((r["criterion"], r["status"]) for r in records) == [
+        ("broken_teardown", "ERROR"), ("failed_after", "RED"), ("loss_falls", "GREEN"),
+        ("loss_tiny", "RED"), ("no_such_column", "ERROR"), ("skipped_after", "SKIPPED"),
+        ("the_model_is_good", "UNVERIFIED")]
+    assert {r["run"] for r in records} == {"run"} and all(len(r) == 3 for r in records)
+    assert [p.name for p in (pytester.path / "out").iterdir()] == ["results.json"]  # no temp file left
