@@ -217,14 +217,17 @@ def pytest_runtest_call(item):
         raise AssertionError("failed after its verdict")
     return result
 
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item):
+    result = yield
     if item.name.startswith("broken_teardown"):
         raise RuntimeError("teardown broke")
+    return result
 """)
     result = pytester.runpytest_subprocess(
-        "--run-dir", "run", "-p", "no:cacheprovider", "-p", "pytest_mlgates.prove_results",
-        "--mlgates-prove-results=out/results.json")
-    result.assert_outcomes(passed=2, failed=3, skipped=2, errors=1)
+        "--run-dir", "run", "-p", "no:cacheprovider", "--mlgates-archive=off",
+        "-p", "pytest_mlgates.prove_results", "--mlgates-prove-results=out/results.json")
+    result.assert_outcomes(passed=3, failed=3, skipped=2, errors=1)
     records = json.loads((pytester.path / "out" / "results.json").read_text())
     assert sorted((r["criterion"], r["status"]) for r in records) == [
         ("broken_teardown", "ERROR"), ("failed_after", "RED"), ("loss_falls", "GREEN"),
