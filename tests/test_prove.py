@@ -235,3 +235,34 @@ def pytest_runtest_teardown(item):
         ("the_model_is_good", "UNVERIFIED")]
     assert {r["run"] for r in records} == {"run"} and all(len(r) == 3 for r in records)
     assert [p.name for p in (pytester.path / "out").iterdir()] == ["results.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("case", ["missing", "unreadable"])
+def test_a_session_without_a_readable_result_is_one_line(tmp_path: Path, case: str) -> None:
+    """The gate session dies before writing its JSON, or leaves one that is not a list of
+    records: ProveError in one line, never a traceback or an empty proof."""
+    from pytest_mlgates.prove import Job, ProveError, plan_targets, run_jobs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_log.csv").write_text(TINY_LOG)
+    gates = tmp_path / "gates" / "g.gates.yaml"
+    gates.parent.mkdir()
+    gates.write_text(TINY_GATES)
+    (gates.parent / "conftest.py").write_text({
+        "missing": "import os\n\ndef pytest_collection_finish(session):\n    os._exit(3)\n",
+        "unreadable": "def pytest_unconfigure(config):\n"
+                      "    with open(config.getoption('mlgates_prove_results'), 'w') as fh:\n"
+                      "        fh.write('{\"run\": ')\n"}[case])
+    targets = plan_targets(run.resolve(), [gates.resolve()])
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ProveError) as exc:
+        run_jobs([Job(str(run), targets)], baseline=run, timeout_s=300, workers=1, work=work)
+    message = str(exc.value)
+    assert "\n" not in message
+    if case == "missing":
+        assert message.startswith("pytest on the gate files wrote no result (exit 3)"), message
+    else:
+        assert message.startswith(f"pytest on the gate files wrote an unreadable result {work / 'batch-0.json'}: "
+                                  "JSONDecodeError"), message

@@ -4,7 +4,9 @@ A gate that cannot fail proves nothing.  For every criterion of the gate files, 
 takes a temporary copy of the run, applies a mutation aimed at that criterion (NaN into
 the log for ``finite_log``, a class's recall to 0 for ``class_recall``, a deleted
 ``best_*.pt`` for ``best_checkpoints``, ...), runs the gate files on the copy in a pytest
-subprocess, and checks that the criterion turned RED.  A criterion that stays GREEN under
+subprocess, and checks that the criterion turned RED.  The subprocess loads
+``pytest_mlgates.prove_results``, which writes each gate item's status to a JSON file when
+the session ends; nothing is parsed back out of JUnit XML or the terminal.  A criterion that stays GREEN under
 every mutation aimed at it is a defect; the exit code says so.
 
 Each gate declares the mutations aimed at it beside its function (``gates/*.py``); they
@@ -40,7 +42,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,11 +156,11 @@ def run_jobs(jobs: list[Job], *, baseline: Path, timeout_s: float, workers: int,
     groups: list[list[Job]] = [[] for _ in range(max(1, min(workers, 2, len(jobs))))]
     for index, job in enumerate(sorted(jobs, key=lambda j: -len(j.targets))):
         groups[index % len(groups)].append(job)
-    stamp = len(list(work.glob("batch-*.xml")))
+    stamp = len(list(work.glob("batch-*.json")))
 
     def one(item: tuple[int, list[Job]]) -> dict[tuple[str, str], str]:
         number, group = item
-        return run_gates(group, work / f"batch-{stamp + number}.xml", baseline=baseline,
+        return run_gates(group, work / f"batch-{stamp + number}.json", baseline=baseline,
                          timeout_s=timeout_s, run_format=run_format)
 
     statuses: dict[tuple[str, str], str] = {}
@@ -169,9 +170,10 @@ def run_jobs(jobs: list[Job], *, baseline: Path, timeout_s: float, workers: int,
     return statuses
 
 
-def run_gates(group: list[Job], out_xml: Path, *, baseline: Path,
+def run_gates(group: list[Job], out_json: Path, *, baseline: Path,
               timeout_s: float, run_format: str | None = None) -> dict[tuple[str, str], str]:
-    """One pytest subprocess: ``{(run label, criterion): status}``."""
+    """One pytest subprocess: ``{(run label, criterion): status}``, read from the JSON
+    its ``pytest_mlgates.prove_results`` plugin writes when the session ends."""
     command = [sys.executable, "-m", "pytest"]
     for job in group:
         command += [_nodeid(t, job.label) for t in job.targets]
@@ -182,37 +184,24 @@ def run_gates(group: list[Job], out_xml: Path, *, baseline: Path,
     command += [
         "--baseline-run", str(baseline), "-p", "no:cacheprovider", "-p", "no:xdist",
         "-p", "pytest_mlgates.archive", "--mlgates-archive=off", "-q",
-        f"--junitxml={out_xml}", "-o", "junit_family=xunit1",
+        "-p", "pytest_mlgates.prove_results", f"--mlgates-prove-results={out_json}",
     ]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                               check=False)
     except subprocess.TimeoutExpired:
         raise ProveError(f"pytest on the gate files took more than {timeout_s:.0f} s") from None
-    if not out_xml.exists():
+    try:
+        records = json.loads(out_json.read_text(encoding="utf-8"))
+        return {(str(r["run"]), str(r["criterion"])): str(r["status"]) for r in records}
+    except FileNotFoundError:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
         raise ProveError(f"pytest on the gate files wrote no result (exit {proc.returncode}):"
-                         f" {tail[0]}")
-    return parse_junit(out_xml)
-
-
-def parse_junit(path: Path) -> dict[tuple[str, str], str]:
-    statuses: dict[tuple[str, str], str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        name = props.get("mlgates.criterion")
-        run = props.get("mlgates.run")
-        if not name or not run:
-            continue
-        status = props.get("mlgates.status")
-        if case.find("failure") is not None:
-            status = status if status in ("RED", "ERROR", "UNVERIFIED") else "RED"
-        elif case.find("error") is not None:
-            status = "ERROR"
-        elif case.find("skipped") is not None:
-            status = status if status == "UNVERIFIED" else "SKIPPED"
-        statuses[(str(run), str(name))] = status or "GREEN"
-    return statuses
+                         f" {tail[0]}") from None
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ProveError(f"pytest on the gate files wrote an unreadable result {out_json}: "
+                         f"{type(err).__name__}: {reason}") from None
 
 
 def prove(run: Path, gates: list[Path], *, jobs: int = 2, timeout_s: float = 300.0,
