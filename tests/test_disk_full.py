@@ -21,8 +21,9 @@ import subprocess
 from pathlib import Path
 
 import torch
-from conftest import REPO_ROOT, train_command
 from engine_forkserver import ForkServer
+
+from conftest import REPO_ROOT, train_command
 
 OVERRIDES = ("train.epochs=4", "train.progress_bar=false", "model.name=mlp", "model.width=8",
              "gates.inflight=null")

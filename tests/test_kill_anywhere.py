@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from engine_forkserver import ForkServer
+
+from conftest import REPO_ROOT
 
 SEED = 20261125
 EPOCHS = 4

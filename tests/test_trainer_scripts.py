@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS_DIR, need_package, trainer_env
 
 SCRIPTS = TRAINER_SCRIPTS_DIR
