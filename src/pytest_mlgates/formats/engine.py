@@ -132,6 +132,7 @@ class EngineRun(Run):
     runs that save ``checkpoints/best_<metric>.pt`` the engine's way."""
 
     format = "engine"
+    config_file = "config.yaml"
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -140,10 +141,6 @@ class EngineRun(Run):
     @property
     def provenance(self) -> dict[str, Any] | None:
         return self._cached("provenance", lambda: self._optional_object("provenance.json"))
-
-    @property
-    def config(self) -> dict[str, Any] | None:
-        return self._cached("config", lambda: self._optional_yaml_mapping("config.yaml"))
 
     def _read_log(self) -> Log:
         for name, parse in (("training_log.csv", "csv"), ("metric_history.json", "json")):

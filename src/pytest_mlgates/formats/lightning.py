@@ -38,7 +38,14 @@ from pytest_mlgates.checkpoint_io import holds_state, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.runcsv import read_csv_columns
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
+from pytest_mlgates.rundir import (
+    BestRecord,
+    Run,
+    RunSection,
+    best_index,
+    default_mode,
+    is_checkpoint_alias,
+)
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runlog_regroup import epochs_or_steps
@@ -140,6 +147,8 @@ def _callback_args(key: str) -> dict[str, Any]:
 
 class LightningRun(Run):
     format = "lightning"
+    #: Lightning's record of the run's hyper-parameters
+    config_file = "hparams.yaml"
 
     # -- files ---------------------------------------------------------------------------
 
@@ -153,11 +162,6 @@ class LightningRun(Run):
         shown = self.shown(path)
         with open_run_file(self.path, "metrics.csv", shown, limit=MAX_TEXT_BYTES) as stream:
             return read_lightning_csv(stream, shown)
-
-    @property
-    def config(self) -> dict[str, Any] | None:
-        """``hparams.yaml`` (Lightning's record of the run's hyper-parameters)."""
-        return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))  # type: ignore[no-any-return]
 
     def checkpoint_files(self) -> list[Path]:
         """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first; a
@@ -330,9 +334,9 @@ class LightningRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (that ModelCheckpoint's best_model_path), ``last`` or
         ``final`` (last.ckpt, else the newest), or a path relative to the run dir."""
-        if "." not in name and "/" not in name and (name in ("best", "final", "last") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             if name.startswith("best"):
-                metric = self.monitor[0] if name == "best" else name[len("best_"):]
+                metric = self.alias_metric(name)
                 path, base, state = self._best_path_for(metric)
                 if path is not None:
                     return self._inside(path)
