@@ -1,4 +1,4 @@
-"""Bundled datasets, injectable faults, splits and deterministic loaders.
+"""Bundled datasets, splits and deterministic loaders; the faults they can carry are ``faults.py``.
 
 Nothing is downloaded: ``digits`` and ``breast_cancer`` come with scikit-learn and
 ``stamps`` is synthesised with numpy from the config's seed (``stamps.py``). The faults
@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from model.config import Config, ConfigError
+from model.faults import (
+    check_faults_apply,
+    inject_missing_band,
+    inject_nan_pixels,
+    leak_train_into_val,
+)
 from model.stamps import SHORTCUT_RADIUS, STAMPS_CLASSES, make_stamps
 
 # The image-core probe belongs to the plugin (its shortcut gate and preflight use it); the
@@ -36,23 +42,8 @@ from pytest_mlgates.probes import fill_core_with_median
 if TYPE_CHECKING:  # torch is imported where it is used, so `import model.data` stays light
     from torch.utils.data import DataLoader
 
-# Fault rates: small enough that a run still trains, large enough that a check sees them.
-NAN_SAMPLE_FRACTION = 0.02
-MISSING_BAND_FRACTION = 0.05
-# leaked_groups: val is filled with copies of this many train systems per class.
-LEAKED_SYSTEMS_PER_CLASS = 2
-
-# Which faults make sense for which data (a dead band needs bands, a leak needs groups).
-_FAULTS_APPLY_TO: dict[str, tuple[str, ...]] = {
-    "shortcut": ("stamps",),
-    "nan_pixels": ("stamps", "digits"),
-    "missing_band": ("stamps",),
-    "leaked_groups": ("stamps",),
-}
-
 # Separate random streams per purpose, so adding a fault never changes the honest data
-# (streams 1 and 2 are the stamps' own, in stamps.py).
-_STREAM_SHORTCUT, _STREAM_NAN, _STREAM_BAND, _STREAM_LEAK = 11, 12, 13, 14
+# (streams 1 and 2 are the stamps' own, in stamps.py; 11 to 14 the faults', in faults.py).
 _STREAM_SPLIT, _STREAM_IMBALANCE, _STREAM_CORE_DROPOUT = 21, 22, 31
 
 
@@ -244,7 +235,7 @@ def build_dataset(config: Config) -> Dataset:
     """The dataset the config names, with its faults, splits and train statistics."""
     data = config.data
     seed = int(config.seed)
-    _check_faults_apply(data.name, list(data.faults))
+    check_faults_apply(data.name, list(data.faults))
 
     hidden: dict[str, np.ndarray] = {}
     if data.name == "digits":
@@ -258,9 +249,9 @@ def build_dataset(config: Config) -> Dataset:
         raise ConfigError(f"data.name: unknown dataset {data.name!r} (valid: digits, breast_cancer, stamps)")
 
     if "nan_pixels" in data.faults:
-        _inject_nan_pixels(x, seed)
+        inject_nan_pixels(x, seed)
     if "missing_band" in data.faults:
-        _inject_missing_band(x, seed)
+        inject_missing_band(x, seed)
 
     if data.split == "group_holdout":
         if groups is None:
@@ -277,7 +268,7 @@ def build_dataset(config: Config) -> Dataset:
 
     if "leaked_groups" in data.faults:
         assert groups is not None
-        _leak_train_into_val(x, y, groups, splits, hidden.get("clarity"), seed)
+        leak_train_into_val(x, y, groups, splits, hidden.get("clarity"), seed)
 
     return Dataset(
         name=data.name,
@@ -291,15 +282,6 @@ def build_dataset(config: Config) -> Dataset:
         seed=seed,
         faults=list(data.faults),
     )
-
-
-def _check_faults_apply(name: str, faults: list[str]) -> None:
-    for fault in faults:
-        allowed = _FAULTS_APPLY_TO.get(fault, ())
-        if name not in allowed:
-            raise ConfigError(
-                f"data.faults: '{fault}' does not apply to dataset '{name}' (only to: {', '.join(allowed)})"
-            )
 
 
 def _class_index(cls: int | str, class_names: list[str]) -> int:
@@ -383,59 +365,3 @@ def _thin_class(train: np.ndarray, y: np.ndarray, cls: int, keep: float, seed: i
     n_keep = max(1, round(keep * len(members)))
     kept = _rng(seed, _STREAM_IMBALANCE).choice(members, size=n_keep, replace=False)
     return np.sort(np.concatenate([train[y[train] != cls], kept])).astype(np.int64)
-
-
-# --------------------------------------------------------------------------- faults
-
-
-def _inject_nan_pixels(x: np.ndarray, seed: int) -> None:
-    """A few samples get a small patch of NaN in one band (a bad-pixel mask never applied)."""
-    rng = _rng(seed, _STREAM_NAN)
-    n = len(x)
-    hit = rng.choice(n, size=max(1, round(NAN_SAMPLE_FRACTION * n)), replace=False)
-    h, w = x.shape[2], x.shape[3]
-    patch = max(1, h // 8)
-    for i in hit:
-        band = rng.integers(x.shape[1])
-        r0, c0 = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
-        x[i, band, r0 : r0 + patch, c0 : c0 + patch] = np.nan
-
-
-def _inject_missing_band(x: np.ndarray, seed: int) -> None:
-    """A few samples have one band all zeros (a dead detector or a failed coadd)."""
-    rng = _rng(seed, _STREAM_BAND)
-    n = len(x)
-    hit = rng.choice(n, size=max(1, round(MISSING_BAND_FRACTION * n)), replace=False)
-    bands = rng.integers(0, x.shape[1], size=len(hit))
-    x[hit, bands] = 0.0
-
-
-def _leak_train_into_val(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, splits: dict[str, np.ndarray],
-    clarity: np.ndarray | None, seed: int,
-) -> None:
-    """Overwrite every val sample with an exact copy of a train sample of the same class.
-
-    The bug simulated: val was drawn from a few systems that are also in train (say, a
-    cut-out list reused). The copies keep their train group ids, so the leak shows in
-    ``splits.json``; they come from the clearest train systems of each class, so even
-    a short run scores a perfect val — the "val AUROC of 1.0 that was a leaked split"
-    of the spec. The test split stays honest and tells the truth.
-    """
-    rng = _rng(seed, _STREAM_LEAK)
-    train, val = splits["train"], splits["val"]
-    score = clarity if clarity is not None else np.zeros(len(x))
-    for cls in np.unique(y[val]):
-        targets = val[y[val] == cls]
-        pool = train[y[train] == cls]
-        if len(pool) == 0:
-            continue
-        # rank train groups of this class by their clearest observation, keep the top few
-        pool_groups = np.unique(groups[pool])
-        best = np.array([score[pool[groups[pool] == gid]].max() for gid in pool_groups])
-        order = np.lexsort((rng.random(len(pool_groups)), -best))
-        chosen = pool_groups[order[:LEAKED_SYSTEMS_PER_CLASS]]
-        sources = pool[np.isin(groups[pool], chosen)]
-        sources = np.resize(rng.permutation(sources), len(targets))
-        x[targets] = x[sources]
-        groups[targets] = groups[sources]

@@ -20,6 +20,8 @@ Anything that does not hold is an :class:`ArchiveError`: one line, nothing writt
 
 On a platform without ``dir_fd`` support (Windows) the same checks are made on paths with
 ``lstat`` just before each open: a best effort, racy against a concurrent attacker.
+The descriptor-level pieces (flags, the ledger's flock, one-line OSErrors) are
+``archive_os.py``.
 """
 
 from __future__ import annotations
@@ -28,22 +30,28 @@ import errno
 import os
 import secrets
 import stat
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from pytest_mlgates.archive_os import (
+    BINARY,
+    CLOEXEC,
+    DIR_FDS,
+    DIRECTORY,
+    NOFOLLOW,
+    NONBLOCK,
+    ArchiveError,
+    Locked,
+    os_line,
+    pread_byte,
+    require_dir,
+    write_all,
+)
 from pytest_mlgates.fingerprint import ARCHIVE_DIRNAME, kind_of
 
 LOCK_SUFFIX = ".lock"
-_LOCK_TIMEOUT_S = 120.0
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_BINARY = getattr(os, "O_BINARY", 0)
-_DIR_FDS = os.open in os.supports_dir_fd and bool(_NOFOLLOW) and bool(_DIRECTORY)
 
 
 def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
@@ -53,10 +61,6 @@ def archive_location(run_dir: Path, setting: str | None) -> tuple[Path, str]:
     if str(setting or "on").lower() in ("on", ""):
         return run_dir, ARCHIVE_DIRNAME
     return Path(str(setting)).expanduser().resolve(), run_dir.name
-
-
-class ArchiveError(Exception):
-    """The archive cannot be written (or read) safely; ``str(err)`` is one line."""
 
 
 class ArchiveDir:
@@ -73,10 +77,10 @@ class ArchiveDir:
         """``base/name`` (``<run>/acceptance``, or ``DIR/<run name>`` for
         ``--mlgates-archive=DIR``).  None when it does not exist and ``create`` is False."""
         shown = base / name
-        if not _DIR_FDS:
+        if not DIR_FDS:
             return cls._open_by_path(base, name, create=create)
         try:
-            base_fd = os.open(base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+            base_fd = os.open(base, os.O_RDONLY | DIRECTORY | CLOEXEC)
         except FileNotFoundError:
             if not create:
                 return None
@@ -93,10 +97,10 @@ class ArchiveDir:
                 st = os.stat(name, dir_fd=base_fd, follow_symlinks=False)
             except FileNotFoundError:
                 return None
-            _require_dir(st, shown)
-            fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=base_fd)
+            require_dir(st, shown)
+            fd = os.open(name, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC, dir_fd=base_fd)
         except OSError as err:
-            raise ArchiveError(_os_line(err, shown)) from None
+            raise ArchiveError(os_line(err, shown)) from None
         finally:
             os.close(base_fd)
         return cls(fd, shown)
@@ -126,8 +130,8 @@ class ArchiveDir:
         except FileNotFoundError:
             return None
         except OSError as err:
-            raise ArchiveError(_os_line(err, shown)) from None
-        _require_dir(st, shown)
+            raise ArchiveError(os_line(err, shown)) from None
+        require_dir(st, shown)
         return cls(None, shown)
 
     def close(self) -> None:
@@ -145,7 +149,7 @@ class ArchiveDir:
 
     def _open(self, name: str, flags: int, mode: int = 0o644, *, within: int | None = None) -> int:
         """Open ``name`` in this dir (or in the dir fd ``within``) without following links."""
-        flags |= _NOFOLLOW | _CLOEXEC | _BINARY
+        flags |= NOFOLLOW | CLOEXEC | BINARY
         if self.fd is None:
             path = self.path / name
             if path.is_symlink():
@@ -193,11 +197,11 @@ class ArchiveDir:
         """A regular file of the archive opened for reading, or None when it is absent."""
         try:
             self._check_not_link(name)
-            fd = self._open(name, os.O_RDONLY | _NONBLOCK)
+            fd = self._open(name, os.O_RDONLY | NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as err:
-            raise ArchiveError(_os_line(err, self.path / name)) from None
+            raise ArchiveError(os_line(err, self.path / name)) from None
         try:
             self._regular(fd, name)
         except BaseException:
@@ -228,7 +232,7 @@ class ArchiveDir:
                     target = f"{stem}{secrets.token_hex(2)}-{verdict}"
             raise ArchiveError(f"{self.path}: no free archive dir name for {name}")
         except OSError as err:
-            raise ArchiveError(_os_line(err, self.path)) from None
+            raise ArchiveError(os_line(err, self.path)) from None
         finally:
             if temp:
                 self._remove_temp(temp, contents)
@@ -241,7 +245,7 @@ class ArchiveDir:
         try:
             fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             try:
-                _write_all(fd, text.encode("utf-8", "surrogateescape"))
+                write_all(fd, text.encode("utf-8", "surrogateescape"))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -249,7 +253,7 @@ class ArchiveDir:
             temp = ""
             self._sync_dir()
         except OSError as err:
-            raise ArchiveError(_os_line(err, self.path / name)) from None
+            raise ArchiveError(os_line(err, self.path / name)) from None
         finally:
             if temp:
                 self._quietly(os.unlink, temp)
@@ -277,23 +281,23 @@ class ArchiveDir:
             except FileExistsError:
                 continue
             except OSError as err:
-                raise ArchiveError(_os_line(err, self.path)) from None
+                raise ArchiveError(os_line(err, self.path)) from None
         raise ArchiveError(f"{self.path}: could not create a temporary dir")
 
     def _fill(self, temp: str, contents: dict[str, str]) -> None:
         within = None
         if self.fd is not None:
-            within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC,
+            within = os.open(temp, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC,
                              dir_fd=self.fd)
         try:
             for filename, text in contents.items():
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
                 if within is None:
-                    fd = os.open(self.path / temp / filename, flags | _NOFOLLOW | _BINARY, 0o644)
+                    fd = os.open(self.path / temp / filename, flags | NOFOLLOW | BINARY, 0o644)
                 else:
                     fd = self._open(filename, flags, within=within)
                 try:
-                    _write_all(fd, text.encode("utf-8", "surrogateescape"))
+                    write_all(fd, text.encode("utf-8", "surrogateescape"))
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -313,7 +317,7 @@ class ArchiveDir:
         within = None
         try:
             if self.fd is not None:  # the temp dir opened once, its files removed through it
-                within = os.open(temp, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=self.fd)
+                within = os.open(temp, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC, dir_fd=self.fd)
             for filename in contents:
                 try:
                     if within is None:
@@ -349,99 +353,32 @@ class ArchiveDir:
         try:
             self._check_existing(ledger_name)  # before the lock file is created
             self._check_not_link(lock_name)
-            lock_fd = self._open(lock_name, os.O_RDWR | os.O_CREAT | _NONBLOCK)
+            lock_fd = self._open(lock_name, os.O_RDWR | os.O_CREAT | NONBLOCK)
         except OSError as err:
-            raise ArchiveError(_os_line(err, self.path / lock_name)) from None
+            raise ArchiveError(os_line(err, self.path / lock_name)) from None
         try:
             self._regular(lock_fd, lock_name)
-            with _Locked(lock_fd, self.path / lock_name):
+            with Locked(lock_fd, self.path / lock_name):
                 try:
                     self._check_not_link(ledger_name)
-                    fd = self._open(ledger_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NONBLOCK)
+                    fd = self._open(ledger_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | NONBLOCK)
                 except OSError as err:
-                    raise ArchiveError(_os_line(err, self.path / ledger_name)) from None
+                    raise ArchiveError(os_line(err, self.path / ledger_name)) from None
                 try:
                     self._regular(fd, ledger_name, single_link=True)
 
                     def append(data: bytes) -> None:
                         try:
                             size = os.fstat(fd).st_size
-                            if size and _pread(fd, size - 1) != b"\n":
+                            if size and pread_byte(fd, size - 1) != b"\n":
                                 data = b"\n" + data
-                            _write_all(fd, data)
+                            write_all(fd, data)
                             os.fsync(fd)
                         except OSError as err:
-                            raise ArchiveError(_os_line(err, self.path / ledger_name)) from None
+                            raise ArchiveError(os_line(err, self.path / ledger_name)) from None
 
                     yield append
                 finally:
                     os.close(fd)
         finally:
             os.close(lock_fd)
-
-
-class _Locked:
-    """``flock`` the lock file (an exclusive lock; what filelock takes on POSIX too, so
-    sessions of older versions are kept out), waiting up to two minutes."""
-
-    def __init__(self, fd: int, shown: Path) -> None:
-        self.fd = fd
-        self.shown = shown
-        self.fallback: Any = None
-
-    def __enter__(self) -> _Locked:  # noqa: PYI034 - a final class
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            from filelock import FileLock
-
-            self.fallback = FileLock(str(self.shown), timeout=_LOCK_TIMEOUT_S)
-            self.fallback.acquire()
-            return self
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ArchiveError(f"{self.shown}: still locked by another session after "
-                                       f"{_LOCK_TIMEOUT_S:.0f} s") from None
-                time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fallback is not None:
-            self.fallback.release()
-            return
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-
-def _require_dir(st: os.stat_result, shown: Path) -> None:
-    if stat.S_ISLNK(st.st_mode):
-        raise ArchiveError(f"{shown}: a symlink; the archive writes only inside the run dir, "
-                           "refused")
-    if not stat.S_ISDIR(st.st_mode):
-        raise ArchiveError(f"{shown}: a {kind_of(st.st_mode)}, not a directory; refused")
-
-
-def _pread(fd: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, 1, offset)
-    os.lseek(fd, offset, os.SEEK_SET)
-    return os.read(fd, 1)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _os_line(err: OSError, shown: Path) -> str:
-    """An OSError as one line naming the path; ELOOP means a symlink met O_NOFOLLOW."""
-    if err.errno == errno.ELOOP:
-        return f"{shown}: a symlink; the archive writes only inside the run dir, refused"
-    return f"{shown}: {err.strerror or err}"

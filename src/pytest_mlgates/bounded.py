@@ -34,8 +34,9 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["MAX_INT_DIGITS", "MAX_PICKLE_NODES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "PickleRefused",
-           "YamlRefused", "check_pickle", "check_yaml", "load_yaml", "number_problem", "shown_names", "shown_value"]
+__all__ = ["MAX_INT_DIGITS", "MAX_PICKLE_NODES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "MEMO_OPCODES",
+           "PickleRefused", "YamlRefused", "check_pickle", "check_yaml", "load_yaml", "memo_opcode", "number_problem",
+           "shown_names", "shown_value"]
 
 #: A YAML document may expand (aliases followed) to at most this many nodes: a trainer's
 #: hparams.yaml or MLflow's meta.yaml holds tens to thousands; a bomb, billions.
@@ -273,6 +274,23 @@ _FROM_MARK = frozenset({"LIST", "TUPLE", "DICT", "FROZENSET", "INST"})
 _INTO_BELOW_MARK = frozenset({"APPENDS", "SETITEMS", "ADDITEMS"})
 
 
+#: The opcodes that store the top of a pickle's stack in its memo, or push a stored one back.
+MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"})
+
+
+def memo_opcode(name: str, arg: Any, stack: list[Any], memo: dict[Any, Any]) -> None:
+    """Apply one of :data:`MEMO_OPCODES` to a walk's ``stack`` and ``memo``, whatever the walk
+    keeps on its stack (sizes here, values in ``pickle_peek``): a pickle's shared references
+    are these opcodes, so every walk must follow them the same way.  A ``GET`` of a key never
+    ``PUT`` raises ``KeyError``, an empty stack ``IndexError``: the file is not a pickle."""
+    if name == "MEMOIZE":
+        memo[len(memo)] = stack[-1]
+    elif name.endswith("PUT"):
+        memo[arg] = stack[-1]
+    else:
+        stack.append(memo[arg])
+
+
 class PickleRefused(ValueError):
     """A pickle whose objects, shared references followed, exceed :data:`MAX_PICKLE_NODES`."""
 
@@ -322,12 +340,8 @@ def _count_one(ops: Any) -> bool:
             stack.append([1])
         elif name == "MARK":
             stack.append(mark)
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[arg] = stack[-1]
-        elif name == "MEMOIZE":
-            memo[len(memo)] = stack[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(memo[arg])
+        elif name in MEMO_OPCODES:
+            memo_opcode(name, arg, stack, memo)
         elif name in ("APPEND", "BUILD"):
             value = stack.pop()
             grow(stack[-1], value[0])

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +48,6 @@ except ImportError:
 __all__ = ["GatesCallback"]
 
 log = logging.getLogger("pytest_mlgates.huggingface")
-
-
-def _named_format(gates: Gates) -> str | None:
-    section = getattr(gates.document, "run", None)
-    if isinstance(section, Mapping):
-        return section.get("format")
-    return getattr(section, "format", None)
 
 
 def _strategy(value: Any) -> str:
@@ -92,7 +84,7 @@ class GatesCallback(TrainerCallback):  # type: ignore[misc]
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.gates.run_dir = Path(args.output_dir)
         self.gates.run_format = self.run_format
-        if self.run_format is None and _named_format(self.gates) is None:
+        if self.run_format is None and self.gates.named_format is None:
             self.gates.run_format = "huggingface"
         self.verdict = None
         if _strategy(args.save_strategy) == "no" and state.is_world_process_zero:

@@ -31,6 +31,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,15 @@ class Gates:
         self._noted: set[tuple[str, str]] = set()
         if not self.criteria:
             warnings.warn(f"{gate_file}: no criteria to judge during training", InflightGateWarning, stacklevel=2)
+
+    @property
+    def named_format(self) -> str | None:
+        """The format the gate file's ``run:`` section names, if any: a trainer's callback
+        forces its own reader only when the gate file names none."""
+        section = getattr(self.document, "run", None)
+        if isinstance(section, Mapping):
+            return section.get("format")
+        return getattr(section, "format", None)
 
     def check(self, epoch: int) -> Verdict:
         """Judge the run as it is on disk after ``epoch`` completed epochs (from 1).

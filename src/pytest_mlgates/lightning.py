@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from pytest_mlgates.inflight import Gates, Verdict
@@ -61,14 +60,6 @@ from pytest_mlgates.subject_lightning import (  # after the one-line message abo
 __all__ = ["GatesCallback"]
 
 log = logging.getLogger("pytest_mlgates.lightning")
-
-def _named_format(gates: Gates) -> str | None:
-    """The format a gate file's ``run:`` section names, if any."""
-    section = getattr(gates.document, "run", None)
-    if isinstance(section, Mapping):
-        return section.get("format")
-    return getattr(section, "format", None)
-
 
 def _has_csv_logger(trainer: Any) -> bool:
     csv_loggers = lightning_classes("CSVLogger")
@@ -112,7 +103,7 @@ class GatesCallback(pl.Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self.gates.run_dir = run_dir_of(trainer)
         self.gates.run_format = self.run_format
-        if self.run_format is None and _named_format(self.gates) is None and _has_csv_logger(trainer):
+        if self.run_format is None and self.gates.named_format is None and _has_csv_logger(trainer):
             self.gates.run_format = "lightning"
         self.verdict = None
         self._judged = 0

@@ -58,6 +58,8 @@ def top_level_fields(stream: IO[bytes]) -> dict[str, Any]:
     strings, bytes, bools and None as themselves, anything else as :data:`OBJECT`."""
     import pickletools
 
+    from pytest_mlgates.bounded import MEMO_OPCODES, memo_opcode
+
     root: dict[str, Any] | None = None
     mark = object()
     stack: list[Any] = []
@@ -109,12 +111,8 @@ def top_level_fields(stream: IO[bytes]) -> dict[str, Any]:
                     stack.append(root)
                 else:
                     stack.append(OBJECT)
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[arg])
+            elif name in MEMO_OPCODES:
+                memo_opcode(name, arg, stack, memo)
             elif name == "SETITEM":
                 value, key = stack.pop(), stack.pop()
                 into_root(stack[-1], [key, value])

@@ -1,11 +1,12 @@
 """The parsed run dir: what every gate and the ``run`` fixture read, whatever wrote it.
 
-This module holds the model every run format shares: the :class:`Run` base class, the
-gate file's :class:`RunSection` that says how to read a run, and the :class:`BestRecord`
-a run gives for a metric's best checkpoint.  Each format (the engine, Lightning, the HF
-Trainer, MLflow, TensorBoard, a plain loop) is one module of ``pytest_mlgates.formats``
-holding its reader (a :class:`Run` subclass), its detection and its ``mlgates prove``
-mutations; ``pytest_mlgates.formats.open_run`` finds the format and opens the run::
+This module holds the :class:`Run` base class every run format shares, built on
+``runfiles.RunFiles`` (a run dir's files by relative path, read once); the gate file's
+``run:`` section is ``runsection.RunSection``, a best checkpoint ``runbest.BestRecord``.
+Each format (the engine, Lightning, the HF Trainer, MLflow, TensorBoard, a plain loop) is
+one module of ``pytest_mlgates.formats`` holding its reader (a :class:`Run` subclass), its
+detection and its ``mlgates prove`` mutations; ``pytest_mlgates.formats.open_run`` finds
+the format and opens the run::
 
     >>> run = open_run("runs/x")            # the format is detected, or forced
     >>> run.format, run.final.val_loss, run.best_epoch
@@ -30,85 +31,21 @@ in the log's numbering (``BestRecord.epoch``, ``Run.resume_state``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_mlgates.checkpoint_io import load_checkpoint_file, resume_kinds
 from pytest_mlgates.errors import RunDirError
-from pytest_mlgates.runfiles import (
-    read_json_file,
-    read_text_file,
-    read_yaml_file,
-    resolve_inside,
-    run_file,
-)
+from pytest_mlgates.runbest import BestRecord, best_index, default_mode, is_checkpoint_alias
+from pytest_mlgates.runfiles import RunFiles
 from pytest_mlgates.runlog import Log
+from pytest_mlgates.runsection import RunSection
 from pytest_mlgates.runvalues import Row, is_epoch_number
 
-__all__ = ["BestRecord", "Run", "RunSection", "best_index", "default_mode"]
+__all__ = ["BestRecord", "Run", "RunSection", "best_index", "default_mode", "is_checkpoint_alias"]
 
 
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class RunSection:
-    """A gate file's ``run:`` section: how to read a run that has no layout of its own.
-
-    Parsed and validated by ``collect.py`` (``GateDocument.run``); paths are relative to the
-    run dir, ``best`` holds ``{metric}``, ``tracked`` is ``((metric, mode), ...)``::
-
-        run:
-          format: plain
-          log: logs/metrics.csv          # CSV or JSONL
-          epochs_from: 1
-          checkpoints: "ckpt/*.pt"
-          best: "ckpt/best_{metric}.pt"
-          tracked: [{metric: val_loss, mode: min}]
-          splits: splits.json
-    """
-
-    format: str | None = None
-    log: str | None = None
-    epochs_from: int | None = None
-    checkpoints: str | None = None
-    best: str | None = None
-    tracked: tuple[tuple[str, str], ...] = ()
-    splits: str | None = None
-    #: where the section is, for messages: ``acceptance/plain.gates.yaml:3`` (two gate files
-    #: that say the same thing are the same section: one reader, one parse of the log)
-    origin: str = field(default="", compare=False)
-
-    def forced_format(self) -> str | None:
-        """The format the section names, or ``plain`` when it says where the log is."""
-        return self.format or ("plain" if self.log else None)
-
-
-@dataclass
-class BestRecord:
-    """What a run says is the best checkpoint for one metric, in the log's epoch numbering.
-
-    ``problem`` is set (one line) when the run has no usable best checkpoint for the metric:
-    the file is missing, or names another metric.  ``epoch``/``value`` are None when the
-    trainer does not record them.  ``path`` is the file (or HF folder) found.  ``step`` is
-    the optimizer step it was saved at, where the trainer records it: a log of steps
-    places the checkpoint by it."""
-
-    metric: str
-    shown: str
-    epoch: int | None = None
-    value: float | None = None
-    problem: str | None = None
-    path: Path | None = None
-    step: int | None = None
-    #: set when the file is there but its epoch and value cannot be read safely (an
-    #: Ultralytics ``best.pt`` pickles a whole model, a ``.keras`` file records neither):
-    #: why, in a few words; ``best_checkpoints`` then checks the file's presence only and says so
-    unread: str | None = None
-
-
-class Run:
+class Run(RunFiles):
     """A run dir, parsed lazily: what every format shares.  See the module docstring.
 
     One subclass per format (``pytest_mlgates.formats.<name>``) says where the log, the
@@ -118,6 +55,8 @@ class Run:
 
     #: which trainer wrote the run dir (a name of ``pytest_mlgates.formats.FORMATS``)
     format = "?"
+    #: the YAML file in the run dir that records its hyper-parameters, if the trainer writes one
+    config_file: str | None = None
 
     def __init__(self, path: Path, section: RunSection | None = None) -> None:
         self.path = path
@@ -126,79 +65,6 @@ class Run:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
-
-    # -- paths ---------------------------------------------------------------------
-
-    def resolve(self, rel: str) -> Path:
-        """``rel`` inside the run dir, or a RunDirError: no absolute paths, no ``..``,
-        no symlink that leads outside."""
-        return resolve_inside(self.path, rel, "run dir")
-
-    def shown(self, path: Path) -> str:
-        """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
-        return str(path)
-
-    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
-        """A gate file's path (``artifact``, ``key_link``'s ``from``): (the file it names, or
-        None when absent; every place looked at, as shown in messages, the one found first).
-        A format whose files live in more than one root (an MLflow run folder and its
-        ``artifacts/``) looks in each, so a message names the path actually looked at."""
-        path = self.resolve(rel)
-        return (path if path.exists() else None), [self.shown(self.path / rel)]
-
-    # -- lazily read files -----------------------------------------------------------
-
-    def _cached(self, key: str, make: Any) -> Any:
-        value = self._cache.get(key, _MISSING)
-        if value is _MISSING:
-            try:
-                value = make()
-            except RunDirError as exc:
-                self._cache[key] = exc
-                raise
-            self._cache[key] = value
-        if isinstance(value, RunDirError):
-            raise value
-        return value
-
-    def file(self, rel: str) -> Path:
-        """The real path of the regular file ``rel`` inside the run dir, checked as
-        :func:`~pytest_mlgates.runfiles.run_file` does (for libraries that open by name)."""
-        return run_file(self.path, rel, self.shown(self.path / rel))
-
-    def read_text(self, rel: str) -> str:
-        """The text of ``rel`` inside the run dir (regular file, size-capped)."""
-        return read_text_file(self.path / rel, self.shown(self.path / rel), root=self.path)
-
-    def read_json(self, rel: str) -> Any:
-        return read_json_file(self.path / rel, self.shown(self.path / rel), root=self.path)
-
-    def read_yaml(self, rel: str) -> Any:
-        return read_yaml_file(self.path / rel, self.shown(self.path / rel), root=self.path)
-
-    def _optional_json(self, name: str) -> Any:
-        path = self.path / name
-        if not path.exists() and not path.is_symlink():
-            return None
-        return self.read_json(name)  # a symlink out of the run dir is refused, not followed
-
-    def _optional_object(self, name: str) -> dict[str, Any] | None:
-        data = self._optional_json(name)
-        if data is not None and not isinstance(data, dict):
-            raise RunDirError(f"{self.shown(self.path / name)}: expected a JSON object, got {type(data).__name__}")
-        return data
-
-    def _optional_yaml_mapping(self, name: str) -> dict[str, Any] | None:
-        """A YAML mapping of the run dir (``{}`` when empty), None when the file is absent."""
-        path = self.path / name
-        if not path.exists() and not path.is_symlink():
-            return None
-        data = self.read_yaml(name)  # a symlink out of the run dir is refused, not followed
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
-        return data
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -216,8 +82,12 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any] | None:
-        """The run's hyper-parameters as the trainer recorded them, if it did."""
-        return None
+        """The run's hyper-parameters as the trainer recorded them, if it did: by default
+        the YAML mapping :attr:`config_file` names."""
+        name = self.config_file
+        if name is None:
+            return None
+        return self._cached("config", lambda: self._optional_yaml_mapping(name))  # type: ignore[no-any-return]
 
     @property
     def splits_file(self) -> str:
@@ -278,8 +148,10 @@ class Run:
 
     @property
     def monitor(self) -> tuple[str, str]:
-        """(metric, mode) that defines "best"; ``val_loss`` unless the format knows better."""
-        return "val_loss", "min"
+        """(metric, mode) that defines "best": the first :attr:`tracked` metric, else
+        ``val_loss``, unless the format knows better."""
+        tracked = self.tracked
+        return tracked[0] if tracked else ("val_loss", "min")
 
     def _best_row(self) -> int | None:
         """Position of the row where the monitor metric is best (its first best value)."""
@@ -384,16 +256,29 @@ class Run:
         """The file (or folder) ``resume_state`` reads: what ``mlgates prove`` corrupts."""
         raise RunDirError(f"{self.shown(self.path)}: a {self.format} run has no resume point the gate can read")
 
+    def locate_best(self, metric: str, rel: str) -> BestRecord | tuple[str, Path]:
+        """The best checkpoint of ``metric`` at ``rel``: ``(shown, resolved path)``, or a
+        :class:`BestRecord` whose problem says that ``rel`` leads outside the run dir."""
+        shown = self.shown(self.path / rel)
+        try:
+            return shown, self.resolve(rel)
+        except RunDirError as exc:
+            return BestRecord(metric, shown, problem=str(exc))
+
+    def alias_metric(self, name: str) -> str:
+        """The metric a checkpoint alias is the best of: :attr:`monitor`'s for ``best``,
+        ``<metric>`` for ``best_<metric>``."""
+        return self.monitor[0] if name == "best" else name[len("best_"):]
+
     def load_best(self, metric: str, rel: str, missing: str) -> BestRecord | tuple[str, Path, dict[str, Any]]:
         """The best checkpoint of ``metric`` at ``rel``, loaded: ``(shown, path, checkpoint)``;
         or a :class:`BestRecord` with the one-line problem -- outside the run dir, not found
         (``missing`` says what the trainer should have written), not loadable.  What each
         format's ``best_checkpoint`` does before it reads the recorded epoch and value."""
-        shown = self.shown(self.path / rel)
-        try:
-            path = self.resolve(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
+        found = self.locate_best(metric, rel)
+        if isinstance(found, BestRecord):
+            return found
+        shown, path = found
         if not path.exists():
             return BestRecord(metric, shown, problem=f"{shown}: not found; {missing}")
         try:
@@ -445,19 +330,3 @@ class Run:
         real = self.real_column(name, metric_aliases)
         values, _ = self.log.series(real)
         return values, self.log.rows_of(real)
-
-
-def default_mode(metric: str) -> str:
-    """``min`` for losses and errors, ``max`` for everything else."""
-    low = metric.lower()
-    return "min" if ("loss" in low or "error" in low or low.endswith("_err")) else "max"
-
-
-def best_index(values: Any, mode: str) -> int | None:
-    """Index of the best value; ties go to the first occurrence and NaN is never best."""
-    import numpy as np
-
-    array = np.asarray(values, dtype=np.float64)
-    if not array.size or np.isnan(array).all():
-        return None
-    return int(np.nanargmin(array) if mode == "min" else np.nanargmax(array))

@@ -24,6 +24,8 @@ after that check is what the archive's before/after fingerprint catches: a run c
 during its session voids the session (``fingerprint.py``).
 
 Every refusal is a :class:`~pytest_mlgates.errors.RunDirError` naming the file.
+:class:`RunFiles`, the base of every reader's ``Run``, opens a run's files by their path
+relative to it with these functions, and reads each at most once.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, BinaryIO
 from pytest_mlgates.errors import RunDirError
 
 __all__ = [
-    "MAX_TEXT_BYTES", "open_run_file", "read_json_file", "read_text_file", "read_yaml_file", "resolve_inside",
+    "MAX_TEXT_BYTES", "RunFiles", "open_run_file", "read_json_file", "read_text_file", "read_yaml_file", "resolve_inside",
     "run_file",
 ]
 
@@ -219,3 +221,88 @@ def read_yaml_file(path: Path, shown: str | None = None, *, root: Path | None = 
         raise RunDirError(f"{shown}:{where} invalid YAML ({problem})") from None
     except RecursionError:
         raise RunDirError(f"{shown}: invalid YAML (nested too deeply)") from None
+
+
+_MISSING = object()
+
+
+class RunFiles:
+    """A run dir's files by their path relative to it, each opened as this module opens
+    files, named in messages as the run names them, and read at most once: the base of
+    ``rundir.Run``, which sets :attr:`path` and an empty :attr:`_cache`."""
+
+    path: Path
+    _cache: dict[str, Any]
+
+    # -- paths ---------------------------------------------------------------------
+
+    def resolve(self, rel: str) -> Path:
+        """``rel`` inside the run dir, or a RunDirError: no absolute paths, no ``..``,
+        no symlink that leads outside."""
+        return resolve_inside(self.path, rel, "run dir")
+
+    def shown(self, path: Path) -> str:
+        """How a file of this run is named in messages: ``runs/x/training_log.csv``."""
+        return str(path)
+
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        """A gate file's path (``artifact``, ``key_link``'s ``from``): (the file it names, or
+        None when absent; every place looked at, as shown in messages, the one found first).
+        A format whose files live in more than one root (an MLflow run folder and its
+        ``artifacts/``) looks in each, so a message names the path actually looked at."""
+        path = self.resolve(rel)
+        return (path if path.exists() else None), [self.shown(self.path / rel)]
+
+    # -- lazily read files -----------------------------------------------------------
+
+    def _cached(self, key: str, make: Any) -> Any:
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            try:
+                value = make()
+            except RunDirError as exc:
+                self._cache[key] = exc
+                raise
+            self._cache[key] = value
+        if isinstance(value, RunDirError):
+            raise value
+        return value
+
+    def file(self, rel: str) -> Path:
+        """The real path of the regular file ``rel`` inside the run dir, checked as
+        :func:`~pytest_mlgates.runfiles.run_file` does (for libraries that open by name)."""
+        return run_file(self.path, rel, self.shown(self.path / rel))
+
+    def read_text(self, rel: str) -> str:
+        """The text of ``rel`` inside the run dir (regular file, size-capped)."""
+        return read_text_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
+    def read_json(self, rel: str) -> Any:
+        return read_json_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
+    def read_yaml(self, rel: str) -> Any:
+        return read_yaml_file(self.path / rel, self.shown(self.path / rel), root=self.path)
+
+    def _optional_json(self, name: str) -> Any:
+        path = self.path / name
+        if not path.exists() and not path.is_symlink():
+            return None
+        return self.read_json(name)  # a symlink out of the run dir is refused, not followed
+
+    def _optional_object(self, name: str) -> dict[str, Any] | None:
+        data = self._optional_json(name)
+        if data is not None and not isinstance(data, dict):
+            raise RunDirError(f"{self.shown(self.path / name)}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+    def _optional_yaml_mapping(self, name: str) -> dict[str, Any] | None:
+        """A YAML mapping of the run dir (``{}`` when empty), None when the file is absent."""
+        path = self.path / name
+        if not path.exists() and not path.is_symlink():
+            return None
+        data = self.read_yaml(name)  # a symlink out of the run dir is refused, not followed
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.shown(path)}: expected a mapping, got {type(data).__name__}")
+        return data

@@ -9,14 +9,17 @@ import io
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import to_epoch, to_float
 
-__all__ = ["StrippedRowsEditor", "csv_rows", "table_log"]
+if TYPE_CHECKING:
+    from pytest_mlgates.rundir import Run
+
+__all__ = ["StrippedRowsEditor", "csv_file_log", "csv_rows", "table_log"]
 
 
 def csv_rows(text: str, shown: str, delimiter: str = ",") -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -71,6 +74,15 @@ def table_log(header: list[str], table: list[tuple[int, dict[str, Any]]], shown:
             else:
                 columns[name].append(to_float(value, f"{shown} line {line_no}, column {name}"))
     return Log(columns=columns, source=Path(shown), empty=empty, kind=kind, first_epoch=first_epoch)
+
+
+def csv_file_log(run: Run, rel: str, kind: str, *, first_epoch: int) -> Log:
+    """The epoch table ``rel`` of ``run`` (a comma-separated file at a fixed place: timm's
+    ``summary.csv``, Ultralytics' ``results.csv``) as a :class:`Log`."""
+    run.resolve(rel)
+    shown = run.shown(run.path / rel)
+    header, table = csv_rows(run.read_text(rel), shown)
+    return table_log(header, table, shown, kind, first_epoch=first_epoch)
 
 
 class StrippedRowsEditor(m.RowsEditor):

@@ -36,7 +36,7 @@ from pytest_mlgates.formats._hf_weights import (
     load_weight_file,
     load_weights_dir,
 )
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode, is_checkpoint_alias
 from pytest_mlgates.runfiles import read_json_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none, numbers_close
@@ -265,7 +265,7 @@ class HuggingFaceRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (best_model_checkpoint), ``last`` (newest checkpoint-N),
         ``final`` (the weights at the top, else the newest checkpoint-N), or a relative path."""
-        if "/" not in name and "." not in name and (name in ("best", "final", "last") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             if name.startswith("best"):
                 folder, base = self._best_dir()
                 shown = self.shown(self._state_path())

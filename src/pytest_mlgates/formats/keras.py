@@ -35,7 +35,7 @@ from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
 from pytest_mlgates.gates.rebuild import checkpoint_name
-from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
 from pytest_mlgates.runfiles import read_text_file
 from pytest_mlgates.runlog import Log
 
@@ -212,11 +212,6 @@ class KerasRun(Run):
     def tracked(self) -> list[tuple[str, str]]:
         return list(self.section.tracked) if self.section is not None else []
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        tracked = self.tracked
-        return tracked[0] if tracked else ("val_loss", "min")
-
     def checkpoint_files(self) -> list[Path]:
         pattern = self.section.checkpoints if self.section is not None else None
         files = _weight_files(self.path)
@@ -231,9 +226,9 @@ class KerasRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (the ``best:`` pattern, else ``best.keras``),
         ``last`` / ``final`` (the newest weights file), or a relative path."""
-        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             if name.startswith("best"):
-                return self.resolve(self.best_file(self.monitor[0] if name == "best" else name[len("best_"):]))
+                return self.resolve(self.best_file(self.alias_metric(name)))
             files = self.checkpoint_files()
             if not files:
                 raise RunDirError(f"{self.shown(self.path)}: no .keras or .weights.h5 file")
@@ -255,12 +250,10 @@ class KerasRun(Run):
         return "best" if (self.path / self.best_file(self.monitor[0])).is_file() else "last"
 
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
-        rel = self.best_file(metric)
-        shown = self.shown(self.path / rel)
-        try:
-            path = self.resolve(rel)
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
+        found = self.locate_best(metric, self.best_file(metric))
+        if isinstance(found, BestRecord):
+            return found
+        shown, path = found
         if not path.is_file():
             return BestRecord(metric, shown, problem=(
                 f"{shown}: not found; needs the best checkpoint of {metric} (ModelCheckpoint(save_best_only=True, "

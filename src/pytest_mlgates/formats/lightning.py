@@ -23,25 +23,25 @@ but one more once the epoch loop finished (``trainer.save_checkpoint`` after ``f
 a checkpoint is placed in the log by its ``global_step``: the CSVLogger writes the rows of
 an epoch's end at ``step = global_step - 1``.  The ``epoch`` field is used only where no
 logged step matches.
+
+``_lightning_csv.py`` reads ``metrics.csv``; ``_lightning_callbacks.py`` the callback states
+one checkpoint holds.
 """
 
 from __future__ import annotations
 
-import ast
-import io
-import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pytest_mlgates.bounded import shown_value
 from pytest_mlgates.checkpoint_io import holds_state, resume_kinds
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.runcsv import read_csv_columns
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, default_mode
+from pytest_mlgates.formats._lightning_callbacks import callback_entries, whole_or_minus_one
+from pytest_mlgates.formats._lightning_csv import parse_lightning_csv, read_lightning_csv
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, is_checkpoint_alias
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
-from pytest_mlgates.runlog_regroup import epochs_or_steps
 from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar
 
 __all__ = ["IDENTIFIED_BY", "LightningRun", "Mutations", "detect", "locate", "parse_lightning_csv", "read",
@@ -81,65 +81,10 @@ def read(path: Path, section: RunSection | None = None) -> LightningRun:
     return LightningRun(path, section)
 
 
-def parse_lightning_csv(text: str, shown: str) -> Log:
-    """Lightning's ``metrics.csv`` given as text (see :func:`read_lightning_csv`)."""
-    return read_lightning_csv(io.BytesIO(text.encode("utf-8", "surrogatepass")), shown)
-
-
-def read_lightning_csv(stream: BinaryIO, shown: str) -> Log:
-    """Lightning's CSVLogger ``metrics.csv``: train and val rows interleaved, blanks between.
-
-    The rows of one epoch are merged, later values winning; epochs keep Lightning's own
-    numbers (from 0), and ``step`` stays a column (the step of the epoch's last row).
-    A run that validated more than once an epoch (``val_check_interval``: LLM
-    fine-tuning) is read as a log of steps instead: every row, numbered by ``step``,
-    each column's series the rows that hold it (``runlog_regroup.epochs_or_steps``)."""
-    import numpy as np
-
-    def check_header(header: list[str]) -> None:
-        if "epoch" not in header and "step" not in header:
-            raise RunDirError(f"{shown}: header has no 'epoch' column")
-
-    table = read_csv_columns(stream, shown, ragged="pad", numbering="nonblank", header_check=check_header,
-                             max_bytes=MAX_TEXT_BYTES)
-    if "epoch" in table.arrays:
-        values, epoch_held = table.arrays["epoch"], table.held["epoch"]
-        bad = np.flatnonzero(epoch_held & ~np.isfinite(values))
-        if bad.size:
-            row = int(bad[0])
-            raise RunDirError(f"{shown} line {int(table.lines[row])}, column epoch: "
-                              f"epoch {float(values[row])} is not a finite number")
-    # a name that heads no column (a trailing comma) holds nothing a gate could read
-    arrays = {n: a for n, a in table.arrays.items() if n}
-    held: dict[str, Any] = {n: table.held[n] for n in arrays}
-    return epochs_or_steps(arrays, held, shown, "lightning", first_epoch=0)
-
-
-_MODE = re.compile(r"'mode':\s*'(min|max)'")
-_MAX_KEY = 4096
-#: The callbacks whose state names a monitored metric.
-_MONITORING = ("ModelCheckpoint", "EarlyStopping")
-
-
-def _callback_args(key: str) -> dict[str, Any]:
-    """``"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}"`` -> its dict, parsed as a
-    literal (never evaluated); {} when the key is not in that shape."""
-    brace = key.find("{")
-    if brace < 0:
-        return {}
-    if len(key) > _MAX_KEY:  # a real key is a few hundred characters; don't parse a megabyte
-        match = _MODE.search(key[:_MAX_KEY])
-        return {"mode": match.group(1)} if match else {}
-    try:
-        value = ast.literal_eval(key[brace:])
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        match = _MODE.search(key)
-        return {"mode": match.group(1)} if match else {}
-    return value if isinstance(value, dict) else {}
-
-
 class LightningRun(Run):
     format = "lightning"
+    #: Lightning's record of the run's hyper-parameters
+    config_file = "hparams.yaml"
 
     # -- files ---------------------------------------------------------------------------
 
@@ -153,11 +98,6 @@ class LightningRun(Run):
         shown = self.shown(path)
         with open_run_file(self.path, "metrics.csv", shown, limit=MAX_TEXT_BYTES) as stream:
             return read_lightning_csv(stream, shown)
-
-    @property
-    def config(self) -> dict[str, Any] | None:
-        """``hparams.yaml`` (Lightning's record of the run's hyper-parameters)."""
-        return self._cached("config", lambda: self._optional_yaml_mapping("hparams.yaml"))  # type: ignore[no-any-return]
 
     def checkpoint_files(self) -> list[Path]:
         """Every ``.ckpt`` in ``checkpoints/`` (and the run dir itself), newest first; a
@@ -185,34 +125,6 @@ class LightningRun(Run):
 
     # -- callback state --------------------------------------------------------------------
 
-    def _callback_entries(self, path: Path, shown: str, ckpt: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """[(callback key, kind, mode, state)] of the monitoring callbacks saved in one file."""
-        callbacks = ckpt.get("callbacks")
-        out: list[tuple[str, str, str, dict[str, Any]]] = []
-        if not isinstance(callbacks, dict):
-            return out
-        for key, state in callbacks.items():
-            if not isinstance(key, str):
-                continue
-            kind = key.split("{", 1)[0]
-            if kind not in _MONITORING:
-                continue
-            # a malformed state of the callbacks that name the best checkpoint is a
-            # broken file, not a run without them: say so instead of skipping it
-            if not isinstance(state, dict):
-                raise RunDirError(f"{shown}: callbacks[{kind}] is a {type(state).__name__}, "
-                                  "expected the callback's state dict")
-            args = _callback_args(key)
-            monitor = state.get("monitor", args.get("monitor"))
-            if monitor is None:  # ModelCheckpoint(monitor=None) keeps only the last
-                continue
-            if not isinstance(monitor, str):
-                raise RunDirError(f"{shown}: callbacks[{kind}] monitor {shown_value(monitor, 40)} "
-                                  f"({type(monitor).__name__}) is not a metric name")
-            mode = args.get("mode")
-            out.append((key, kind, mode if mode in ("min", "max") else default_mode(monitor), state))
-        return out
-
     def callback_states(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """[(shown file, kind, mode, state)]: each monitoring callback's newest state on disk.
 
@@ -235,12 +147,12 @@ class LightningRun(Run):
                     errors.append(str(exc))
                     continue
                 loaded += 1
-                step, epoch = _int(ckpt.get("global_step")), _int(ckpt.get("epoch"))
+                step, epoch = whole_or_minus_one(ckpt.get("global_step")), whole_or_minus_one(ckpt.get("epoch"))
                 try:
                     mtime = path.stat().st_mtime_ns
                 except OSError:
                     mtime = 0
-                for position, (key, kind, mode, state) in enumerate(self._callback_entries(path, shown, ckpt)):
+                for position, (key, kind, mode, state) in enumerate(callback_entries(shown, ckpt)):
                     exists = int(self._best_file_exists(state))
                     rank = (step, epoch, exists, mtime)
                     if key not in best or rank > best[key][0]:
@@ -330,9 +242,9 @@ class LightningRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (that ModelCheckpoint's best_model_path), ``last`` or
         ``final`` (last.ckpt, else the newest), or a path relative to the run dir."""
-        if "." not in name and "/" not in name and (name in ("best", "final", "last") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             if name.startswith("best"):
-                metric = self.monitor[0] if name == "best" else name[len("best_"):]
+                metric = self.alias_metric(name)
                 path, base, state = self._best_path_for(metric)
                 if path is not None:
                     return self._inside(path)
@@ -451,8 +363,6 @@ class LightningRun(Run):
 
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 

@@ -195,11 +195,6 @@ class MlflowRunDir(Run):
 
         return tracked_from_files(self.artifacts.path) if self.artifacts is not None else []
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        tracked = self.tracked
-        return tracked[0] if tracked else ("val_loss", "min")
-
     def _roots(self) -> list[Path]:
         """Where a relative path of this run may lie: the folder given (a run folder
         ``mlruns/<exp>/<run>/``, a store), its artifacts folder, and that folder's run folder

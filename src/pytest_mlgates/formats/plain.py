@@ -37,7 +37,7 @@ from pytest_mlgates.checkpoint_io import checkpoint_monitors
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.runcsv import CsvColumns, read_csv_columns
-from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar, to_float
@@ -219,10 +219,6 @@ class PlainRun(Run):
     def tracked(self) -> list[tuple[str, str]]:
         return list(self.section.tracked)
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        return self.section.tracked[0] if self.section.tracked else ("val_loss", "min")
-
     # -- checkpoints -------------------------------------------------------------------
 
     def checkpoint_files(self) -> list[Path]:
@@ -256,9 +252,9 @@ class PlainRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (the ``best:`` pattern), ``last`` / ``final`` (the
         file of that name among ``checkpoints:``, else the newest), or a relative path."""
-        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             if name.startswith("best"):
-                metric = self.monitor[0] if name == "best" else name[len("best_"):]
+                metric = self.alias_metric(name)
                 rel = self.best_file(metric)
                 if rel is None:
                     raise RunDirError(f"{self.section.origin or 'the gate file'}: run: has no best: pattern, "

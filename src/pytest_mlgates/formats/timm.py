@@ -22,12 +22,11 @@ replaces the best only on a strictly better value, so a tie keeps the first epoc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
-from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_file_log
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none
 
@@ -57,17 +56,10 @@ def read(path: Path, section: RunSection | None = None) -> TimmRun:
 
 class TimmRun(Run):
     format = "timm"
+    config_file = "args.yaml"
 
     def _read_log(self) -> Log:
-        self.resolve("summary.csv")
-        path = self.path / "summary.csv"
-        shown = self.shown(path)
-        header, table = csv_rows(self.read_text("summary.csv"), shown)
-        return table_log(header, table, shown, "timm", first_epoch=0)
-
-    @property
-    def config(self) -> dict[str, Any] | None:
-        return self._cached("config", lambda: self._optional_yaml_mapping("args.yaml"))  # type: ignore[no-any-return]
+        return csv_file_log(self, "summary.csv", "timm", first_epoch=0)
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -80,14 +72,10 @@ class TimmRun(Run):
         metric = metric if isinstance(metric, str) and metric else "top1"
         return [(f"eval_{metric}", "min" if metric == "loss" else "max")]
 
-    @property
-    def monitor(self) -> tuple[str, str]:
-        return self.tracked[0]
-
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (model_best.pth.tar), ``last`` / ``final``
         (last.pth.tar), or a path relative to the run dir."""
-        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             return self.resolve(("model_best" if name.startswith("best") else "last") + _EXT)
         return self.resolve(name)
 

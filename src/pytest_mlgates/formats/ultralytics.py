@@ -29,9 +29,9 @@ from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
+from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_file_log
 from pytest_mlgates.gates.rebuild import checkpoint_name
-from pytest_mlgates.rundir import BestRecord, Run, RunSection
+from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
 from pytest_mlgates.runlog import Log
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "UltralyticsRun", "detect", "read"]
@@ -67,17 +67,10 @@ def refusal(shown: str, what: str = "weights") -> str:
 
 class UltralyticsRun(Run):
     format = "ultralytics"
+    config_file = "args.yaml"
 
     def _read_log(self) -> Log:
-        self.resolve("results.csv")
-        path = self.path / "results.csv"
-        shown = self.shown(path)
-        header, table = csv_rows(self.read_text("results.csv"), shown)
-        return table_log(header, table, shown, "ultralytics", first_epoch=1)
-
-    @property
-    def config(self) -> dict[str, Any] | None:
-        return self._cached("config", lambda: self._optional_yaml_mapping("args.yaml"))  # type: ignore[no-any-return]
+        return csv_file_log(self, "results.csv", "ultralytics", first_epoch=1)
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -97,7 +90,7 @@ class UltralyticsRun(Run):
     def checkpoint_path(self, name: str) -> Path:
         """``best`` / ``best_<metric>`` (weights/best.pt), ``last`` / ``final``
         (weights/last.pt), or a path relative to the run dir."""
-        if "/" not in name and "." not in name and (name in ("best", "last", "final") or name.startswith("best_")):
+        if is_checkpoint_alias(name):
             return self._weights("best" if name.startswith("best") else "last")
         return self.resolve(name)
 
@@ -118,12 +111,10 @@ class UltralyticsRun(Run):
         return "best"
 
     def best_checkpoint(self, metric: str, mode: str) -> BestRecord:
-        path = self.path / "weights" / "best.pt"
-        shown = self.shown(path)
-        try:
-            real = self._weights("best")
-        except RunDirError as exc:
-            return BestRecord(metric, shown, problem=str(exc))
+        found = self.locate_best(metric, "weights/best.pt")
+        if isinstance(found, BestRecord):
+            return found
+        shown, real = found
         if not real.is_file():
             return BestRecord(metric, shown, problem=(
                 f"{shown}: not found; Ultralytics writes it whenever its fitness improves (needs one best checkpoint)"))
