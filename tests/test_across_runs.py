@@ -68,6 +68,7 @@ def test_two_of_three_seeds_is_green_with_every_value_in_one_item(
     assert mine["run_status"] == "RED" and "2 of 3 runs pass" in mine["message"]
 
 
+@pytest.mark.slow
 def test_three_of_three_is_red_naming_the_collapsed_seed_under_xdist(
     pytester: pytest.Pytester, seeds: list[Path]
 ) -> None:

@@ -239,6 +239,7 @@ def test_archived_junit_is_well_formed(pytester: pytest.Pytester, run: Path) -> 
         assert float(case.get("time")) >= 0 and case.get("classname") and case.get("name")
 
 
+@pytest.mark.slow
 def test_xdist_two_workers_give_one_line_and_one_archive(
     pytester: pytest.Pytester, run: Path
 ) -> None:
@@ -251,6 +252,7 @@ def test_xdist_two_workers_give_one_line_and_one_archive(
     assert "2 workers" in (archive / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_sessions_leave_twenty_whole_lines(
     pytester: pytest.Pytester, run: Path
 ) -> None:

@@ -49,6 +49,7 @@ def entries(run: Path) -> list[dict]:  # type: ignore[type-arg]
     return read_ledger(run / "acceptance" / "ledger.jsonl").entries
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
 def test_a_partial_green_session_is_archived_as_partial_and_not_counted(
         setup: tuple[Path, Path], workers: list[str]) -> None:
@@ -88,6 +89,7 @@ def test_the_deselect_option_makes_a_session_partial(setup: tuple[Path, Path]) -
     assert entries(run)[-1]["counts"]["deselected"] == 1
 
 
+@pytest.mark.slow
 def test_editing_a_gate_file_after_a_green_session_makes_the_verdict_stale(setup: tuple[Path, Path]) -> None:
     run, gates = setup
     assert session(run, gates).returncode == 0

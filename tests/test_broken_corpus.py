@@ -193,6 +193,7 @@ def item_problems(items: dict[tuple[str, str], dict[str, Any]], root: Path,
     return problems
 
 
+@pytest.mark.slow
 def test_every_gate_meets_every_broken_run_dir_in_one_line(corpus_results: CorpusResults) -> None:
     root, entries, items = corpus_results.root, corpus_results.entries, corpus_results.items
     check_sessions(corpus_results.outputs, corpus_results.codes)
@@ -212,6 +213,7 @@ def test_every_gate_meets_every_broken_run_dir_in_one_line(corpus_results: Corpu
     assert refused, "no gate reported the checkpoint that would run code as refused"
 
 
+@pytest.mark.slow
 def test_the_corpus_script_writes_every_entry(tmp_path: Path) -> None:
     script = Path(__file__).with_name("broken_runs.py")
     some = ["healthy", "sparse_2gb_log", "symlink_log_outside"]

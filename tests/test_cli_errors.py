@@ -85,30 +85,35 @@ def test_unwritable_run_dir(tmp_path):
     _assert_one_line_error(proc, str(locked / "run"), "not writable")
 
 
+@pytest.mark.slow
 def test_run_dir_on_a_file_system_nobody_can_write(tmp_path):
     # /proc refuses new directories even to root, so this case runs in CI (as root) too
     proc = run_model(train_command(Path("/proc/mlgates-test/run"), ["train.epochs=1"]))
     _assert_one_line_error(proc, "/proc/mlgates-test/run", "not writable")
 
 
+@pytest.mark.slow
 def test_run_dir_under_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     target = tmp_path / "afile" / "run"
     _assert_one_line_error(run_model(train_command(target, ["train.epochs=1"])), str(target), "not writable")
 
 
+@pytest.mark.slow
 def test_run_dir_that_is_a_file(tmp_path):
     target = tmp_path / "afile"
     target.write_text("x")
     _assert_one_line_error(run_model(train_command(target, ["train.epochs=1"])), str(target))
 
 
+@pytest.mark.slow
 def test_no_config_is_refused_without_allow_defaults(tmp_path):
     proc = run_model(train_command(tmp_path / "run", (), None))
     _assert_one_line_error(proc, "--config", "--allow-defaults")
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_default_tracking_is_refused_without_allow_defaults(tmp_path):
     path = tmp_path / "exp.yaml"
     text = (REPO_ROOT / DEFAULT_CONFIG).read_text()
@@ -118,17 +123,20 @@ def test_default_tracking_is_refused_without_allow_defaults(tmp_path):
                            "checkpoint.tracked", "best_val_loss", "--allow-defaults")
 
 
+@pytest.mark.slow
 def test_tracked_metric_that_is_not_logged(tmp_path):
     proc = run_model(train_command(
         tmp_path / "run", ["checkpoint.tracked=[{metric: val_dice, mode: max}]"]))
     _assert_one_line_error(proc, "checkpoint.tracked", "val_dice")
 
 
+@pytest.mark.slow
 def test_early_stopping_monitor_that_is_not_logged(tmp_path):
     proc = run_model(train_command(tmp_path / "run", ["train.early_stopping.monitor=val_recall_cat"]))
     _assert_one_line_error(proc, "train.early_stopping.monitor", "val_recall_cat")
 
 
+@pytest.mark.slow
 def test_class_weights_of_the_wrong_length(tmp_path):
     proc = run_model(train_command(tmp_path / "run", ["train.class_weights=[1.0, 2.0]"]))
     _assert_one_line_error(proc, "train.class_weights", "10 classes")
@@ -139,6 +147,7 @@ def test_bad_command_line_is_one_line(tmp_path):
     _assert_one_line_error(proc, "--no-such-flag")
 
 
+@pytest.mark.slow
 def test_truncated_last_checkpoint_says_so_and_suggests_fresh(tmp_path, trained_run, copy_run):
     from conftest import small_overrides
 

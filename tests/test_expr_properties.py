@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -346,6 +347,7 @@ def same_number(a: float | None, b: float) -> bool:
 # --------------------------------------------------------------------------- (a) agreement
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(tree=bool_trees(), env=envs())
 def test_valid_checks_agree_with_the_reference(tree: Tree, env: EvalEnv) -> None:
@@ -435,6 +437,7 @@ def test_token_soup_raises_only_expr_errors(tokens: list[str], joiner: str) -> N
     assert_only_expr_errors(joiner.join(tokens))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(tree=bool_trees(), cut=st.integers(0, 200))
 def test_truncated_valid_checks_raise_only_expr_errors(tree: Tree, cut: int) -> None:

@@ -120,6 +120,7 @@ def test_a_stray_splits_json_never_changes_a_lightning_run(tmp_path: Path) -> No
     assert open_run(tmp_path).format == "lightning"  # the save_dir holding one version_N
 
 
+@pytest.mark.slow
 def test_ambiguity_fails_every_item_of_that_run_in_one_line(tmp_path: Path, pytester: pytest.Pytester) -> None:
     run = lightning_dir(tmp_path)
     (run / "training_log.csv").write_text("epoch,val_loss\n1,0.5\n")

@@ -271,6 +271,7 @@ def test_hf_best_model_checkpoint_symlink_out_is_refused(tmp_path: Path) -> None
     assert not r.passed and "symlink leads outside" in r.message
 
 
+@pytest.mark.slow
 def test_load_model_fixture_on_a_lightning_run(tmp_path: Path, pytester: pytest.Pytester) -> None:
     run = lightning_dir(tmp_path)
     pytester.makepyfile(test_lt="""
@@ -291,6 +292,7 @@ def test_load_model_fixture_on_a_lightning_run(tmp_path: Path, pytester: pytest.
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_run_format_option_in_a_session(tmp_path: Path, pytester: pytest.Pytester) -> None:
     run = lightning_dir(tmp_path)
     pytester.makefile(".gates.yaml", g="title: t\nexit_criteria:\n  - name: no_nan\n    gate: finite_log\n")

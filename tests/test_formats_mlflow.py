@@ -123,6 +123,7 @@ def check_common(run: MlflowRun) -> None:
     assert run.artifact_dir is not None and (run.artifact_dir / "notes.txt").read_text() == "hello"
 
 
+@pytest.mark.slow
 def test_sqlite_store_round_trip(stores: dict[str, Any]) -> None:
     sql: Path = stores["sql"]
     before = hashlib.sha256((sql / "mlflow.db").read_bytes()).hexdigest()

@@ -145,6 +145,7 @@ def test_csv_log_of_random_bytes(data: bytes) -> None:
 # --------------------------------------------------------------------------- the JSON files
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_like, json_like, json_like)
 @example(None, None, {"epoch": [], "\n": []})  # found by CI: a split named by a line break
@@ -261,6 +262,7 @@ def test_gate_file_that_is_yaml_but_wrong(doc: Any) -> None:
     _parse(f"---\n{text}---\n", plan=True)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(st.dictionaries(st.sampled_from(GATE_KEYS), gate_like, max_size=5), max_size=4))
 def test_exit_criteria_that_are_wrong(criteria: list[dict[str, Any]]) -> None:

@@ -104,6 +104,7 @@ def _line(output: str, criterion: str, run: str) -> str:
     return match.group(1) if match else ""
 
 
+@pytest.mark.slow
 def test_a_step_level_run_green_when_healthy_red_on_a_nan_at_step_150000(
         pytester: pytest.Pytester, tmp_path: Path) -> None:
     healthy, nan = tmp_path / "healthy", tmp_path / "nan"

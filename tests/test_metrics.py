@@ -167,6 +167,7 @@ def _metrics_one_class_at_a_time(logits: np.ndarray, y: np.ndarray, k: int) -> d
             **{f"recall_c{c}": r for c, r in enumerate(recalls)}}
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(problems(min_classes=3, max_classes=12))
 def test_vectorized_metrics_equal_the_per_class_loop_exactly(

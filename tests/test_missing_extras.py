@@ -34,6 +34,7 @@ def engine_run(tmp_path: Path) -> Path:
     return make_run(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_gates_needing_torch_name_the_extra_without_it(engine_run: Path, pytester: pytest.Pytester) -> None:
     pytester.makefile(".gates.yaml", acceptance=GATES)
     pytester.makeconftest("import sys\nsys.modules['torch'] = None  # a machine without torch\n")

@@ -20,6 +20,7 @@ NESTED = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(fields=st.dictionaries(st.text(max_size=12), NESTED, max_size=12), protocol=st.integers(0, 5))
 def test_plain_fields_read_as_pickle_builds_them(fields: dict[str, object], protocol: int) -> None:

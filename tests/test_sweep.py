@@ -78,6 +78,7 @@ def run_args(*runs: str) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_a_sweep_under_xdist_keeps_each_run_on_one_worker_with_the_same_outcomes(
     sweep: pytest.Pytester,
 ) -> None:
@@ -102,6 +103,7 @@ def test_a_sweep_under_xdist_keeps_each_run_on_one_worker_with_the_same_outcomes
         assert lines[0]["fingerprint"] == lines[1]["fingerprint"]
 
 
+@pytest.mark.slow
 def test_fewer_runs_than_workers_or_a_chosen_dist_is_left_to_xdist(
     sweep: pytest.Pytester,
 ) -> None:

@@ -397,6 +397,7 @@ def pytest_runtest_call(item):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
 @pytest.mark.parametrize("mode", ["changed", "swapped-back"])
 def test_a_run_changed_during_its_session_voids_it(

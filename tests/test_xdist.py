@@ -21,6 +21,7 @@ def outcome_and_table(result: pytest.RunResult) -> tuple[dict[str, int], list[st
     return result.parseoutcomes(), lines[start:end + 1]
 
 
+@pytest.mark.slow
 def test_xdist_gives_the_same_outcomes_and_table(gate_project: pytest.Pytester) -> None:
     plain = gate_project.runpytest_subprocess(*ARGS)
     distributed = gate_project.runpytest_subprocess(*ARGS, "-n", "2")
