@@ -17,9 +17,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from conftest import SMALL_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,10 +105,13 @@ def test_the_many_runs_bench_prints_time_per_run() -> None:
     assert "mlgates verdict over 4 run dirs" in out and "4 of 4 run dirs ACCEPTED" in out, out
 
 
-def test_the_hostile_bench_runs_and_checks_itself() -> None:
+def test_the_hostile_bench_runs_and_checks_itself(trained_run: Callable[..., Path]) -> None:
     """bench/hostile.py on one hostile run dir (a FIFO for a log): it prints the worst case
-    against the healthy baseline and counts the cases that held."""
-    out = run_bench("hostile.py", "h_fifo_log", "--no-warm")
+    against the healthy baseline and counts the cases that held. The healthy run is the
+    session's cached small engine run (--healthy-run): the bench then does not import torch
+    and scikit-learn itself to write its synthetic one."""
+    out = run_bench("hostile.py", "h_fifo_log", "--no-warm", "--healthy-run",
+                    str(trained_run(SMALL_OVERRIDES)))
     assert re.search(r"baseline \(healthy\)\s+[\d.]+ s\s+[\d.]+ MiB", out), out
     assert re.search(r"worst wall\s+[\d.]+ s \(h_fifo_log\); baseline [\d.]+ s; ratio \d+\.\d\d", out), out
     assert re.search(r"worst peak RSS [\d.]+ MiB \(h_fifo_log\); baseline [\d.]+ MiB; ratio \d+\.\d\d", out), out
