@@ -10,17 +10,24 @@ comes from ``os.wait4`` (not the whole tree's), the slowest item from its JUnit 
 
     .venv/bin/python bench/hostile.py                         # every engine entry (a few minutes)
     .venv/bin/python bench/hostile.py h_fifo_log h_yaml_bomb_config   # only these
+    .venv/bin/python bench/hostile.py h_fifo_log --no-warm --healthy-run runs/mine   # a smoke run
 
 Prints one line per case, then the worst wall time, the worst peak RSS and the slowest
 single item, each against the baseline.  Exits 1 when a session crashed (an exit code
 other than 0 or 1, or INTERNALERROR / a traceback in its output), hung past
 ``--timeout``, or ran out of the ``--limit-gb`` address space; no figure is a goal here.
+
+The healthy run every entry is copied from is, by default, the synthetic engine run of
+``tests/gate_helpers.make_run`` (the corpus tests' own; it imports torch and scikit-learn
+into this process to write it); ``--healthy-run DIR`` copies a finished engine run dir
+(``python -m model train``) instead -- the same files, trained for real.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,9 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = REPO_ROOT / "tests"
 
 
-def build(scratch: Path, names: list[str]) -> None:
-    """The named entries (and ``healthy``) under ``scratch/runs``; the gate file, the conftest
-    the corpus tests use (imports before the clock), and the ``src/train.py`` key_link reads."""
+def build(scratch: Path, names: list[str], healthy_run: Path | None = None) -> None:
+    """The named entries (and ``healthy``) under ``scratch/runs``, copies of ``healthy_run``
+    (default: a synthetic one, made here); the gate file, the conftest the corpus tests use
+    (imports before the clock), and the ``src/train.py`` key_link reads."""
     sys.path[:0] = [str(TESTS), str(REPO_ROOT / "src")]
     from broken_runs import HOSTILE, build_corpus
     from test_broken_corpus import CONFTEST, gate_file_text
@@ -42,6 +50,11 @@ def build(scratch: Path, names: list[str]) -> None:
     unknown = [n for n in names if n not in HOSTILE]
     if unknown:
         raise SystemExit(f"hostile: no such case {unknown[0]!r} (cases: {', '.join(HOSTILE)})")
+    if healthy_run is not None:  # build_corpus copies its _healthy_source, made only when missing
+        if not (healthy_run / "training_results.json").is_file():
+            raise SystemExit(f"hostile: --healthy-run {healthy_run} is not a finished engine run dir")
+        shutil.copytree(healthy_run, scratch / "runs" / "_healthy_source",
+                        ignore=shutil.ignore_patterns("*.lock"))
     build_corpus(scratch / "runs", names=["healthy", *[n for n in names if n != "healthy"]], table=HOSTILE)
     (scratch / "acc.gates.yaml").write_text(gate_file_text(title="every gate against one hostile run"))
     (scratch / "conftest.py").write_text(CONFTEST)
@@ -99,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a session counts as hung")
     parser.add_argument("--limit-gb", type=float, default=2.0, help="RLIMIT_AS of each session (GiB)")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-up session (a quick smoke run)")
+    parser.add_argument("--healthy-run", type=Path, metavar="DIR",
+                        help="copy this finished engine run dir as the healthy run (default: a synthetic one)")
     args = parser.parse_args(argv)
 
     sys.path[:0] = [str(TESTS)]
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlgates-hostile-") as tmp:
         scratch = Path(tmp)
         print(f"building {len(names)} hostile run dirs and a healthy one ...", flush=True)
-        build(scratch, names)
+        build(scratch, names, args.healthy_run and args.healthy_run.resolve())
         if not args.no_warm:
             session(scratch, "healthy", args.timeout, args.limit_gb)  # warm the file cache
         base = session(scratch, "healthy", args.timeout, args.limit_gb)

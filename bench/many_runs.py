@@ -10,10 +10,12 @@ fingerprint.  Then one ``mlgates verdict`` over all the run dirs of the largest 
 
     python bench/many_runs.py                       # 100, 300, 1000
     python bench/many_runs.py --sizes 10 30 --repeat 1   # CI-sized
+    python bench/many_runs.py --sizes 2 4 --repeat 1 --no-warm   # that it runs (tests/test_benches.py)
 
 Prints, per size: wall time, time per run, and the marginal time per run from the size
 before (the extra seconds over the extra runs: flat = linear; a session's fixed start-up
-is in the first size's time only); sizes alternate order between repeats.
+is in the first size's time only); sizes alternate order between repeats.  ``--no-warm``
+skips the untimed warm-up session of the smallest size (a quick smoke run, not a figure).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--no-warm", action="store_true",
+                        help="skip the untimed warm-up session (a quick smoke run)")
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes)
     scratch = Path(tempfile.mkdtemp(prefix="mlgates-many-runs-"))
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         (scratch / "gates").mkdir()
         (scratch / "gates" / "many.gates.yaml").write_text(GATES)
         all_runs = make_runs(scratch / "runs", sizes[-1])
-        session(scratch, all_runs[: sizes[0]], scratch / "tmp")  # warm bytecode, untimed
+        if not args.no_warm:
+            session(scratch, all_runs[: sizes[0]], scratch / "tmp")  # warm bytecode, untimed
         times: dict[int, list[float]] = {size: [] for size in sizes}
         for index in range(args.repeat):
             for size in (sizes if index % 2 == 0 else list(reversed(sizes))):

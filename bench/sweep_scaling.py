@@ -16,7 +16,10 @@ left behind (20 s was seen here), a cost of the machine, not of the sweep.
     python bench/sweep_scaling.py --runs 4 --repeat 1 --log-only   # CI-sized: no training
 
 ``--log-only`` skips the training and judges generated log-only runs with a small gate
-file instead (seconds).
+file instead (seconds).  ``--no-warm`` skips the two untimed warm-up sessions (serial and
+``-n``) that fill the file cache and the bytecode: a quick smoke run, not a figure::
+
+    python bench/sweep_scaling.py --runs 2 --repeat 1 --log-only --no-warm   # tests/test_benches.py
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--log-only", action="store_true",
                         help="generated log-only runs and gate file; no training")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="skip the untimed warm-up sessions (a quick smoke run)")
     args = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="mlgates-sweep-bench-"))
@@ -132,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             for run in runs:
                 shutil.copytree(source, run)
             cwd, gates = REPO_ROOT, "acceptance/"
-        # warm the file cache and the bytecode of both modes once, untimed
-        session(cwd, gates, runs, scratch / "tmp", 0)
-        session(cwd, gates, runs, scratch / "tmp", args.workers)
+        if not args.no_warm:  # warm the file cache and the bytecode of both modes once, untimed
+            session(cwd, gates, runs, scratch / "tmp", 0)
+            session(cwd, gates, runs, scratch / "tmp", args.workers)
         walls: dict[str, list[float]] = {"serial": [], "xdist": [], "one": []}
         cpus: dict[str, list[float]] = {"serial": [], "xdist": [], "one": []}
         seen: dict[str, dict[str, str]] = {}

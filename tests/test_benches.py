@@ -1,13 +1,15 @@
 """The benchmarks (bench/engine_overhead.py, bench/callback_overhead.py,
 bench/verdict_cache.py, bench/sweep_scaling.py, bench/many_runs.py, bench/log_scale.py,
-bench/checkpoint_loads.py) still run.
+bench/hostile.py, bench/checkpoint_loads.py) still run.
 
 The overhead bench reaches into the engine (its epoch log line, and
 ``model.train.BackgroundWriter``, which it replaces with the same writer deferred, or a
 diagnostic) to interleave the two loops; an engine change that breaks one of those would leave the README's figures
 unreproducible; the callback bench times Lightning fits turn by turn through its callback
-hooks. Each runs tiny here and must print what it promises. No timing or memory figure is
-asserted: those are the benches' business.
+hooks. Each runs on its smallest inputs here (no untimed warm-up runs: ``--no-warm``) and
+must print what it promises. No timing or memory figure is asserted: those are the
+benches' business. Every bench starts several fresh interpreters (most import torch), so
+each test takes seconds: the module is ``slow``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conftest import SMALL_OVERRIDES
+
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
 
 
 def run_bench(script: str, *args: str) -> str:
@@ -30,11 +37,14 @@ def run_bench(script: str, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.slow
 def test_the_engine_overhead_bench_runs_and_checks_itself() -> None:
-    # --inline-writes replaces the engine's writer as --files-off does: one covers the seam
-    out = run_bench("engine_overhead.py", "--epochs", "2", "--repeats", "1", "--override",
-                    "model.width=8", "--inline-writes")
+    # --inline-writes replaces the engine's writer as --files-off does: one covers the seam.
+    # The bench's own data (stamps, no imbalance: its default), 64 samples and a width-8 net:
+    # the four children (interleaved x2, engine and bare alone) then skip scikit-learn's
+    # import, which digits would cost each of them
+    out = run_bench("engine_overhead.py", "--epochs", "2", "--repeats", "1", "--inline-writes",
+                    *(a for o in ("data.name=stamps", "data.n_samples=64", "data.imbalance=null",
+                                  "model.width=8") for a in ("--override", o)))
     assert re.search(r"epoch time\s+engine\s+[\d.]+ ms\s+bare\s+[\d.]+ ms", out), out
     assert re.search(r"the engine's cost per epoch: -?[\d.]+ ms \(goal <= 5 ms\)", out), out
     assert re.search(r"time ratio \d\.\d{4}\s+\(goal <= 1\.02 at epochs >= 0\.5 s\)", out), out
@@ -55,7 +65,6 @@ def test_the_log_scale_bench_runs() -> None:
                      r"gate session peak RSS \d+ MB \(goal <= 400 MB\)", out), out
 
 
-@pytest.mark.slow
 def test_the_callback_overhead_bench_runs() -> None:
     """bench/callback_overhead.py, two tiny Lightning fits taking turns: it prints its ratios."""
     import importlib.util
@@ -81,7 +90,7 @@ def test_the_verdict_cache_bench_runs_and_checks_itself() -> None:
 def test_the_sweep_bench_runs_and_compares_outcomes() -> None:
     """bench/sweep_scaling.py on two generated log-only runs: serial and -n 2 agree."""
     pytest.importorskip("xdist")
-    out = run_bench("sweep_scaling.py", "--runs", "2", "--repeat", "1", "--log-only")
+    out = run_bench("sweep_scaling.py", "--runs", "2", "--repeat", "1", "--log-only", "--no-warm")
     assert "same per-item outcomes serial and -n 2: yes" in out, out
     assert re.search(r"speed-up serial / -n 2 = \d+\.\d{3} \(goal >= 1\.6\); CPU of -n 2 / "
                      r"serial = \d+\.\d{3}", out), out
@@ -90,28 +99,31 @@ def test_the_sweep_bench_runs_and_compares_outcomes() -> None:
 
 
 def test_the_many_runs_bench_prints_time_per_run() -> None:
-    out = run_bench("many_runs.py", "--sizes", "5", "10", "--repeat", "1")
-    assert re.search(r"10 runs: median +[\d.]+ s .* ms per run; +-?[\d.]+ ms per run added "
-                     r"since 5", out), out
-    assert "mlgates verdict over 10 run dirs" in out and "10 of 10 run dirs ACCEPTED" in out, out
+    out = run_bench("many_runs.py", "--sizes", "2", "4", "--repeat", "1", "--no-warm")
+    assert re.search(r"4 runs: median +[\d.]+ s .* ms per run; +-?[\d.]+ ms per run added "
+                     r"since 2", out), out
+    assert "mlgates verdict over 4 run dirs" in out and "4 of 4 run dirs ACCEPTED" in out, out
 
 
-def test_the_hostile_bench_runs_and_checks_itself() -> None:
+def test_the_hostile_bench_runs_and_checks_itself(trained_run: Callable[..., Path]) -> None:
     """bench/hostile.py on one hostile run dir (a FIFO for a log): it prints the worst case
-    against the healthy baseline and counts the cases that held."""
-    out = run_bench("hostile.py", "h_fifo_log", "--no-warm")
+    against the healthy baseline and counts the cases that held. The healthy run is the
+    session's cached small engine run (--healthy-run): the bench then does not import torch
+    and scikit-learn itself to write its synthetic one."""
+    out = run_bench("hostile.py", "h_fifo_log", "--no-warm", "--healthy-run",
+                    str(trained_run(SMALL_OVERRIDES)))
     assert re.search(r"baseline \(healthy\)\s+[\d.]+ s\s+[\d.]+ MiB", out), out
     assert re.search(r"worst wall\s+[\d.]+ s \(h_fifo_log\); baseline [\d.]+ s; ratio \d+\.\d\d", out), out
     assert re.search(r"worst peak RSS [\d.]+ MiB \(h_fifo_log\); baseline [\d.]+ MiB; ratio \d+\.\d\d", out), out
     assert "1 cases, 1 held" in out, out
 
 
-@pytest.mark.slow
 def test_the_checkpoint_loads_bench_loads_each_checkpoint_once() -> None:
-    """bench/checkpoint_loads.py, CI-sized: 20 small checkpoints, two criteria on each, and
+    """bench/checkpoint_loads.py, smallest: 2 small checkpoints, two criteria on each, and
     the counting plugin sees one torch.load per file in a real pytest session."""
-    out = run_bench("checkpoint_loads.py", "--width", "16", "--repeat", "1")
-    assert "20 checkpoints of" in out and "42 criteria" in out, out
-    assert "torch.load calls: 20 over 20 files; most for one file: 1" in out, out
+    out = run_bench("checkpoint_loads.py", "--checkpoints", "2", "--width", "16", "--repeat", "1",
+                    "--no-warm")
+    assert "2 checkpoints of" in out and "6 criteria" in out, out
+    assert "torch.load calls: 2 over 2 files; most for one file: 1" in out, out
     assert re.search(r"ratio gates / hand-written = \d+\.\d{3} \(goal <= 1\.1\)", out), out
     assert re.search(r"past start-up: gates -?\d+\.\d\d s .* ratio -?\d+\.\d{3}", out), out
