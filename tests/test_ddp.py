@@ -24,8 +24,12 @@ import torch
 
 from conftest import REPO_ROOT, log_rows, small_overrides
 
+pytestmark = pytest.mark.slow  # real torchrun trainings
+
 EPOCHS = 4
-DDP_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null")
+# a narrow CNN: still BatchNorm buffers (which DDP broadcasts from rank 0) to get back on a
+# resume, at a fraction of the default width's CPU time per epoch
+DDP_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null", "model.width=8")
 TRACKING = importlib.util.find_spec("mlflow") is not None
 
 

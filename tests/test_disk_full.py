@@ -20,10 +20,13 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from engine_forkserver import ForkServer
 
 from conftest import REPO_ROOT, train_command
+
+pytestmark = pytest.mark.slow  # real trainings
 
 OVERRIDES = ("train.epochs=4", "train.progress_bar=false", "model.name=mlp", "model.width=8",
              "gates.inflight=null")

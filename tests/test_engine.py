@@ -10,9 +10,21 @@ import math
 import pytest
 import torch
 
-from conftest import run_model, small_overrides, train_command
+from conftest import SMALL_OVERRIDES, small_overrides
 
-ENGINE_OVERRIDES = (*small_overrides, "gates.inflight=null")
+pytestmark = pytest.mark.slow  # every test trains a run (or reads one trained for it)
+
+# The contract run: the 3-epoch default run tests/test_gates_real.py, test_prove.py and
+# test_archive_gates.py judge too (trained once per session, its in-flight gates on).
+CONTRACT_OVERRIDES = SMALL_OVERRIDES
+# The runs of one feature each (accumulation, EMA, early stopping, fresh, hooks): what they
+# assert is the engine's bookkeeping, not what a CNN learns, so a tiny MLP trains them.
+ENGINE_OVERRIDES = (*small_overrides, "gates.inflight=null", "model.name=mlp", "model.width=8")
+CLASS_WEIGHTS = "[" + ", ".join(["1.0"] * 3 + ["5.0"] + ["1.0"] * 6) + "]"
+# One 2-epoch run for the options that only have to be taken up: gradient accumulation,
+# EMA, explicit class weights and gradient clipping (each asserted by its own test).
+FEATURES_OVERRIDES = (*ENGINE_OVERRIDES, "train.epochs=2", "train.accumulate=4", "train.ema_decay=0.9",
+                      f"train.class_weights={CLASS_WEIGHTS}", "train.grad_clip=1.0")
 TRACKED = {"val_loss": "min", "val_macro_f1": "max", "val_min_recall": "max"}
 
 
@@ -24,7 +36,7 @@ def read_log(run):
 
 
 def test_run_dir_contract(trained_run):
-    run = trained_run(ENGINE_OVERRIDES)
+    run = trained_run(CONTRACT_OVERRIDES)
     for name in ("config.yaml", "provenance.json", "splits.json", "training_log.csv",
                  "metric_history.json", "train.log", "training_results.json",
                  "checkpoints/final.pt", "checkpoints/last.pt", "plots/loss_curve.png",
@@ -50,7 +62,7 @@ def test_run_dir_contract(trained_run):
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["entry_point"] == "python -m model train"
     assert prov["config_path"] == "configs/default.yaml" and len(prov["config_sha256"]) == 64
-    assert prov["overrides"] == list(ENGINE_OVERRIDES)
+    assert prov["overrides"] == list(CONTRACT_OVERRIDES)
     assert prov["start_time"] <= prov["end_time"]
     splits = json.loads((run / "splits.json").read_text())
     assert not set(splits["train"]) & set(splits["val"])
@@ -61,7 +73,7 @@ def test_run_dir_contract(trained_run):
 def test_support_columns_count_the_validation_split_by_class(trained_run):
     """val_support_<k> is how many validation samples are of class k: the denominator of
     val_recall_<k>, so a gate can weigh a recall by its counts (class_recall confidence:)."""
-    run = trained_run(ENGINE_OVERRIDES)
+    run = trained_run(CONTRACT_OVERRIDES)
     _, rows = read_log(run)
     splits = json.loads((run / "splits.json").read_text())
     from model.config import load_config
@@ -82,7 +94,7 @@ def test_support_columns_count_the_validation_split_by_class(trained_run):
 
 
 def test_every_checkpoint_opens_with_weights_only_and_has_the_contract_keys(trained_run):
-    run = trained_run(ENGINE_OVERRIDES)
+    run = trained_run(CONTRACT_OVERRIDES)
     keys = {"format", "model", "ema", "optimizer", "scheduler", "scaler", "epoch", "global_step",
             "metrics", "monitor", "best", "early_stopping", "config", "class_names",
             "input_shape", "normalization", "rng", "history"}
@@ -100,7 +112,7 @@ def test_every_checkpoint_opens_with_weights_only_and_has_the_contract_keys(trai
 
 
 def test_each_best_checkpoint_holds_the_epoch_and_value_where_the_log_is_best(trained_run):
-    run = trained_run(ENGINE_OVERRIDES)
+    run = trained_run(CONTRACT_OVERRIDES)
     _, rows = read_log(run)
     results = json.loads((run / "training_results.json").read_text())
     for metric, mode in TRACKED.items():
@@ -117,7 +129,7 @@ def test_each_best_checkpoint_holds_the_epoch_and_value_where_the_log_is_best(tr
 
 
 def test_default_config_trains_without_collapsing_class_3(trained_run):
-    run = trained_run(("train.progress_bar=false", "gates.inflight=null"))
+    run = trained_run()  # configs/default.yaml as it is: the run test_plugin_acceptance.py judges
     results = json.loads((run / "training_results.json").read_text())
     assert results["status"] in ("completed", "early_stopped")
     assert results["final"]["val_recall_3"] > 0
@@ -127,7 +139,7 @@ def test_default_config_trains_without_collapsing_class_3(trained_run):
 
 
 def test_gradient_accumulation_steps_once_per_group_and_a_partial_group_still_steps(trained_run):
-    run = trained_run((*ENGINE_OVERRIDES, "train.accumulate=4", "train.epochs=2"))
+    run = trained_run(FEATURES_OVERRIDES)
     final = torch.load(run / "checkpoints/final.pt", weights_only=True)
     splits = json.loads((run / "splits.json").read_text())
     batches = math.ceil(len(splits["train"]) / 64)
@@ -148,7 +160,7 @@ def test_early_stopping_stops_and_says_why(trained_run):
 
 
 def test_ema_weights_are_stored_and_used_for_evaluation(trained_run):
-    run = trained_run((*ENGINE_OVERRIDES, "train.epochs=2", "train.ema_decay=0.9"))
+    run = trained_run(FEATURES_OVERRIDES)
     final = torch.load(run / "checkpoints/final.pt", weights_only=True)
     assert final["ema"] is not None
     differs = [k for k in final["model"] if final["model"][k].is_floating_point()
@@ -157,29 +169,42 @@ def test_ema_weights_are_stored_and_used_for_evaluation(trained_run):
 
 
 def test_explicit_class_weights_and_grad_clip_train(trained_run):
-    weights = "[" + ", ".join(["1.0"] * 3 + ["5.0"] + ["1.0"] * 6) + "]"
-    run = trained_run((*ENGINE_OVERRIDES, "train.epochs=1", f"train.class_weights={weights}",
-                       "train.grad_clip=1.0"))
-    assert json.loads((run / "training_results.json").read_text())["status"] == "completed"
+    run = trained_run(FEATURES_OVERRIDES)
+    results = json.loads((run / "training_results.json").read_text())
+    assert results["status"] == "completed"
+    config = torch.load(run / "checkpoints/final.pt", weights_only=True)["config"]
+    assert config["train"]["class_weights"] == [1.0] * 3 + [5.0] + [1.0] * 6
+    assert config["train"]["grad_clip"] == 1.0
 
 
-def test_a_finished_run_is_not_retrained(trained_run, copy_run, tmp_path):
-    run = copy_run(trained_run(ENGINE_OVERRIDES), tmp_path / "run")
+def _main(run, overrides, *extra):
+    """``python -m model train --run-dir RUN --config configs/default.yaml --override ...``,
+    run by the CLI's own ``main`` in this process (the engine is imported here already)."""
+    from model.cli import main
+
+    argv = ["train", "--run-dir", str(run), "--config", "configs/default.yaml"]
+    for override in overrides:
+        argv += ["--override", override]
+    return main([*argv, *extra])
+
+
+def test_a_finished_run_is_not_retrained(trained_run, copy_run, tmp_path, in_repo, capsys):
+    run = copy_run(trained_run(CONTRACT_OVERRIDES), tmp_path / "run")
     before = (run / "training_log.csv").read_bytes()
-    proc = run_model(train_command(run, ENGINE_OVERRIDES))
-    assert proc.returncode == 0, proc.stderr
-    assert "already finished" in proc.stderr
+    code = _main(run, CONTRACT_OVERRIDES)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "already finished" in err
     assert (run / "training_log.csv").read_bytes() == before
 
 
-def test_fresh_starts_over_and_keeps_files_it_does_not_own(trained_run, copy_run, tmp_path):
-    run = copy_run(trained_run(ENGINE_OVERRIDES), tmp_path / "run")
+def test_fresh_starts_over_and_keeps_files_it_does_not_own(trained_run, copy_run, tmp_path, in_repo, capsys):
+    run = copy_run(trained_run(CONTRACT_OVERRIDES), tmp_path / "run")
     (run / "acceptance").mkdir()
     (run / "acceptance" / "ledger.jsonl").write_text("{}\n")
     (run / "checkpoints" / "best_old_metric.pt").write_bytes(b"stale")
-    proc = run_model(train_command(run, (*ENGINE_OVERRIDES, "train.epochs=1"), "configs/default.yaml",
-                                   "--fresh"))
-    assert proc.returncode == 0, proc.stderr
+    code = _main(run, (*ENGINE_OVERRIDES, "train.epochs=1"), "--fresh")
+    assert code == 0, capsys.readouterr().err
     _, rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["1"]
     assert not (run / "checkpoints" / "best_old_metric.pt").exists()
@@ -240,7 +265,7 @@ def test_a_crash_mid_training_is_recorded_as_failed(tmp_path, in_repo):
 def test_one_checkpoint_per_epoch_serves_every_metric_that_improved(trained_run):
     """An epoch's checkpoint is serialized once: best_<metric>.pt of each metric that
     improved that epoch is byte for byte its last.pt, and ``monitor`` names them all."""
-    run = trained_run(ENGINE_OVERRIDES)
+    run = trained_run(CONTRACT_OVERRIDES)
     results = json.loads((run / "training_results.json").read_text())
     final_epoch = results["final"]["epoch"]
     last = (run / "checkpoints/last.pt").read_bytes()

@@ -1,4 +1,4 @@
-"""Every gate RED and GREEN on runs trained by the real engine (tiny: 3-4 epochs).
+"""Every gate RED and GREEN on runs trained by the real engine (tiny: 1-4 epochs).
 
 Runs come from the session-shared ``trained_run`` fixture (tests/conftest.py), so a run
 another test file also asks for is trained once. Tests that break a run copy it first.
@@ -28,6 +28,14 @@ SHORTCUT = ("train.progress_bar=false", "data.name=stamps", "data.imbalance=null
             "data.n_samples=1200", "train.epochs=4", "train.lr=0.003", "gates.inflight=null",
             "data.faults=[shortcut]")
 FIXED = (*SHORTCUT, "train.core_dropout.prob=1.0")
+# Honest stamps: split_integrity reads splits.json and the shortcut gate answers from its
+# probe on the data alone (no shortcut in the core: the model is never loaded), so one
+# epoch makes the run.
+HONEST = (*STAMPS, "train.epochs=1")
+# NaN pixels make the loss NaN from the first batch on; the log says so at epoch 1, with
+# whichever model.
+NAN_PIXELS = (*SMALL_OVERRIDES, "data.faults=[nan_pixels]", "train.epochs=1", "gates.inflight=null",
+              "model.name=mlp", "model.width=8")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +87,7 @@ def test_zero_class_weight_collapses_the_minority_class(trained_run) -> None:  #
 
 
 def test_nan_pixels_make_the_log_non_finite(trained_run) -> None:  # type: ignore[no-untyped-def]
-    run = trained_run((*SMALL_OVERRIDES, "data.faults=[nan_pixels]", "train.epochs=2", "gates.inflight=null"))
+    run = trained_run(NAN_PIXELS)
     r = run_gate(run, "finite_log")
     assert not r.passed
     assert " = nan at epoch 1" in r.message
@@ -100,7 +108,7 @@ def test_leaked_groups_red_on_split_integrity_and_suspicious_perfection(trained_
 
 
 def test_honest_stamps_green_on_shortcut_and_splits(trained_run) -> None:  # type: ignore[no-untyped-def]
-    run = trained_run(STAMPS)
+    run = trained_run(HONEST)
     assert run_gate(run, "split_integrity").passed
     r = run_gate(run, "shortcut")
     assert r.passed and "no shortcut in the image core" in r.message

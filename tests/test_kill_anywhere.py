@@ -33,6 +33,8 @@ from engine_forkserver import ForkServer
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # forty real engine runs
+
 SEED = 20261125
 EPOCHS = 4
 OVERRIDES = ("train.epochs=4", "train.progress_bar=false", "model.name=mlp", "model.width=8",

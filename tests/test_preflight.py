@@ -59,19 +59,51 @@ def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "400")
 
 
+#: What stays out of ``engine_imported``: modules that import another trainer's stack.
+_NOT_PRELOADED = ("__main__", "huggingface", "lightning", "subject_hf")
+
+
+@pytest.fixture()
+def engine_imported() -> None:
+    """What an engine subject's session imports, imported in this process first.
+
+    An in-process ``pytester.runpytest`` drops the modules its session imported when it
+    ends: torch, numpy and scikit-learn cannot be loaded into one process twice, and a
+    plugin module imported again would define a second ``CheckFailed`` that the modules
+    kept from before do not catch. Modules loaded before the inner session are kept, so
+    every module of the plugin and of the engine is imported here, once per process, and
+    each session costs no import of its own."""
+    import importlib
+    import pkgutil
+
+    import sklearn.datasets
+    import sklearn.metrics  # noqa: F401
+    import torch._dynamo  # noqa: F401  -- the optimizer imports it on its first step
+
+    import model
+    import pytest_mlgates
+
+    for package in (pytest_mlgates, model):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not any(part in info.name for part in _NOT_PRELOADED):
+                importlib.import_module(info.name)
+
+
 def run_preflight(pytester: pytest.Pytester, config_text: str | None, *args: str) -> tuple[dict[str, str], str]:
-    """Run `pytest -m preflight [--config exp.yaml]` in a subprocess; {check: outcome}, output.
-    With a config the engine's subject is used (unless the test wrote its own conftest)."""
+    """Run `pytest -m preflight [--config exp.yaml]`; {check: outcome}, output. With a
+    config the engine's subject is used (unless the test wrote its own conftest). In this
+    process (see ``engine_imported``), but for ``-n``: xdist's workers are processes."""
     config_args: tuple[str, ...] = ()
     if config_text is not None:
         pytester.makefile(".yaml", exp=config_text)
         config_args = ("--config", "exp.yaml")
         if not (pytester.path / "conftest.py").exists():
             pytester.makeconftest(ENGINE_CONFTEST)
-    result = pytester.runpytest_subprocess(
-        "-m", "preflight", *config_args, "-p", "no:cacheprovider", "-v", "-rfs", *args,
-        timeout=240,
-    )
+    argv = ("-m", "preflight", *config_args, "-p", "no:cacheprovider", "-v", "-rfs", *args)
+    if "-n" in args:
+        result = pytester.runpytest_subprocess(*argv, timeout=240)
+    else:
+        result = pytester.runpytest(*argv)
     out = result.stdout.str()
     outcomes: dict[str, str] = {}
     for check, status in re.findall(r"::preflight\[(\w+)\] (PASSED|FAILED|SKIPPED|ERROR)", out):
@@ -102,6 +134,8 @@ def red(outcomes: dict[str, str]) -> set[str]:
 # --------------------------------------------------------------------------- the engine's subject
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_digits_config_passes_every_check(pytester: pytest.Pytester) -> None:
     outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist")
     assert sorted(outcomes) == sorted(ALL_CHECKS), out
@@ -113,6 +147,7 @@ def test_digits_config_passes_every_check(pytester: pytest.Pytester) -> None:
     assert "exp.yaml::preflight[subject_builds] PASSED" in out  # the suite sits under the config
 
 
+@pytest.mark.usefixtures("engine_imported")
 def test_not_preflight_deselects_the_suite(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
     outcomes, out = run_preflight(pytester, DIGITS, "-m", "not preflight")
@@ -120,6 +155,8 @@ def test_not_preflight_deselects_the_suite(pytester: pytest.Pytester) -> None:
     assert "1 passed" in out and f"{len(ALL_CHECKS)} deselected" in out, out
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("engine_imported")
 @pytest.mark.parametrize(
     ("fault", "failing", "reason"),
     [
@@ -155,6 +192,8 @@ def test_each_stamps_fault_turns_exactly_its_check_red(
     assert {c for c in passed if outcomes[c] != "PASSED"} == set(), out
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_tracked_metric_the_engine_never_logs(pytester: pytest.Pytester) -> None:
     config = DIGITS.replace("val_macro_f1, mode: max", "val_dice, mode: max")
     outcomes, out = run_preflight(pytester, config, "-p", "no:xdist")
@@ -164,6 +203,7 @@ def test_tracked_metric_the_engine_never_logs(pytester: pytest.Pytester) -> None
     assert "val_macro_f1" in line  # says what one validation pass does return
 
 
+@pytest.mark.usefixtures("engine_imported")
 def test_a_config_that_does_not_validate_is_one_line(pytester: pytest.Pytester) -> None:
     outcomes, out = run_preflight(pytester, DIGITS.replace("epochs: 2", "epochz: 2"), "-p", "no:xdist")
     assert red(outcomes) == {"subject_builds"}, out
@@ -173,6 +213,8 @@ def test_a_config_that_does_not_validate_is_one_line(pytester: pytest.Pytester) 
     assert "Traceback" not in out
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_user_tests_marked_preflight_join_the_selection(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine="""
         import pytest
@@ -190,19 +232,23 @@ def test_user_tests_marked_preflight_join_the_selection(pytester: pytest.Pyteste
     assert "test_not_preflight PASSED" not in out
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_ini_option_alone_needs_m_preflight(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", exp=DIGITS)
     pytester.makeconftest(ENGINE_CONFTEST)
     pytester.makeini("[pytest]\nmlgates_config = exp.yaml\n")
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    plain = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-q")
+    plain = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "-q")
     plain.assert_outcomes(passed=1)  # an ini default does not add the suite to every run
-    selected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-v",
+    selected = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "-v",
                                              "-m", "preflight", "-k", "subject_builds")
     selected.assert_outcomes(passed=1)
     assert "exp.yaml::preflight[subject_builds] PASSED" in selected.stdout.str()
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_gate_file_preflight_section(pytester: pytest.Pytester) -> None:
     gate_file = pytester.path / "strict.gates.yaml"
     gate_file.write_text(textwrap.dedent("""
@@ -218,12 +264,13 @@ def test_gate_file_preflight_section(pytester: pytest.Pytester) -> None:
     assert outcomes.get("loss_at_init") == "PASSED", out
 
     gate_file.write_text("preflight:\n  - {check: overfit_small_batch, stpes: 3}\n", encoding="utf-8")
-    result = pytester.runpytest_subprocess("-m", "preflight", "--config", "exp.yaml", "strict.gates.yaml",
+    result = pytester.runpytest("-m", "preflight", "--config", "exp.yaml", "strict.gates.yaml",
                                            "-p", "no:cacheprovider", "-p", "no:xdist")
     assert "'overfit_small_batch' has no parameter 'stpes'" in result.stdout.str()
     assert result.ret != 0
 
 
+@pytest.mark.usefixtures("engine_imported")
 def test_config_without_a_subject_fixture_says_what_is_missing(pytester: pytest.Pytester) -> None:
     pytester.makeconftest("# no mlgates_subject here\n")
     outcomes, out = run_preflight(pytester, DIGITS, "-p", "no:xdist")
@@ -232,6 +279,7 @@ def test_config_without_a_subject_fixture_says_what_is_missing(pytester: pytest.
     assert "no mlgates_subject fixture: define one in conftest.py that builds your subject from --config exp.yaml" in line
 
 
+@pytest.mark.usefixtures("engine_imported")
 def test_m_preflight_without_a_subject_runs_only_marked_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine="import pytest\n\n@pytest.mark.preflight\ndef test_mine():\n    pass\n")
     outcomes, out = run_preflight(pytester, None, "-p", "no:xdist")
@@ -400,6 +448,7 @@ def plain_skip(out: str, fault: str, check: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_plain_pytorch_subject_is_green(plain_session: str) -> None:
     outcomes = plain_outcomes(plain_session, "healthy")
     assert sorted(outcomes) == sorted(ALL_CHECKS), plain_session
@@ -413,6 +462,7 @@ def test_plain_pytorch_subject_is_green(plain_session: str) -> None:
     assert "Traceback" not in plain_session and "INTERNALERROR" not in plain_session
 
 
+@pytest.mark.slow  # the one session of plain_session
 @pytest.mark.parametrize(
     ("fault", "check", "reason"),
     [
@@ -452,10 +502,12 @@ def test_each_fault_in_user_code_turns_exactly_its_check_red(plain_session: str,
         assert plain_skip(plain_session, fault, dependent) == f"depends on {check}, which failed"
 
 
+@pytest.mark.usefixtures("engine_imported")
+@pytest.mark.slow
 def test_a_subject_conftest_works_with_the_plugin_disabled(pytester: pytest.Pytester) -> None:
     """The old conftest hook broke every `-p no:mlgates` run (unknown hook); a fixture cannot."""
     pytester.makeconftest(PLAIN_CONFTEST.format(fault="healthy"))
     pytester.makepyfile(test_x="def test_x(mlgates_subject):\n    assert mlgates_subject.num_classes == 3\n")
-    result = pytester.runpytest_subprocess("-p", "no:mlgates", "-p", "no:cacheprovider", "-p", "no:xdist", "-q")
+    result = pytester.runpytest("-p", "no:mlgates", "-p", "no:cacheprovider", "-p", "no:xdist", "-q")
     result.assert_outcomes(passed=1)
     assert "INTERNALERROR" not in result.stdout.str()

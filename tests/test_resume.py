@@ -15,13 +15,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import REPO_ROOT, log_rows, run_model, small_overrides, train_command
 
+pytestmark = pytest.mark.slow  # real trainings, killed and resumed
+
 EPOCHS = 6
 RESUME_OVERRIDES = (*small_overrides, f"train.epochs={EPOCHS}", "gates.inflight=null",
-                    "train.ema_decay=0.5", "model.dropout=0.2")  # EMA and dropout: more state
+                    "train.ema_decay=0.5", "model.dropout=0.2",  # EMA and dropout: more state
+                    "model.width=8")  # a narrow CNN: its BatchNorm state, less CPU per epoch
 
 
 def _start(run: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
