@@ -35,6 +35,15 @@ import yaml  # noqa: F401  # isort: skip
 # inside an inner session and dropped after it cannot be loaded again in this process
 # ("cannot load module more than once per process").
 import numpy  # noqa: F401  # isort: skip
+# And torch: the ``pytester`` fixture itself drops, when its test ends, every module first
+# imported during the test, so a test that used it and loaded a checkpoint (torch's first
+# import in that process) left the next test's ``import torch`` to load torch._C again
+# ("SystemError: bad call flags", then a segfault in garbage collection). The whole suite
+# imports torch while collecting test_data.py; a run of a few files did not.
+try:  # the suite runs without torch too (its tests skip)
+    import torch  # noqa: F401  # isort: skip
+except ImportError:
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/default.yaml"
