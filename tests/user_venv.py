@@ -178,7 +178,13 @@ def full_requirements(wheel: Path) -> list[str]:
 
 def junit_results(path: Path) -> dict[str, tuple[str, str]]:
     """criterion -> (mlgates status, the failure text or the GREEN message) from --junitxml."""
-    out: dict[str, tuple[str, str]] = {}
+    return {name: result for (_, name), result in junit_results_by_run(path).items()}
+
+
+def junit_results_by_run(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(run label, criterion) -> (mlgates status, the failure text or the GREEN message) from
+    the --junitxml of a session over one or several ``--run-dir``s (``mlgates.run``)."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         props = {p.get("name"): p.get("value") or "" for p in case.iter("property")}
         failure = case.find("failure")
@@ -186,5 +192,5 @@ def junit_results(path: Path) -> dict[str, tuple[str, str]]:
             failure = case.find("error")
         text = (failure.text or failure.get("message") or "") if failure is not None else props.get("mlgates.message", "")
         name = props.get("mlgates.criterion") or case.get("name") or ""
-        out[name] = (props.get("mlgates.status") or "?", text)
+        out[props.get("mlgates.run") or "", name] = (props.get("mlgates.status") or "?", text)
     return out
