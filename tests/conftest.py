@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,8 @@ TRAINER_SCRIPTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # a hand-written loop: its gate file's run: section says where the log and files are
     "plain": ("plain_run.py", (), "torch"),
     "plain-15": ("plain_run.py", ("--epochs", "15"), "torch"),
+    # a TensorBoardLogger beside the CSVLogger: its event file in the same version dir
+    "lightning-tb": ("lightning_run.py", ("--tb",), "lightning"),
 }
 
 
@@ -188,34 +191,95 @@ def trainer_env() -> dict[str, str]:
             "MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
+#: The faults the suite asks of each trainer (the rest: "healthy" only). Every run of one
+#: script is trained in ONE process (``--batch``: the trainer library is imported once, and
+#: that import is most of a run's cost), each run still a run of its own.
+TRAINER_FAULTS: dict[str, tuple[str, ...]] = {
+    **{t: ("healthy", "collapsed", "nan", "no_best")
+       for t in ("lightning", "huggingface", "mlflow-sqlite", "mlflow-file", "tensorboard", "plain")},
+    "plain-15": ("collapsed",),
+}
+
+
+#: a package a run needs besides its trainer's: without it, that run is left out of its batch
+ALSO_NEEDS = {"lightning-mlflow": "mlflow", "lightning-tb": "tensorboard"}
+
+
+def _script_batch(trainer: str, fault: str) -> list[tuple[str, str]]:
+    """Every (trainer, fault) run made by ``trainer``'s script, ``(trainer, fault)`` among them."""
+    script = TRAINER_SCRIPTS[trainer][0]
+    import importlib.util
+
+    batch = [(t, f) for t, (s, _, _) in TRAINER_SCRIPTS.items()
+             if s == script and (t not in ALSO_NEEDS or importlib.util.find_spec(ALSO_NEEDS[t]) is not None)
+             for f in TRAINER_FAULTS.get(t, ("healthy",))]
+    return batch if (trainer, fault) in batch else [(trainer, fault)]
+
+
 @pytest.fixture(scope="session")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
     """Factory: ``trainer_run(trainer, fault) -> run dir`` of a real Lightning / HF Trainer /
     MLflow / TensorBoard run (tests/trainers/), trained once per session and shared by the
-    xdist workers like ``trained_run``. Faults: healthy, collapsed, nan, no_best."""
+    xdist workers like ``trained_run``. Faults: healthy, collapsed, nan, no_best. The first
+    call for a script trains every run of that script the suite asks for (TRAINER_FAULTS) in
+    one process of it; later calls find theirs done."""
     from filelock import FileLock
 
     cache = _shared_cache_dir(tmp_path_factory) / "trainers"
     cache.mkdir(exist_ok=True)
 
     def make(trainer: str, fault: str = "healthy") -> Path:
-        script, extra, package = TRAINER_SCRIPTS[trainer]
+        script, _, package = TRAINER_SCRIPTS[trainer]
         need_package(package)
-        out = cache / f"{trainer}-{fault}"
         done = cache / f"{trainer}-{fault}.done"
-        with FileLock(str(out) + ".lock"):
+        with FileLock(str(cache / script) + ".lock"):
             if not done.exists():
-                shutil.rmtree(out, ignore_errors=True)
+                todo = [(t, f) for t, f in _script_batch(trainer, fault) if not (cache / f"{t}-{f}.done").exists()]
+                jobs = []
+                for t, f in todo:
+                    shutil.rmtree(cache / f"{t}-{f}", ignore_errors=True)
+                    jobs.append([str(cache / f"{t}-{f}"), "--fault", f, "--epochs", str(TRAINER_EPOCHS),
+                                 *TRAINER_SCRIPTS[t][1]])
+                spec = cache / f"{script}.jobs.json"
+                spec.write_text(json.dumps(jobs))
                 proc = subprocess.run(
-                    [sys.executable, str(TRAINER_SCRIPTS_DIR / script), str(out), "--fault", fault,
-                     "--epochs", str(TRAINER_EPOCHS), *extra],
-                    capture_output=True, text=True, timeout=600, env=trainer_env(), cwd=out.parent, check=False)
+                    [sys.executable, str(TRAINER_SCRIPTS_DIR / script), "--batch", str(spec)],
+                    capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=cache, check=False)
+                made = dict(re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE))
+                for i, (t, f) in enumerate(todo):  # the runs finished before a failure count
+                    if str(i) in made:
+                        (cache / f"{t}-{f}.done").write_text(made[str(i)])
                 if proc.returncode != 0:
-                    raise RuntimeError(f"{script} --fault {fault} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-                done.write_text(proc.stdout.strip().splitlines()[-1])
+                    raise RuntimeError(f"{script} {[' '.join(j) for j in jobs]} failed ({proc.returncode}): "
+                                       f"{proc.stderr[-2000:]}")
         return Path(done.read_text().strip())
 
     return make
+
+
+def script_runs(tmp_path_factory: pytest.TempPathFactory, script: str, name: str,
+                jobs: dict[str, Sequence[str]]) -> dict[str, Path]:
+    """``{label: run dir}``: ``tests/trainers/<script> --batch`` trains every job (OUT is
+    <shared cache>/<name>/<label>, then the job's own options) in ONE process, once per
+    session, shared by the xdist workers like ``trainer_run``; each job a run of its own."""
+    from filelock import FileLock
+
+    root = _shared_cache_dir(tmp_path_factory) / name
+    done = root.with_suffix(".done")
+    with FileLock(str(root) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            spec = root / "jobs.json"
+            spec.write_text(json.dumps([[str(root / label), *args] for label, args in jobs.items()]))
+            proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), "--batch", str(spec)],
+                                  capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=root,
+                                  check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{script} --batch failed ({proc.returncode}): {proc.stderr[-3000:]}")
+            made = dict(re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE))
+            done.write_text(json.dumps({label: made[str(i)] for i, label in enumerate(jobs)}))
+    return {label: Path(path) for label, path in json.loads(done.read_text()).items()}
 
 
 #: timm and Ultralytics import torchvision, and the registry's torchvision has no build for

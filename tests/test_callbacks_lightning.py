@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TRAINER_SCRIPTS_DIR, need_package, trainer_env
+from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, need_package, script_runs, trainer_env
 
 INFLIGHT_GATES = """\
 title: in-flight gates of the digits run
@@ -62,6 +62,26 @@ def gated_run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], Path]:
     return json.loads(lines[-2]), Path(lines[-1])
 
 
+
+@pytest.fixture(scope="session")
+def gated_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], Path]]:
+    """The collapsing and the healthy run of lightning_gated_run.py under INFLIGHT_GATES, trained
+    in one process (its library imported once), once per session: label -> (summary, run dir)."""
+    import os
+
+    need_package("lightning")
+    gates = _shared_cache_dir(tmp_path_factory) / "lightning_gated_run.inflight.gates.yaml"
+    tmp = gates.with_name(f"{gates.name}.{os.getpid()}")
+    tmp.write_text(INFLIGHT_GATES, encoding="utf-8")
+    os.replace(tmp, gates)  # whole, whichever xdist worker writes it
+    runs = script_runs(tmp_path_factory, "lightning_gated_run.py", "lightning_gated_run", {
+        "collapsing": ["--gates", str(gates), "--collapse-from", "2", "--after-epoch", "1", "--epochs", "6"],
+        "healthy": ["--gates", str(gates), "--after-epoch", "1", "--epochs", "4"]})
+    return {label: (json.loads((run_dir.parents[1] if run_dir.name.startswith("version_") else run_dir)
+                               .joinpath("rank0.json").read_text(encoding="utf-8")), run_dir)
+            for label, run_dir in runs.items()}
+
+
 def acceptance(pytester: pytest.Pytester, run_dir: Path, gates: str = ACCEPTANCE_GATES) -> dict[str, str]:
     """criterion -> PASSED/FAILED from a real pytest session of ``gates`` on ``run_dir``."""
     path = pytester.path / "acceptance.gates.yaml"
@@ -75,8 +95,8 @@ def acceptance(pytester: pytest.Pytester, run_dir: Path, gates: str = ACCEPTANCE
 
 @pytest.mark.slow
 def test_a_collapsing_class_stops_the_run_and_the_stopped_run_is_consistent(
-        tmp_path: Path, pytester: pytest.Pytester) -> None:
-    summary, run_dir = gated_run(tmp_path, "--collapse-from", "2", "--after-epoch", "1", "--epochs", "6")
+        gated_runs: dict[str, tuple[dict[str, Any], Path]], pytester: pytest.Pytester) -> None:
+    summary, run_dir = gated_runs["collapsing"]
     verdict = summary["verdict"]
     assert verdict is not None and verdict["criterion"] == "minority_not_collapsed", summary
     # after_epoch and the verdict count completed epochs from 1; the message names the log's own
@@ -100,8 +120,9 @@ def test_a_collapsing_class_stops_the_run_and_the_stopped_run_is_consistent(
 
 
 @pytest.mark.slow
-def test_a_healthy_run_trains_to_the_end(tmp_path: Path, pytester: pytest.Pytester) -> None:
-    summary, run_dir = gated_run(tmp_path, "--after-epoch", "1", "--epochs", "4")
+def test_a_healthy_run_trains_to_the_end(gated_runs: dict[str, tuple[dict[str, Any], Path]],
+                                          pytester: pytest.Pytester) -> None:
+    summary, run_dir = gated_runs["healthy"]
     assert summary["verdict"] is None and summary["current_epoch"] == 4, summary
     assert not (run_dir / "mlgates_inflight.json").exists()
     verdicts = acceptance(pytester, run_dir)

@@ -199,6 +199,7 @@ def _report(kind: str, entries: list[str], items: dict[tuple[str, str], dict[str
 # --------------------------------------------------------------------------- the engine
 
 
+@pytest.mark.slow
 def test_the_engine_meets_every_hostile_run_dir_in_one_line(tmp_path: Path) -> None:
     root = tmp_path
     entries = build_corpus(root / "runs", table=HOSTILE)
@@ -483,6 +484,7 @@ ARCHIVE_ATTACKS: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
 }
 
 
+@pytest.mark.slow
 def test_hostile_archives_are_never_accepted_and_never_written_outside(tmp_path: Path) -> None:
     root = tmp_path
     runs = root / "runs"

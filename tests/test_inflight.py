@@ -107,6 +107,7 @@ def test_healthy_run_is_never_aborted(tmp_path: Path) -> None:
     assert res["epochs_completed"] == 3
 
 
+@pytest.mark.slow  # a `python -m model train` process: torch's import alone is seconds
 def test_broken_gate_file_stops_before_training(tmp_path: Path) -> None:
     proc, run_dir = train(tmp_path, """
         exit_criteria:

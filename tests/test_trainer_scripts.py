@@ -1,6 +1,7 @@
 """The trainer fixture scripts (tests/trainers/*_run.py) make the run dirs they promise.
 
-Each script is run as a real subprocess, as the reader tests will run it. These tests pin
+Each script is run as a real subprocess, as the reader tests run it (``trainer_run``: one
+process per script, ``--batch``, each run in its own OUT dir). These tests pin
 the file layout the readers in ``pytest_mlgates`` rely on, that every checkpoint opens
 with ``torch.load(weights_only=True)``, and that each ``--fault`` really breaks the run.
 """
@@ -13,30 +14,15 @@ import json
 import math
 import pickle
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS_DIR, need_package, trainer_env
+from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS_DIR, need_package
 
 SCRIPTS = TRAINER_SCRIPTS_DIR
 EPOCHS = TRAINER_EPOCHS
-
-
-def run_script(name: str, out: Path, *args: str) -> Path:
-    """Run ``tests/trainers/<name>`` into ``out``; return the run dir it printed last."""
-    proc = subprocess.run([sys.executable, str(SCRIPTS / name), str(out), "--epochs", str(EPOCHS),
-                           *args], cwd=out.parent, capture_output=True, text=True, timeout=300,
-                          check=False, env=trainer_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"{name} printed nothing; stderr: {proc.stderr[-2000:]}"
-    run_dir = Path(lines[-1])
-    assert run_dir.is_dir(), f"{name} printed {lines[-1]!r}, not a directory"
-    return run_dir
 
 
 def tree(root: Path) -> set[str]:
@@ -86,13 +72,12 @@ def test_lightning_healthy_layout_and_checkpoints(trainer_run: Callable[..., Pat
         assert len(monitors) == 1 and monitors[0]["monitor"] == "val_loss"
 
 
-def test_lightning_tb_logger_writes_events_in_same_version(tmp_path: Path) -> None:
-    need_package("lightning")
+def test_lightning_tb_logger_writes_events_in_same_version(trainer_run: Callable[..., Path]) -> None:
     need_package("tensorboard")
-    run = run_script("lightning_run.py", tmp_path / "out", "--tb")
-    assert run == tmp_path / "out" / "lightning_logs" / "version_0"
+    run = trainer_run("lightning-tb")
+    assert run.parts[-2:] == ("lightning_logs", "version_0")
     assert [f for f in tree(run) if f.startswith("events.out.tfevents.")]
-    assert not (tmp_path / "out" / "lightning_logs" / "version_1").exists()
+    assert not (run.parent / "version_1").exists()
 
 
 def test_lightning_faults(trainer_run: Callable[..., Path]) -> None:

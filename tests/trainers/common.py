@@ -8,8 +8,10 @@ run. ``--fault`` breaks a run in one known way so that tests can check the gates
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ HIDDEN = 32
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
-               ) -> argparse.Namespace:
+               argv: list[str] | None = None) -> argparse.Namespace:
     """The command line every script shares: OUT_DIR [--fault F] [--epochs N] [--seed S]."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out", type=Path, help="output directory (created)")
@@ -36,7 +38,7 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     parser.add_argument("--seed", type=int, default=0)
     if extra is not None:
         extra(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # a 64->32->10 MLP: a second intra-op thread only spins against the other test processes
     torch.set_num_threads(1)
     if args.fault == "nan" and args.epochs <= NAN_AFTER_EPOCH:
@@ -44,6 +46,21 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     return args
+
+
+def main(run: Callable[[argparse.Namespace], Path], description: str,
+         extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """A script's entry point: ``script.py OUT [options]`` trains one run and prints its run
+    dir; ``script.py --batch JOBS.json`` trains several, one after the other in this process
+    (the trainer library is imported once): JOBS.json is a list of command lines, each a run
+    of its own (its own OUT, seed, trainer object), and each run's dir is printed as
+    ``run-dir <index> <path>``."""
+    if sys.argv[1:2] == ["--batch"] and len(sys.argv) == 3:
+        jobs = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
+        for index, argv in enumerate(jobs):
+            print(f"run-dir {index} {run(parse_args(description, extra, list(argv)))}", flush=True)
+    else:
+        print(run(parse_args(description, extra)))
 
 
 def load_split(fault: str = "healthy") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

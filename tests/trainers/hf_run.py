@@ -8,6 +8,7 @@ eval_min_recall per epoch; best_model_checkpoint), OUT/training_args.bin.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,7 @@ def compute_metrics(pred: Any) -> dict[str, float]:
     return common.metrics(torch.as_tensor(pred.predictions), torch.as_tensor(pred.label_ids))
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "")
+def run(args: argparse.Namespace) -> Path:
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
     class NanAfterEpoch(TrainerCallback):
@@ -69,8 +69,8 @@ def main() -> None:
         best = trainer.state.best_model_checkpoint
         assert best is not None, "no best checkpoint was recorded"
         shutil.rmtree(args.out / Path(best).name)
-    print(args.out)
+    return args.out
 
 
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__ or "")

@@ -5,13 +5,16 @@ makes the minority class 3 collapse from epoch E on (see ``lightning_digits.py``
 CSVLogger + ``ModelCheckpoint(monitor="val_loss", save_last=True)``, as ``lightning_run.py``.
 ``--devices 2`` trains data-parallel (DDP on CPU, gloo).  Each rank writes what it ended with
 (the verdict that stopped the run, or null; the epochs trained) to OUT/rank<R>.json; rank 0
-also prints it as one JSON line and, last, the run dir.
+also prints it as one JSON line and, last, the run dir. ``--batch JOBS.json`` trains several
+single-device runs in one process (see ``common.main``); each reads its summary from
+OUT/rank0.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,8 +28,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=1, help="CPU processes; 2 or more: DDP (gloo)")
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "", add_args)
+def run(args: argparse.Namespace) -> Path | None:
+    """Train one run; its run dir on rank 0 (``None`` on the other ranks)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -51,11 +54,19 @@ def main() -> None:
                           "current_epoch": trainer.current_epoch, "global_step": trainer.global_step})
     # every rank's view of the verdict: under DDP each rank must have got rank 0's
     (args.out / f"rank{trainer.global_rank}.json").write_text(summary, encoding="utf-8")
-    if not trainer.is_global_zero:
-        return
-    print(summary)
-    print(logger.log_dir)
+    return Path(logger.log_dir) if trainer.is_global_zero else None
+
+
+def main() -> None:
+    args = common.parse_args(__doc__ or "", add_args)
+    run_dir = run(args)
+    if run_dir is not None:
+        print((args.out / "rank0.json").read_text(encoding="utf-8"))
+        print(run_dir)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--batch"]:  # several single-device runs in this process: see common.main
+        common.main(run, __doc__ or "", add_args)  # type: ignore[arg-type]
+    else:
+        main()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 from typing import Any
 
 import common  # type: ignore[import-not-found]  # run as a script: this folder is sys.path[0]
@@ -41,8 +42,7 @@ def add_tb(parser: argparse.ArgumentParser) -> None:
                         help="save_last on a ModelCheckpoint(monitor=None) of its own")
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "", add_tb)
+def run(args: argparse.Namespace) -> Path:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -125,11 +125,9 @@ def main() -> None:
     if args.save_after_fit:
         trainer.save_checkpoint(str(checkpoint.dirpath) + "/last.ckpt")
     if args.fault == "no_best":
-        from pathlib import Path
-
         Path(checkpoint.best_model_path).unlink()
-    print(args.out if args.mlflow else csv_logger.log_dir)
+    return args.out if args.mlflow else Path(csv_logger.log_dir)
 
 
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__ or "", add_tb)

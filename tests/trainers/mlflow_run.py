@@ -24,8 +24,7 @@ def add_store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", choices=("sqlite", "file"), default="sqlite")
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "", add_store)
+def run(args: argparse.Namespace) -> Path:
     os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
     from mlflow import MlflowClient
 
@@ -58,8 +57,8 @@ def main() -> None:
         repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
         repo.delete_artifacts("checkpoints/best_val_loss.pt")
     client.set_terminated(run_id, "FINISHED")
-    print(out if args.store == "sqlite" else out / "mlruns" / exp_id / run_id)
+    return out if args.store == "sqlite" else out / "mlruns" / exp_id / run_id
 
 
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__ or "", add_store)

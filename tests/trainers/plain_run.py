@@ -15,6 +15,7 @@ where things are (tests/trainers/plain.gates.yaml)::
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -51,8 +52,7 @@ def split_indices(fault: str) -> tuple[list[int], list[int]]:
     return [int(i) for i in train], [int(i) for i in val]
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "")
+def run(args: argparse.Namespace) -> Path:
     out: Path = args.out
     torch.manual_seed(args.seed)
     x_tr, y_tr, x_va, y_va = common.load_split(args.fault)
@@ -105,8 +105,8 @@ def main() -> None:
             common.poison(model)
     if args.fault == "no_best":
         (out / "ckpt" / "best_val_loss.pt").unlink()
-    print(out)
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__ or "")

@@ -6,11 +6,13 @@ val_min_recall at step=epoch (from 1); OUT/checkpoints/ holds best_val_loss.pt a
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import common  # type: ignore[import-not-found]  # run as a script: this folder is sys.path[0]
 
 
-def main() -> None:
-    args = common.parse_args(__doc__ or "")
+def run(args: argparse.Namespace) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(args.out))
@@ -25,8 +27,8 @@ def main() -> None:
         writer.close()
     if args.fault == "no_best":
         (args.out / "checkpoints" / "best_val_loss.pt").unlink()
-    print(args.out)
+    return args.out
 
 
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__ or "")
