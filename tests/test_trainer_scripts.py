@@ -21,6 +21,9 @@ import pytest
 
 from conftest import REPO_ROOT, TRAINER_EPOCHS, TRAINER_SCRIPTS_DIR, need_package
 
+# every test here trains or reads real Lightning / HF / MLflow / TensorBoard runs
+pytestmark = pytest.mark.slow
+
 SCRIPTS = TRAINER_SCRIPTS_DIR
 EPOCHS = TRAINER_EPOCHS
 
