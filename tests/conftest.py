@@ -22,6 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import user_venv
@@ -280,6 +281,25 @@ def script_runs(tmp_path_factory: pytest.TempPathFactory, script: str, name: str
             made = dict(re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE))
             done.write_text(json.dumps({label: made[str(i)] for i, label in enumerate(jobs)}))
     return {label: Path(path) for label, path in json.loads(done.read_text()).items()}
+
+
+def gated_script_runs(tmp_path_factory: pytest.TempPathFactory, script: str, gates_text: str,
+                      summary_name: str) -> dict[str, tuple[dict[str, Any], Path]]:
+    """The collapsing and the healthy run of a callback script (``tests/trainers/<script>``,
+    in-flight gates ``gates_text``), trained in one process once per session by
+    :func:`script_runs`: ``{"collapsing" | "healthy": (the summary it wrote, run dir)}``."""
+    name = Path(script).stem
+    gates = _shared_cache_dir(tmp_path_factory) / f"{name}.inflight.gates.yaml"
+    tmp = gates.with_name(f"{gates.name}.{os.getpid()}")
+    tmp.write_text(gates_text, encoding="utf-8")
+    os.replace(tmp, gates)  # whole, whichever xdist worker writes it
+    runs = script_runs(tmp_path_factory, script, name, {
+        "collapsing": ["--gates", str(gates), "--collapse-from", "2", "--after-epoch", "1", "--epochs", "6"],
+        "healthy": ["--gates", str(gates), "--after-epoch", "1", "--epochs", "4"]})
+    # Lightning's run dir is <out>/lightning_logs/version_N; the summary lies in <out>
+    return {label: (json.loads((run_dir.parents[1] if run_dir.name.startswith("version_") else run_dir)
+                               .joinpath(summary_name).read_text(encoding="utf-8")), run_dir)
+            for label, run_dir in runs.items()}
 
 
 #: timm and Ultralytics import torchvision, and the registry's torchvision has no build for

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, need_package, script_runs, trainer_env
+from conftest import gated_script_runs, need_package, trainer_env
 
 # the HF Trainer logs eval_<name> and the training loss as loss
 ALIASES = """\
@@ -54,37 +54,12 @@ exit_criteria:
 """
 
 
-def gated_run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], Path]:
-    """Train tests/trainers/hf_gated_run.py under INFLIGHT_GATES: (its summary, the run dir)."""
-    need_package("transformers")
-    gates = tmp_path / "inflight.gates.yaml"
-    gates.write_text(INFLIGHT_GATES, encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / "hf_gated_run.py"), str(tmp_path / "out"),
-                           "--gates", str(gates), *args],
-                          capture_output=True, text=True, timeout=600, env=trainer_env(), cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    return json.loads(lines[-2]), Path(lines[-1])
-
-
-
 @pytest.fixture(scope="session")
 def gated_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], Path]]:
-    """The collapsing and the healthy run of hf_gated_run.py under INFLIGHT_GATES, trained
-    in one process (its library imported once), once per session: label -> (summary, run dir)."""
-    import os
-
+    """The collapsing and the healthy run of hf_gated_run.py under INFLIGHT_GATES, trained in one
+    process (its library imported once), once per session: label -> (summary, run dir)."""
     need_package("transformers")
-    gates = _shared_cache_dir(tmp_path_factory) / "hf_gated_run.inflight.gates.yaml"
-    tmp = gates.with_name(f"{gates.name}.{os.getpid()}")
-    tmp.write_text(INFLIGHT_GATES, encoding="utf-8")
-    os.replace(tmp, gates)  # whole, whichever xdist worker writes it
-    runs = script_runs(tmp_path_factory, "hf_gated_run.py", "hf_gated_run", {
-        "collapsing": ["--gates", str(gates), "--collapse-from", "2", "--after-epoch", "1", "--epochs", "6"],
-        "healthy": ["--gates", str(gates), "--after-epoch", "1", "--epochs", "4"]})
-    return {label: (json.loads((run_dir.parents[1] if run_dir.name.startswith("version_") else run_dir)
-                               .joinpath("summary.json").read_text(encoding="utf-8")), run_dir)
-            for label, run_dir in runs.items()}
+    return gated_script_runs(tmp_path_factory, "hf_gated_run.py", INFLIGHT_GATES, "summary.json")
 
 
 def acceptance(pytester: pytest.Pytester, run_dir: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TRAINER_SCRIPTS_DIR, _shared_cache_dir, need_package, script_runs, trainer_env
+from conftest import TRAINER_SCRIPTS_DIR, gated_script_runs, need_package, trainer_env
 
 INFLIGHT_GATES = """\
 title: in-flight gates of the digits run
@@ -65,21 +65,10 @@ def gated_run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], Path]:
 
 @pytest.fixture(scope="session")
 def gated_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], Path]]:
-    """The collapsing and the healthy run of lightning_gated_run.py under INFLIGHT_GATES, trained
-    in one process (its library imported once), once per session: label -> (summary, run dir)."""
-    import os
-
+    """The collapsing and the healthy run of lightning_gated_run.py under INFLIGHT_GATES, trained in one
+    process (its library imported once), once per session: label -> (summary, run dir)."""
     need_package("lightning")
-    gates = _shared_cache_dir(tmp_path_factory) / "lightning_gated_run.inflight.gates.yaml"
-    tmp = gates.with_name(f"{gates.name}.{os.getpid()}")
-    tmp.write_text(INFLIGHT_GATES, encoding="utf-8")
-    os.replace(tmp, gates)  # whole, whichever xdist worker writes it
-    runs = script_runs(tmp_path_factory, "lightning_gated_run.py", "lightning_gated_run", {
-        "collapsing": ["--gates", str(gates), "--collapse-from", "2", "--after-epoch", "1", "--epochs", "6"],
-        "healthy": ["--gates", str(gates), "--after-epoch", "1", "--epochs", "4"]})
-    return {label: (json.loads((run_dir.parents[1] if run_dir.name.startswith("version_") else run_dir)
-                               .joinpath("rank0.json").read_text(encoding="utf-8")), run_dir)
-            for label, run_dir in runs.items()}
+    return gated_script_runs(tmp_path_factory, "lightning_gated_run.py", INFLIGHT_GATES, "rank0.json")
 
 
 def acceptance(pytester: pytest.Pytester, run_dir: Path, gates: str = ACCEPTANCE_GATES) -> dict[str, str]:
