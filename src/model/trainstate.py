@@ -9,6 +9,7 @@ The files themselves are written by :mod:`model.checkpoint` (atomic, safe to ope
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -29,21 +30,20 @@ from model.data import Dataset
 log = logging.getLogger(runlog.LOGGER_NAME)
 
 
+@dataclasses.dataclass
 class TrainState:
     """What a resumed run must get back besides tensors: position, history, bests."""
 
-    def __init__(self, epoch: int, global_step: int, history: list[dict[str, Any]],
-                 best: dict[str, dict[str, Any]], es_best: float | None, bad_epochs: int) -> None:
-        self.epoch = epoch
-        self.global_step = global_step
-        self.history = history
-        self.best = best
-        self.es_best = es_best
-        self.bad_epochs = bad_epochs
+    epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # metric -> epoch, value, mode
+    es_best: float | None = None  # early stopping's best monitored value
+    bad_epochs: int = 0  # epochs since it last improved
 
     @classmethod
     def fresh(cls, config: Config) -> TrainState:
-        return cls(0, 0, [], {}, None, 0)
+        return cls()
 
     def update_best(self, config: Config, row: dict[str, Any]) -> list[str]:
         """Record new bests; returns the tracked metrics that improved this epoch."""

@@ -587,34 +587,27 @@ def _unknown_column(node: _Node, name: str, frame: _Frame) -> ExprError:
     return node.fail(f"unknown column '{name}'", f"the log has: {shown or 'no columns'}")
 
 
-class _Slice(_Node):
-    __slots__ = ("bounds", "series")
+class _Subscript(_Node):
+    """``series[i]`` (a num: one value, out of range is an error) or ``series[a:b:c]``
+    (a series: Python's slice, which never is)."""
 
-    def __init__(self, tree: ast.AST, unit: _Unit, series: _Node, bounds: slice) -> None:
-        super().__init__(tree, unit, "series")
+    __slots__ = ("key", "series")
+
+    def __init__(self, tree: ast.AST, unit: _Unit, series: _Node, key: int | slice) -> None:
+        super().__init__(tree, unit, "series" if isinstance(key, slice) else "num")
         self.series = series
-        self.bounds = bounds
+        self.key = key
 
-    def eval(self, frame: _Frame) -> _Series:
-        return self.series.eval(frame)[self.bounds]  # type: ignore[no-any-return]
-
-
-class _Index(_Node):
-    __slots__ = ("index", "series")
-
-    def __init__(self, tree: ast.AST, unit: _Unit, series: _Node, index: int) -> None:
-        super().__init__(tree, unit, "num")
-        self.series = series
-        self.index = index
-
-    def eval(self, frame: _Frame) -> _Num:
+    def eval(self, frame: _Frame) -> _Num | _Series:
         series = self.series.eval(frame)
+        if isinstance(self.key, slice):
+            return series[self.key]  # type: ignore[no-any-return]
         count = len(series.values)
-        if not -count <= self.index < count:
-            raise self.fail(f"{self.name}: index {self.index} is out of range "
+        if not -count <= self.key < count:
+            raise self.fail(f"{self.name}: index {self.key} is out of range "
                             f"(the series has {count} values)")
-        value, label = float(series.values[self.index]), float(series.labels[self.index])
-        return _Num(value, _at(frame.word, label, series.epoch_at(self.index)), series.is_int)
+        value, label = float(series.values[self.key]), float(series.labels[self.key])
+        return _Num(value, _at(frame.word, label, series.epoch_at(self.key)), series.is_int)
 
 
 class _Row(_Node):
@@ -1010,8 +1003,8 @@ class _Builder:
             step = None if index.step is None else self._int_literal(index.step, "a slice step")
             if step == 0:
                 raise self.fail("a slice step cannot be zero", index.step or index)
-            return _Slice(node, self.unit, series, slice(lower, upper, step))
-        return _Index(node, self.unit, series, self._int_literal(index, "an index"))
+            return _Subscript(node, self.unit, series, slice(lower, upper, step))
+        return _Subscript(node, self.unit, series, self._int_literal(index, "an index"))
 
     def _int_literal(self, node: ast.AST, what: str) -> int:
         sign = 1

@@ -9,7 +9,8 @@ A format module holds:
     the defining files found in the directory (names only, nothing parsed), ``[]`` when
     none: a stray file of another trainer (a ``splits.json``) is never one of them;
 ``read(path, section) -> Run``
-    the reader, a :class:`~pytest_mlgates.rundir.Run` subclass;
+    the reader: the format's :class:`~pytest_mlgates.rundir.Run` subclass itself
+    (``read = TimmRun``), or a function where the section needs a default or a check;
 ``Mutations``
     what ``mlgates prove`` changes in a copy of such a run to turn each gate RED
     (a subclass of :class:`pytest_mlgates.formats._mutations.Mutations`);

@@ -5,21 +5,20 @@ says what differs (its missing-value marker, where its epochs start)."""
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import math
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
+from pytest_mlgates.rundir import Run
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import to_epoch, to_float
 
-if TYPE_CHECKING:
-    from pytest_mlgates.rundir import Run
-
-__all__ = ["StrippedRowsEditor", "csv_file_log", "csv_rows", "table_log"]
+__all__ = ["CsvFileRun", "StrippedRowsEditor", "csv_file_log", "csv_rows", "table_evidence", "table_log"]
 
 
 def csv_rows(text: str, shown: str, delimiter: str = ",") -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -83,6 +82,41 @@ def csv_file_log(run: Run, rel: str, kind: str, *, first_epoch: int) -> Log:
     shown = run.shown(run.path / rel)
     header, table = csv_rows(run.read_text(rel), shown)
     return table_log(header, table, shown, kind, first_epoch=first_epoch)
+
+
+def table_evidence(path: Path, table: str, clues: tuple[str, ...]) -> list[str]:
+    """The defining files of a run dir whose epoch table is ``table``: ``[table, clues
+    found...]`` when the table and at least one clue are there, else ``[]`` (a lone
+    ``results.csv`` is anybody's).  A clue is a file name, ``name/`` for a folder, or a
+    pattern such as ``*.pth.tar`` matched against the names in the folder."""
+    path = Path(path)
+    if not (path / table).is_file():
+        return []
+    found = [table]
+    for clue in clues:
+        if clue.endswith("/"):
+            present = (path / clue[:-1]).is_dir()
+        elif "*" in clue:
+            try:
+                present = any(fnmatch.fnmatch(entry.name, clue) for entry in path.iterdir())
+            except OSError:
+                present = False
+        else:
+            present = (path / clue).is_file()
+        found += [clue] if present else []
+    return found if len(found) > 1 else []
+
+
+class CsvFileRun(Run):
+    """A run whose epoch table is one comma-separated file at a fixed place: a subclass
+    names it (``log_file``), and the number of its first epoch where that is not 1, as
+    for :class:`~pytest_mlgates.runlog.Log`."""
+
+    log_file: str
+    first_epoch = 1
+
+    def _read_log(self) -> Log:
+        return csv_file_log(self, self.log_file, self.format, first_epoch=self.first_epoch)
 
 
 class StrippedRowsEditor(m.RowsEditor):

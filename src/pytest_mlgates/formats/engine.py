@@ -34,7 +34,7 @@ from pytest_mlgates.formats._engine_logs import (
     read_engine_csv,
 )
 from pytest_mlgates.gates.rebuild import checkpoint_name
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode
+from pytest_mlgates.rundir import BestRecord, Run, default_mode
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none
@@ -57,10 +57,6 @@ def _names(path: Path) -> set[str]:
         return set(os.listdir(path))
     except OSError:
         return set()
-
-
-def read(path: Path, section: RunSection | None = None) -> EngineRun:
-    return EngineRun(path, section)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -362,3 +358,7 @@ class Mutations(m.Mutations):
     def gate_provenance(self, params: dict[str, Any]) -> tuple[list[m.Mutation], str]:
         return [m.Mutation("edit:config.yaml", "config.yaml edited after the run",
                            m.append_text("config.yaml", "\n# edited after the run\nedited: 1\n"))], ""
+
+
+#: the reader: the run class itself
+read = EngineRun

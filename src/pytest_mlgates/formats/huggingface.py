@@ -36,7 +36,7 @@ from pytest_mlgates.formats._hf_weights import (
     load_weight_file,
     load_weights_dir,
 )
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, default_mode, is_checkpoint_alias
+from pytest_mlgates.rundir import BestRecord, Run, default_mode, is_checkpoint_alias
 from pytest_mlgates.runfiles import read_json_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none, numbers_close
@@ -58,10 +58,6 @@ def detect(path: Path) -> list[str]:
     except OSError:
         pass
     return found
-
-
-def read(path: Path, section: RunSection | None = None) -> HuggingFaceRun:
-    return HuggingFaceRun(path, section)
 
 
 class HuggingFaceRun(Run):
@@ -354,3 +350,7 @@ class Mutations(m.Mutations):
         if rel is None:
             raise m.MutationError(f"{source}: outside the run dir")
         return StateLogEditor(run / rel)
+
+
+#: the reader: the run class itself
+read = HuggingFaceRun

@@ -35,7 +35,7 @@ from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_rows, table_log
 from pytest_mlgates.gates.rebuild import checkpoint_name
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
+from pytest_mlgates.rundir import BestRecord, Run, is_checkpoint_alias
 from pytest_mlgates.runfiles import read_text_file
 from pytest_mlgates.runlog import Log
 
@@ -105,10 +105,6 @@ def detect(path: Path) -> list[str]:
     if not logs or not weights:
         return []
     return [logs[0].name, str(weights[0].relative_to(path))]
-
-
-def read(path: Path, section: RunSection | None = None) -> KerasRun:
-    return KerasRun(path, section)
 
 
 # --------------------------------------------------------------------------- weights
@@ -280,3 +276,7 @@ class Mutations(m.Mutations):
 def _unmeasured(cell: object) -> bool:
     """A CSVLogger cell of a metric never measured: empty, ``NA`` or ``nan``."""
     return cell is None or str(cell).strip().lower() in ("", "na", "nan")
+
+
+#: the reader: the run class itself
+read = KerasRun

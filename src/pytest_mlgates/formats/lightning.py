@@ -39,7 +39,7 @@ from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats._lightning_callbacks import callback_entries, whole_or_minus_one
 from pytest_mlgates.formats._lightning_csv import parse_lightning_csv, read_lightning_csv
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, best_index, is_checkpoint_alias
+from pytest_mlgates.rundir import BestRecord, Run, best_index, is_checkpoint_alias
 from pytest_mlgates.runfiles import MAX_TEXT_BYTES, open_run_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import float_or_none, mtime_or_zero, scalar
@@ -75,10 +75,6 @@ def locate(path: Path) -> Path | None:
         if len(versions) == 1:
             return versions[0]
     return None
-
-
-def read(path: Path, section: RunSection | None = None) -> LightningRun:
-    return LightningRun(path, section)
 
 
 class LightningRun(Run):
@@ -377,3 +373,7 @@ class Mutations(m.Mutations):
         if not (run / "metrics.csv").is_file():
             raise m.MutationError("metrics.csv: not in the run")
         return m.RowsEditor(run / "metrics.csv", key="epoch")
+
+
+#: the reader: the run class itself
+read = LightningRun

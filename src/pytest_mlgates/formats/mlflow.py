@@ -152,10 +152,6 @@ def to_log(run: MlflowRun) -> Log:
 # --------------------------------------------------------------------------- the reader
 
 
-def read(path: Path, section: RunSection | None = None) -> MlflowRunDir:
-    return MlflowRunDir(path, section)
-
-
 class MlflowRunDir(Run):
     """An MLflow run: metrics and params from the store, checkpoints from its artifacts.
 
@@ -363,3 +359,7 @@ class Mutations(m.Mutations):
             return StoreLogEditor(run, record, self.root)
         except ValueError:
             raise m.MutationError(f"{record.source}: the store lies outside the run dir given") from None
+
+
+#: the reader: the run class itself
+read = MlflowRunDir

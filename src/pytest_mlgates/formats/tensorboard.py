@@ -22,7 +22,7 @@ from typing import Any
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
 from pytest_mlgates.formats.engine import EngineRun
-from pytest_mlgates.rundir import RunSection, default_mode
+from pytest_mlgates.rundir import default_mode
 from pytest_mlgates.runfiles import open_run_file
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runlog_regroup import regroup_steps
@@ -270,10 +270,6 @@ def tracked_from_files(folder: Path) -> list[tuple[str, str]]:
     return out
 
 
-def read(path: Path, section: RunSection | None = None) -> TensorBoardRun:
-    return TensorBoardRun(path, section)
-
-
 class TensorBoardRun(EngineRun):
     """TensorBoard event files as the log; checkpoints the engine's way beside them
     (``checkpoints/best_<metric>.pt``)."""
@@ -387,3 +383,7 @@ class Mutations(m.Mutations):
 
     def open_log(self, run: Path) -> m.LogEditor:
         return EventLogEditor(run)
+
+
+#: the reader: the run class itself
+read = TensorBoardRun

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_file_log
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
-from pytest_mlgates.runlog import Log
+from pytest_mlgates.formats._tables import CsvFileRun, StrippedRowsEditor, table_evidence
+from pytest_mlgates.rundir import BestRecord, is_checkpoint_alias
 from pytest_mlgates.runvalues import float_or_none
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "TimmRun", "detect", "read"]
@@ -37,29 +36,14 @@ _EXT = ".pth.tar"
 
 
 def detect(path: Path) -> list[str]:
-    path = Path(path)
-    if not (path / "summary.csv").is_file():
-        return []
-    found = ["summary.csv"]
-    found += ["args.yaml"] if (path / "args.yaml").is_file() else []
-    try:
-        if any(p.name.endswith(_EXT) for p in path.iterdir()):
-            found.append("*.pth.tar")
-    except OSError:
-        pass
-    return found if len(found) > 1 else []
+    return table_evidence(path, "summary.csv", ("args.yaml", "*" + _EXT))
 
 
-def read(path: Path, section: RunSection | None = None) -> TimmRun:
-    return TimmRun(path, section)
-
-
-class TimmRun(Run):
+class TimmRun(CsvFileRun):
     format = "timm"
     config_file = "args.yaml"
-
-    def _read_log(self) -> Log:
-        return csv_file_log(self, "summary.csv", "timm", first_epoch=0)
+    log_file = "summary.csv"
+    first_epoch = 0  # timm's summary.csv counts from 0
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -114,3 +98,7 @@ class Mutations(m.Mutations):
 
     def open_log(self, run: Path) -> m.LogEditor:
         return StrippedRowsEditor(run / "summary.csv")
+
+
+#: the reader: the run class itself
+read = TimmRun

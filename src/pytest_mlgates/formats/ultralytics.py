@@ -29,10 +29,9 @@ from typing import Any
 
 from pytest_mlgates.errors import RunDirError
 from pytest_mlgates.formats import _mutations as m
-from pytest_mlgates.formats._tables import StrippedRowsEditor, csv_file_log
+from pytest_mlgates.formats._tables import CsvFileRun, StrippedRowsEditor, table_evidence
 from pytest_mlgates.gates.rebuild import checkpoint_name
-from pytest_mlgates.rundir import BestRecord, Run, RunSection, is_checkpoint_alias
-from pytest_mlgates.runlog import Log
+from pytest_mlgates.rundir import BestRecord, is_checkpoint_alias
 
 __all__ = ["IDENTIFIED_BY", "Mutations", "UltralyticsRun", "detect", "read"]
 
@@ -45,17 +44,7 @@ _FITNESS_COLUMNS = ("metrics/mAP50-95(B)", "metrics/mAP50-95(M)", "metrics/mAP50
 
 
 def detect(path: Path) -> list[str]:
-    path = Path(path)
-    if not (path / "results.csv").is_file():
-        return []
-    found = ["results.csv"]
-    found += ["args.yaml"] if (path / "args.yaml").is_file() else []
-    found += ["weights/"] if (path / "weights").is_dir() else []
-    return found if len(found) > 1 else []
-
-
-def read(path: Path, section: RunSection | None = None) -> UltralyticsRun:
-    return UltralyticsRun(path, section)
+    return table_evidence(path, "results.csv", ("args.yaml", "weights/"))
 
 
 def refusal(shown: str, what: str = "weights") -> str:
@@ -65,12 +54,10 @@ def refusal(shown: str, what: str = "weights") -> str:
             ".state_dict(), 'best_state_dict.pt') -- and name that file (checkpoint: best_state_dict.pt)")
 
 
-class UltralyticsRun(Run):
+class UltralyticsRun(CsvFileRun):
     format = "ultralytics"
     config_file = "args.yaml"
-
-    def _read_log(self) -> Log:
-        return csv_file_log(self, "results.csv", "ultralytics", first_epoch=1)
+    log_file = "results.csv"
 
     @property
     def tracked(self) -> list[tuple[str, str]]:
@@ -184,3 +171,7 @@ class Mutations(m.Mutations):
         if params.get("path") in (None, "checkpoints/last.pt"):
             return [], "no mutation: weights/last.pt pickles the whole model and is never opened"
         return self.declared("resume_point", params)
+
+
+#: the reader: the run class itself
+read = UltralyticsRun

@@ -12,12 +12,7 @@ import math
 from typing import Any
 
 from pytest_mlgates.errors import GateFailure, RunDirError
-from pytest_mlgates.formats._mutations import (
-    Mutation,
-    Mutations,
-    as_names,
-    combine,
-)
+from pytest_mlgates.formats._mutations import Mutation, Mutations, as_names, combine
 from pytest_mlgates.gates import GateContext, GateResult
 from pytest_mlgates.gates import params as p
 from pytest_mlgates.gates._common import (
