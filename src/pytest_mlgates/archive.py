@@ -37,7 +37,8 @@ items' reports and the session's fingerprints, then judge and write each run at 
 The rest is elsewhere: the per-criterion records and the verdict (``archive_records.py``),
 each run judged (``archive_judge.py``) and written (``archive_write.py``), the summary,
 JUnit XML, names and git state (``archive_contents.py``), the ledger line (``ledger.py``),
-the report page (``report_html.py``), and the safe writes (``archive_fs.py``).  It is
+the report page (``report_html.py``), the safe writes (``archive_fs.py``), and what an
+xdist worker's ``-k``/``-m`` left out (``archive_partial.py``).  It is
 imported by ``plugin.py`` lazily; it imports nothing heavy.
 """
 
@@ -47,7 +48,7 @@ import datetime as _dt
 import io
 import os
 import secrets
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +57,7 @@ import pytest
 from pytest_mlgates.archive_contents import git_state
 from pytest_mlgates.archive_fs import ArchiveError, archive_location
 from pytest_mlgates.archive_judge import GateFilePatterns, judge_run
+from pytest_mlgates.archive_partial import WORKER_KEY, DeselectionReporter, deselected_criteria
 from pytest_mlgates.archive_records import (
     PROP,
     CriterionRecord,
@@ -70,8 +72,6 @@ from pytest_mlgates.ledger import LedgerKeyError, ledger_key
 __all__ = ["add_options", "register"]
 
 PLUGIN_NAME = "mlgates-archive"
-#: workeroutput key under which an xdist worker reports the criteria -k/-m left out
-WORKER_KEY = "mlgates_deselected"
 
 
 # --------------------------------------------------------------------------- options
@@ -115,36 +115,6 @@ def register(config: pytest.Config) -> None:
         config.pluginmanager.register(DeselectionReporter(config), PLUGIN_NAME)
         return
     config.pluginmanager.register(ArchivePlugin(config), PLUGIN_NAME)
-
-
-def deselected_criteria(items: Iterable[Any]) -> list[tuple[str, str]]:
-    """(node id, run label) of every gate-file criterion among deselected items."""
-    out = []
-    for item in items:
-        if getattr(item, "criterion", None) is None:
-            continue
-        run = getattr(item, "run", None)
-        # an across_runs item stands for every run dir it judges
-        for one in getattr(item, "runs", None) or ([run] if run is not None else []):
-            out.append((str(item.nodeid), str(getattr(one, "label", one))))
-    return out
-
-
-class DeselectionReporter:
-    """On an xdist worker: the criteria ``-k``/``-m``/``--deselect`` left out, sent to the
-    controller in ``workeroutput`` so that a subset session is archived as partial."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.deselected: list[tuple[str, str]] = []
-
-    def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        self.deselected += deselected_criteria(items)
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        output = getattr(self.config, "workeroutput", None)
-        if output is not None:
-            output[WORKER_KEY] = [list(pair) for pair in self.deselected]
 
 
 def archive_root(run_dir: Path, setting: str) -> Path:
