@@ -42,6 +42,8 @@ from pytest_mlgates.probes import fill_core_with_median
 if TYPE_CHECKING:  # torch is imported where it is used, so `import model.data` stays light
     from torch.utils.data import DataLoader
 
+    from model.distributed import DistInfo
+
 # Separate random streams per purpose, so adding a fault never changes the honest data
 # (streams 1 and 2 are the stamps' own, in stamps.py; 11 to 14 the faults', in faults.py).
 _STREAM_SPLIT, _STREAM_IMBALANCE, _STREAM_CORE_DROPOUT = 21, 22, 31
@@ -365,3 +367,12 @@ def _thin_class(train: np.ndarray, y: np.ndarray, cls: int, keep: float, seed: i
     n_keep = max(1, round(keep * len(members)))
     kept = _rng(seed, _STREAM_IMBALANCE).choice(members, size=n_keep, replace=False)
     return np.sort(np.concatenate([train[y[train] != cls], kept])).astype(np.int64)
+
+
+def train_loader_for(dataset: Dataset, config: Config, dist: DistInfo,
+                     epoch: int) -> Any:
+    """This rank's shard of the training split; the order is a function of (seed, epoch)."""
+    tc = config.train
+    return dataset.loader("train", tc.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                          core_dropout=tc.core_dropout, rank=dist.rank,
+                          world_size=dist.world_size, num_workers=config.data.num_workers)

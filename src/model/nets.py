@@ -139,3 +139,12 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     model.load_state_dict(weights)
     model.eval()
     return model
+
+
+@torch.no_grad()
+def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * weights; buffers (BatchNorm stats) are copied."""
+    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
+        ema_p.lerp_(p.detach(), 1.0 - decay)
+    for ema_b, b in zip(ema_model.buffers(), model.buffers()):
+        ema_b.copy_(b)

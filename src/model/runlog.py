@@ -19,9 +19,13 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.checkpoint import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from model.config import Config
+    from model.distributed import DistInfo
 
 LOGGER_NAME = "model"
 
@@ -262,3 +266,20 @@ def entry_point(world_size: int) -> str:
     if os.environ.get("TORCHELASTIC_RUN_ID") or world_size > 1:
         return f"torchrun --nproc-per-node {world_size} -m model train"
     return "python -m model train"
+
+
+def progress(loader: Any, config: Config, dist: DistInfo, desc: str) -> Iterable[Any]:
+    """tqdm on stderr, only for a person watching (a TTY), rank 0, and progress_bar: true."""
+    if not (config.train.progress_bar and dist.is_main and sys.stderr.isatty()):
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def format_epoch_line(row: dict[str, Any], epochs: int, newly_best: list[str]) -> str:
+    best = f"  new best: {', '.join(newly_best)}" if newly_best else ""
+    return (f"epoch {row['epoch']}/{epochs}  train_loss={row['train_loss']:.4f}  "
+            f"val_loss={row['val_loss']:.4f}  val_accuracy={row['val_accuracy']:.4f}  "
+            f"val_macro_f1={row['val_macro_f1']:.4f}  val_min_recall={row['val_min_recall']:.4f}  "
+            f"lr={row['lr']:.3g}  ({row['epoch_seconds']:.2f}s){best}")

@@ -6,8 +6,9 @@ there is something to resume, loop over epochs (:func:`train_one_epoch`,
 checkpoint, test split, plots). With ``tracking:`` in the config, MLflow or W&B get the
 params, each epoch's metrics and the end status too (:mod:`model.tracking`).
 There is no trainer class and no callback framework; the helpers are plain functions with
-the names you would guess, below ``train`` or in :mod:`model.checks` (the refusals),
-:mod:`model.runfiles` (the run-dir files) and :mod:`model.trainstate` (what a resume restores).
+the names you would guess, below ``train`` or where their subject lives: :mod:`model.checks`
+(the refusals), :mod:`model.runfiles` (the run-dir files), :mod:`model.trainstate` (what a
+resume restores), :mod:`model.data` (each epoch's loader), :mod:`model.nets` (the EMA).
 
 What it does that the usual loops do not:
 
@@ -34,10 +35,8 @@ import copy
 import functools
 import logging
 import math
-import random
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +53,13 @@ from model.checkpoint import (
     remove_stale_temp_files,
     restore_rng,
     save_checkpoint,
+    seed_everything,
 )
 from model.config import Config
-from model.data import Dataset, build_dataset
+from model.data import build_dataset, train_loader_for
 from model.metrics import classification_metrics
-from model.nets import build_model
-from model.runlog import RunDirError, log_columns, write_history
+from model.nets import build_model, update_ema
+from model.runlog import RunDirError, format_epoch_line, log_columns, progress, write_history
 from model.tracking import Trackers, check_installed, open_trackers
 from model.trainstate import TrainState, make_checkpoint, resume_from
 
@@ -388,15 +388,6 @@ def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, class_names: l
             **classification_metrics(logits.cpu(), targets.cpu(), class_names, prefix)}
 
 
-@torch.no_grad()
-def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * weights; buffers (BatchNorm stats) are copied."""
-    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
-        ema_p.lerp_(p.detach(), 1.0 - decay)
-    for ema_b, b in zip(ema_model.buffers(), model.buffers()):
-        ema_b.copy_(b)
-
-
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier per optimizer step: linear warm-up, then cosine decay to 0."""
 
@@ -407,38 +398,6 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], f
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
     return multiplier
-
-
-def train_loader_for(dataset: Dataset, config: Config, dist: distributed.DistInfo,
-                     epoch: int) -> Any:
-    """This rank's shard of the training split; the order is a function of (seed, epoch)."""
-    tc = config.train
-    return dataset.loader("train", tc.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                          core_dropout=tc.core_dropout, rank=dist.rank,
-                          world_size=dist.world_size, num_workers=config.data.num_workers)
-
-
-def progress(loader: Any, config: Config, dist: distributed.DistInfo, desc: str) -> Iterable[Any]:
-    """tqdm on stderr, only for a person watching (a TTY), rank 0, and progress_bar: true."""
-    if not (config.train.progress_bar and dist.is_main and sys.stderr.isatty()):
-        return loader
-    from tqdm import tqdm
-
-    return tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-
-def format_epoch_line(row: dict[str, Any], epochs: int, newly_best: list[str]) -> str:
-    best = f"  new best: {', '.join(newly_best)}" if newly_best else ""
-    return (f"epoch {row['epoch']}/{epochs}  train_loss={row['train_loss']:.4f}  "
-            f"val_loss={row['val_loss']:.4f}  val_accuracy={row['val_accuracy']:.4f}  "
-            f"val_macro_f1={row['val_macro_f1']:.4f}  val_min_recall={row['val_min_recall']:.4f}  "
-            f"lr={row['lr']:.3g}  ({row['epoch_seconds']:.2f}s){best}")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 __all__ = [
