@@ -63,6 +63,41 @@ def test_breast_cancer_is_sklearns_with_its_target_names() -> None:
     np.testing.assert_allclose(ds.x, ref.data.astype(np.float32))
 
 
+@pytest.mark.parametrize("name", ["digits", "breast_cancer"])
+def test_sklearns_data_files_read_without_sklearn_are_its_arrays_bit_for_bit(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine reads scikit-learn's two bundled files itself (importing scikit-learn
+    costs seconds of every start); the arrays are sklearn.datasets' own, to the bit, and
+    where the files are not where it looks, sklearn.datasets loads them."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    from model import data
+
+    read = {"digits": data._load_digits, "breast_cancer": data._load_breast_cancer}[name]
+    x, y, _, names = read()
+    if name == "digits":
+        ref = load_digits()
+        expected_x, expected_names = (ref.images.astype(np.float32) / 16.0)[:, None], [str(i) for i in range(10)]
+    else:
+        ref = load_breast_cancer()
+        expected_x, expected_names = ref.data.astype(np.float32), [str(n) for n in ref.target_names]
+    assert x.tobytes() == np.ascontiguousarray(expected_x).tobytes() and x.shape == expected_x.shape
+    assert y.dtype == np.int64 and np.array_equal(y, ref.target)
+    assert names == expected_names
+    # without scikit-learn imported at all, in a process of its own
+    probe = (f"import sys; from model.data import {read.__name__}; {read.__name__}(); "
+             "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+    # the fallback: no file where the reader looks -> sklearn.datasets, the same arrays
+    monkeypatch.setattr(data, "_sklearn_data_file", lambda _name: None)
+    x2, y2, _, names2 = read()
+    assert x2.tobytes() == x.tobytes() and np.array_equal(y2, y) and names2 == names
+
+
 def test_stamps_shape_balance_and_groups_of_four() -> None:
     ds = build(*STAMPS_SMALL)
     assert ds.x.shape == (240, 3, 64, 64) and ds.x.dtype == np.float32
