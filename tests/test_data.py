@@ -74,9 +74,9 @@ def test_sklearns_data_files_read_without_sklearn_are_its_arrays_bit_for_bit(
 
     from sklearn.datasets import load_breast_cancer, load_digits
 
-    from model import data
+    from model import bundled
 
-    read = {"digits": data._load_digits, "breast_cancer": data._load_breast_cancer}[name]
+    read = {"digits": bundled.load_digits, "breast_cancer": bundled.load_breast_cancer}[name]
     x, y, _, names = read()
     if name == "digits":
         ref = load_digits()
@@ -88,12 +88,12 @@ def test_sklearns_data_files_read_without_sklearn_are_its_arrays_bit_for_bit(
     assert y.dtype == np.int64 and np.array_equal(y, ref.target)
     assert names == expected_names
     # without scikit-learn imported at all, in a process of its own
-    probe = (f"import sys; from model.data import {read.__name__}; {read.__name__}(); "
+    probe = (f"import sys; from model.bundled import {read.__name__}; {read.__name__}(); "
              "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
     # the fallback: no file where the reader looks -> sklearn.datasets, the same arrays
-    monkeypatch.setattr(data, "_sklearn_data_file", lambda _name: None)
+    monkeypatch.setattr(bundled, "_sklearn_data_file", lambda _name: None)
     x2, y2, _, names2 = read()
     assert x2.tobytes() == x.tobytes() and np.array_equal(y2, y) and names2 == names
 

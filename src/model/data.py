@@ -22,11 +22,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from model.bundled import load_breast_cancer, load_digits
 from model.config import Config, ConfigError
 from model.faults import (
     check_faults_apply,
@@ -242,9 +242,9 @@ def build_dataset(config: Config) -> Dataset:
 
     hidden: dict[str, np.ndarray] = {}
     if data.name == "digits":
-        x, y, groups, class_names = _load_digits()
+        x, y, groups, class_names = load_digits()
     elif data.name == "breast_cancer":
-        x, y, groups, class_names = _load_breast_cancer()
+        x, y, groups, class_names = load_breast_cancer()
     elif data.name == "stamps":
         x, y, groups, hidden = make_stamps(data.n_samples, seed, shortcut="shortcut" in data.faults)
         class_names = list(STAMPS_CLASSES)
@@ -297,62 +297,6 @@ def _class_index(cls: int | str, class_names: list[str]) -> int:
         f"data.imbalance.class: {cls!r} is not a class of this dataset "
         f"(names: {', '.join(class_names)}; or an index 0..{len(class_names) - 1})"
     )
-
-
-# scikit-learn's bundled data files, read where scikit-learn keeps them: importing
-# scikit-learn (and scipy behind it) costs ~2 s of every engine start on the dev machine,
-# for two small CSV files. The files are the ones sklearn.datasets reads; where they are
-# not (another layout), sklearn.datasets loads them. tests/test_data.py checks both give
-# the same arrays, bit for bit.
-_SKLEARN_FILES = {"digits": "digits.csv.gz", "breast_cancer": "breast_cancer.csv"}
-
-
-def _sklearn_data_file(name: str) -> Path | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / _SKLEARN_FILES[name]
-    return path if path.is_file() else None
-
-
-def _load_digits() -> tuple[np.ndarray, np.ndarray, None, list[str]]:
-    path = _sklearn_data_file("digits")
-    table = None
-    if path is not None:  # what sklearn's load_digits parses: 64 pixels (0..16) and the digit
-        import gzip
-
-        with gzip.open(path, mode="rt", encoding="utf-8") as fh:
-            table = np.loadtxt(fh, delimiter=",")
-    if table is None or table.shape != (1797, 65):
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images, target = bunch.images, bunch.target
-    else:
-        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
-    x = (images.astype(np.float32) / 16.0)[:, None, :, :]
-    return np.ascontiguousarray(x), target.astype(np.int64), None, [str(i) for i in range(10)]
-
-
-def _load_breast_cancer() -> tuple[np.ndarray, np.ndarray, None, list[str]]:
-    path = _sklearn_data_file("breast_cancer")
-    if path is not None:  # what sklearn's load_csv_data parses: "569,30,malignant,benign", rows
-        import csv
-
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
-        head = rows[0] if rows else []
-        if len(head) == 4 and head[:2] == ["569", "30"] and len(rows) == 570:
-            table = np.array(rows[1:], dtype=np.float64)
-            return (table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64), None,
-                    [str(n) for n in head[2:]])
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    names = [str(n) for n in bunch.target_names]
-    return bunch.data.astype(np.float32), bunch.target.astype(np.int64), None, names
 
 
 # --------------------------------------------------------------------------- splits
