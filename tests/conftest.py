@@ -228,6 +228,19 @@ def _script_batch(trainer: str, fault: str) -> list[tuple[str, str]]:
     return batch if (trainer, fault) in batch else [(trainer, fault)]
 
 
+def _train_batch(script: str, jobs: list[list[str]], spec: Path,
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[int, str]]:
+    """``tests/trainers/<script> --batch SPEC``: every job (a command line) one run, all in one
+    process, run in SPEC's folder; the process, and ``{job index: run dir}`` of the runs it
+    finished (each printed as ``run-dir <index> <path>``, so a failure keeps those before it)."""
+    spec.write_text(json.dumps(jobs))
+    proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), "--batch", str(spec)],
+                          capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=spec.parent,
+                          check=False)
+    made = {int(i): path for i, path in re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE)}
+    return proc, made
+
+
 @pytest.fixture(scope="session")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
     """Factory: ``trainer_run(trainer, fault) -> run dir`` of a real Lightning / HF Trainer /
@@ -252,15 +265,10 @@ def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str]
                     shutil.rmtree(cache / f"{t}-{f}", ignore_errors=True)
                     jobs.append([str(cache / f"{t}-{f}"), "--fault", f, "--epochs", str(TRAINER_EPOCHS),
                                  *TRAINER_SCRIPTS[t][1]])
-                spec = cache / f"{script}.jobs.json"
-                spec.write_text(json.dumps(jobs))
-                proc = subprocess.run(
-                    [sys.executable, str(TRAINER_SCRIPTS_DIR / script), "--batch", str(spec)],
-                    capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=cache, check=False)
-                made = dict(re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE))
+                proc, made = _train_batch(script, jobs, cache / f"{script}.jobs.json")
                 for i, (t, f) in enumerate(todo):  # the runs finished before a failure count
-                    if str(i) in made:
-                        (cache / f"{t}-{f}.done").write_text(made[str(i)])
+                    if i in made:
+                        (cache / f"{t}-{f}.done").write_text(made[i])
                 if proc.returncode != 0:
                     raise RuntimeError(f"{script} {[' '.join(j) for j in jobs]} failed ({proc.returncode}): "
                                        f"{proc.stderr[-2000:]}")
@@ -282,15 +290,11 @@ def script_runs(tmp_path_factory: pytest.TempPathFactory, script: str, name: str
         if not done.exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            spec = root / "jobs.json"
-            spec.write_text(json.dumps([[str(root / label), *args] for label, args in jobs.items()]))
-            proc = subprocess.run([sys.executable, str(TRAINER_SCRIPTS_DIR / script), "--batch", str(spec)],
-                                  capture_output=True, text=True, timeout=900, env=trainer_env(), cwd=root,
-                                  check=False)
+            proc, made = _train_batch(script, [[str(root / label), *args] for label, args in jobs.items()],
+                                      root / "jobs.json")
             if proc.returncode != 0:
                 raise RuntimeError(f"{script} --batch failed ({proc.returncode}): {proc.stderr[-3000:]}")
-            made = dict(re.findall(r"^run-dir (\d+) (.+)$", proc.stdout, re.MULTILINE))
-            done.write_text(json.dumps({label: made[str(i)] for i, label in enumerate(jobs)}))
+            done.write_text(json.dumps({label: made[i] for i, label in enumerate(jobs)}))
     return {label: Path(path) for label, path in json.loads(done.read_text()).items()}
 
 

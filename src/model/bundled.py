@@ -44,7 +44,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, None, list[str]]:
         bunch = sklearn_load_digits()
         images, target = bunch.images, bunch.target
     else:
-        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1]
     x = (images.astype(np.float32) / 16.0)[:, None, :, :]
     return np.ascontiguousarray(x), target.astype(np.int64), None, [str(i) for i in range(10)]
 

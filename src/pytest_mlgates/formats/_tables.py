@@ -18,7 +18,7 @@ from pytest_mlgates.rundir import Run
 from pytest_mlgates.runlog import Log
 from pytest_mlgates.runvalues import to_epoch, to_float
 
-__all__ = ["CsvFileRun", "StrippedRowsEditor", "csv_file_log", "csv_rows", "table_evidence", "table_log"]
+__all__ = ["CsvFileRun", "StrippedRowsEditor", "csv_rows", "table_evidence", "table_log"]
 
 
 def csv_rows(text: str, shown: str, delimiter: str = ",") -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -75,15 +75,6 @@ def table_log(header: list[str], table: list[tuple[int, dict[str, Any]]], shown:
     return Log(columns=columns, source=Path(shown), empty=empty, kind=kind, first_epoch=first_epoch)
 
 
-def csv_file_log(run: Run, rel: str, kind: str, *, first_epoch: int) -> Log:
-    """The epoch table ``rel`` of ``run`` (a comma-separated file at a fixed place: timm's
-    ``summary.csv``, Ultralytics' ``results.csv``) as a :class:`Log`."""
-    run.resolve(rel)
-    shown = run.shown(run.path / rel)
-    header, table = csv_rows(run.read_text(rel), shown)
-    return table_log(header, table, shown, kind, first_epoch=first_epoch)
-
-
 def table_evidence(path: Path, table: str, clues: tuple[str, ...]) -> list[str]:
     """The defining files of a run dir whose epoch table is ``table``: ``[table, clues
     found...]`` when the table and at least one clue are there, else ``[]`` (a lone
@@ -116,7 +107,10 @@ class CsvFileRun(Run):
     first_epoch = 1
 
     def _read_log(self) -> Log:
-        return csv_file_log(self, self.log_file, self.format, first_epoch=self.first_epoch)
+        self.resolve(self.log_file)
+        shown = self.shown(self.path / self.log_file)
+        header, table = csv_rows(self.read_text(self.log_file), shown)
+        return table_log(header, table, shown, self.format, first_epoch=self.first_epoch)
 
 
 class StrippedRowsEditor(m.RowsEditor):
